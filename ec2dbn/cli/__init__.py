@@ -1,0 +1,66 @@
+"""The `ec2dbn` command: the only place that prints or exits.
+
+Verbs live in sibling modules (one per family) and register on `cli`. Errors below `Ec2dbnError` become
+one line on stderr and their exit code; anything else is a bug and shows a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ec2dbn import __version__
+from ec2dbn.errors import Ec2dbnError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="ec2dbn")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run GPU training jobs on AWS EC2 as code.
+
+    \b
+    Typical session:
+      ec2dbn train --local examples/seed-mnist5k.yaml   # no AWS needed
+      ec2dbn launch --spot                               # a tagged, self-terminating GPU box
+      ec2dbn train examples/seed-mnist.yaml              # ship, run, stream, pull, tear down
+      ec2dbn teardown --all --yes                        # remove everything ec2dbn created
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding verbs to `cli`.
+    from ec2dbn.cli import catalog_cmds, stack_cmds, train_cmds  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: returns the process exit code (setuptools wraps it in sys.exit).
+
+    A verb signals a non-zero outcome by raising an `Ec2dbnError` or by returning an int.
+    """
+    _register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="ec2dbn", standalone_mode=False)
+    except Ec2dbnError as exc:
+        if "--debug" in args:
+            raise
+        from ec2dbn.cli.output import stderr
+
+        stderr.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0

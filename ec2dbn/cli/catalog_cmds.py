@@ -1,0 +1,1 @@
+"""Verbs about instance types and prices: catalog."""

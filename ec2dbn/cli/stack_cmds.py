@@ -1,0 +1,1 @@
+"""Verbs that manage a stack's cloud resources: launch, status, teardown."""

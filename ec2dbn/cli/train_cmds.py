@@ -1,0 +1,1 @@
+"""Verbs that run jobs: train (remote or --local), logs, ssh."""

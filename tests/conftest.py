@@ -1,0 +1,3 @@
+"""Shared pytest set-up. Fixtures live in tests/support/ modules and are loaded here as plugins."""
+
+pytest_plugins: list[str] = []

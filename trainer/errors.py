@@ -1,0 +1,27 @@
+"""Errors the trainer reports as one line, with the process exit code they map to."""
+
+from __future__ import annotations
+
+
+class TrainerError(Exception):
+    """Base of the trainer's user-facing errors."""
+
+    exit_code = 1
+
+
+class JobError(TrainerError):
+    """The job file is invalid: a bad key, type or value. Exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(TrainerError):
+    """The data cannot be used: missing, truncated, corrupted, or inconsistent. Exit code 2."""
+
+    exit_code = 2
+
+
+class BackendError(TrainerError):
+    """The requested array backend is unusable (e.g. `cupy` without a GPU). Exit code 2."""
+
+    exit_code = 2
