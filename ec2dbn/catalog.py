@@ -1,0 +1,225 @@
+"""The bundled instance catalog: what each EC2 type carries (GPU, vCPUs, memory) and its dated list price.
+
+Why a bundled file: AWS's Pricing API needs credentials and a network round trip (and moto has none), yet
+`plan`, `launch --dry-run` and every `train` must show a price before anything is created. So ec2dbn
+ships `data/catalog.yaml`, stamped with the date and source of its prices, and says so wherever a price
+is printed. Live spot prices come from `ec2dbn.cost.spot_price` instead.
+
+Validation lives here too: an instance type is checked against the catalog before any AWS call, and
+families whose GPU is below compute capability 5.0 (the seed's g2 GRID K520 at 3.0, p2's K80 at 3.7) are
+refused with a suggestion, because CUDA 12 and CuPy cannot run them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from ec2dbn.errors import ConfigError
+
+#: Oldest CUDA compute capability CUDA 12.x (and so the CuPy wheels the trainer uses) can run.
+MIN_COMPUTE_CAPABILITY = "5.0"
+
+#: The region whose prices every catalog entry has; other regions fall back to it, labelled as such.
+BASE_REGION = "us-east-1"
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """One EC2 instance type as the catalog knows it.
+
+    Memory is in GiB; `gpu_memory_gib` is per GPU. CPU types have gpu_model None, gpu_count 0,
+    gpu_memory_gib 0 and gpu_compute_capability None. `retired` types are listed (so `ec2dbn catalog`
+    can show them flagged) but `lookup` refuses them and `suggestion` names the type to use instead.
+    """
+
+    name: str
+    family: str
+    gpu_model: str | None
+    gpu_count: int
+    gpu_memory_gib: float
+    gpu_compute_capability: str | None
+    vcpus: int
+    memory_gib: float
+    previous_generation: bool
+    note: str
+    retired: bool = False
+    suggestion: str | None = None
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu_count > 0
+
+
+@dataclass(frozen=True)
+class Price:
+    """An hourly price in USD with where it came from and when (`date` is ISO, YYYY-MM-DD)."""
+
+    usd_per_hour: float
+    source: str
+    date: str
+    region: str
+    market: str = "on-demand"
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    date: str
+    source: str
+    types: dict[str, InstanceType]  # insertion order = the data file's order
+    prices: dict[str, dict[str, float]]  # type name -> region -> USD/h
+
+
+def _cc_tuple(cc: str) -> tuple[int, int]:
+    major, _, minor = cc.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _parse(doc: dict[str, Any]) -> _Catalog:
+    """Turn the YAML document into records; a malformed data file is a bug, so it fails loudly."""
+    types: dict[str, InstanceType] = {}
+    prices: dict[str, dict[str, float]] = {}
+    for group, fam in doc["families"].items():
+        gpu = fam.get("gpu")
+        for name, spec in fam["types"].items():
+            cc = str(gpu["compute_capability"]) if gpu else None
+            retired = bool(fam.get("retired", False))
+            types[name] = InstanceType(
+                name=name,
+                family=name.split(".", 1)[0],
+                gpu_model=gpu["model"] if gpu else None,
+                gpu_count=int(spec.get("gpus", 0)) if gpu else 0,
+                gpu_memory_gib=float(gpu["memory_gib"]) if gpu else 0.0,
+                gpu_compute_capability=cc,
+                vcpus=int(spec["vcpus"]),
+                memory_gib=float(spec["memory_gib"]),
+                previous_generation=bool(fam.get("previous_generation", False)) or retired,
+                note=str(fam.get("note", "")),
+                retired=retired,
+                suggestion=spec.get("suggest", fam.get("suggest")),
+            )
+            if BASE_REGION not in spec["usd_per_hour"]:
+                raise ValueError(f"catalog entry {name} ({group}) has no {BASE_REGION} price")
+            prices[name] = {str(r): float(p) for r, p in spec["usd_per_hour"].items()}
+    return _Catalog(
+        date=str(doc["date"]), source=" ".join(str(doc["source"]).split()), types=types, prices=prices
+    )
+
+
+@cache
+def _catalog() -> _Catalog:
+    text = resources.files("ec2dbn").joinpath("data", "catalog.yaml").read_text(encoding="utf-8")
+    return _parse(yaml.safe_load(text))
+
+
+def catalog_date() -> str:
+    """The date (YYYY-MM-DD) the bundled prices were taken from AWS's price list."""
+    return _catalog().date
+
+
+def catalog_source() -> str:
+    """Where the bundled prices and specs come from, in one line."""
+    return _catalog().source
+
+
+def all_types() -> list[InstanceType]:
+    """Every catalog entry, retired ones included (flagged), in the data file's order."""
+    return list(_catalog().types.values())
+
+
+def _retired_families() -> dict[str, InstanceType]:
+    """Family prefix -> one representative retired entry (for refusing sizes we do not list too)."""
+    out: dict[str, InstanceType] = {}
+    for t in _catalog().types.values():
+        if t.retired:
+            out.setdefault(t.family, t)
+    return out
+
+
+def _too_old(t: InstanceType) -> bool:
+    return t.gpu_compute_capability is not None and _cc_tuple(t.gpu_compute_capability) < _cc_tuple(
+        MIN_COMPUTE_CAPABILITY
+    )
+
+
+def _refusal(name: str, t: InstanceType) -> ConfigError:
+    suggestion = t.suggestion or "g4dn.xlarge"
+    modern = _catalog().types.get(suggestion)
+    modern_gpu = f" ({modern.gpu_model})" if modern and modern.gpu_model else ""
+    gpu = (t.gpu_model or "GPU").removeprefix("NVIDIA ")
+    return ConfigError(
+        f"{name} is a retired previous-generation family: its {gpu} GPU is compute capability "
+        f"{t.gpu_compute_capability}, which current CUDA and CuPy cannot run; "
+        f"use {suggestion}{modern_gpu} instead"
+    )
+
+
+def lookup(instance_type: str) -> InstanceType:
+    """The catalog entry for `instance_type` (case and surrounding spaces ignored).
+
+    Raises ConfigError, one line each: for a retired family (g2.*, p2.*: GPU below compute capability
+    5.0), checked before anything else and for any size of that family, with a modern type to use;
+    for a type not in the catalog, with the closest known name when there is one.
+    """
+    name = str(instance_type).strip().lower()
+    cat = _catalog()
+    entry = cat.types.get(name)
+    if entry is not None and (entry.retired or _too_old(entry)):
+        raise _refusal(name, entry)
+    if entry is None:
+        # Sizes we do not list of a retired family (g2.4xlarge) get the retirement reason, not "unknown".
+        retired = _retired_families().get(name.split(".", 1)[0]) if "." in name else None
+        if retired is not None:
+            raise _refusal(name, retired)
+        usable = [n for n, t in cat.types.items() if not t.retired]
+        close = difflib.get_close_matches(name, usable, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else "it is not in ec2dbn's catalog; "
+        raise ConfigError(f"unknown instance type {instance_type!r}: {hint}see `ec2dbn catalog`")
+    return entry
+
+
+def check_region(region: str) -> str:
+    """`region` if it looks like an AWS region name (us-east-1), else a one-line ConfigError."""
+    r = str(region).strip().lower()
+    if not _REGION_RE.match(r):
+        raise ConfigError(f"not an AWS region name: {region!r} (expected e.g. us-east-1, eu-west-1)")
+    return r
+
+
+def list_price(entry: InstanceType, region: str) -> Price:
+    """The bundled on-demand price of a catalog entry, retired ones included (for display).
+
+    Regions without their own figure get the us-east-1 price, and `source` says that it may differ.
+    """
+    region = check_region(region)
+    cat = _catalog()
+    by_region = cat.prices[entry.name]
+    if region in by_region:
+        return Price(
+            usd_per_hour=by_region[region],
+            source=f"bundled catalog ({region} list price, {cat.date})",
+            date=cat.date,
+            region=region,
+        )
+    return Price(
+        usd_per_hour=by_region[BASE_REGION],
+        source=f"bundled catalog ({BASE_REGION} list price, {cat.date}); region {region} may differ",
+        date=cat.date,
+        region=region,
+    )
+
+
+def on_demand_price(instance_type: str, region: str) -> Price:
+    """Linux on-demand USD/hour for `instance_type` in `region`, from the bundled catalog.
+
+    Validates the type like `lookup` (retired and unknown types raise ConfigError) and the region name.
+    """
+    return list_price(lookup(instance_type), region)

@@ -1,0 +1,323 @@
+"""Cost: live spot prices, estimates before a run, and the actual bill after it.
+
+Prices are USD per hour; durations are seconds. This module does no AWS set-up of its own: the one
+function that talks to AWS (`spot_price`) receives a ready boto3 EC2 client, so it runs unchanged against
+moto in tests and against AWS for users.
+
+The actual cost of a run is the sum over its instance segments (one per instance it ran on: the first
+launch plus one per spot recovery) of billed seconds × price / 3600. EC2 bills Linux instances per
+second with a one-minute minimum per instance, so a segment shorter than a minute is billed as one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ec2dbn.catalog import InstanceType, Price, check_region
+from ec2dbn.errors import CloudError, ConfigError, CredentialsError
+
+#: EC2's minimum billed duration per instance (Linux, per-second billing).
+MINIMUM_BILLED_S = 60.0
+
+_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])$")
+
+# A rough, clearly labelled guess of fine-tuning + pre-training seconds per epoch for the seed's
+# 784-800-800-10 DBN on ~47k MNIST images with the CuPy backend, by GPU model. Replace it with a measured
+# figure (`ec2dbn bench`, or a previous run's metrics) through `seconds_per_epoch=`.
+GUESS_S_PER_EPOCH_BY_GPU: dict[str, float] = {
+    "NVIDIA T4": 2.0,
+    "NVIDIA Tesla M60": 4.0,
+    "NVIDIA A10G": 1.2,
+    "NVIDIA L4": 1.3,
+    "NVIDIA L40S": 0.8,
+    "NVIDIA V100": 1.0,
+    "NVIDIA A100": 0.7,
+    "NVIDIA H100": 0.5,
+}
+#: The same guess for the NumPy backend on one vCPU; divided by vCPUs**0.8 (BLAS scales sub-linearly).
+GUESS_CPU_S_PER_EPOCH_ONE_VCPU = 40.0
+#: Launch, boot, bootstrap, shipping and pulling results: billed time outside the training loop.
+GUESS_OVERHEAD_S = 300.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Spot prices
+
+
+def _region_of(az_or_region: str) -> tuple[str, str | None]:
+    """('us-east-1', 'us-east-1b') for an AZ, ('us-east-1', None) for a region; ConfigError otherwise."""
+    text = str(az_or_region).strip().lower()
+    m = _AZ_RE.match(text)
+    if m:
+        return m.group(1), text
+    return check_region(text), None
+
+
+def _cloud_error(exc: Exception, what: str) -> Exception:
+    """A botocore failure as one of our one-line errors, without importing botocore here."""
+    name = type(exc).__name__
+    if name in {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
+        return CredentialsError(
+            f"{what}: no usable AWS credentials ({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run `aws configure`"
+        )
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return CloudError(f"{what} failed: {err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": "))
+    return CloudError(f"{what} failed: {name}: {exc}")
+
+
+def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: str) -> dict[str, Price]:
+    """The current Linux spot price of each type, in one AZ or (for a region) its cheapest AZ.
+
+    One paginated describe_spot_price_history call for all types. StartTime=now makes EC2 return the
+    price in effect now for each (type, AZ); if more rows come back, only each AZ's latest counts. Types
+    EC2 has no spot price for (not offered there) are absent from the result.
+    Raises CredentialsError / CloudError (one line) when the call fails.
+    """
+    region, az = _region_of(az_or_region)
+    wanted = {t.strip().lower() for t in instance_types}
+    if not wanted:
+        return {}
+    kwargs: dict[str, Any] = {
+        "InstanceTypes": sorted(wanted),
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": datetime.now(timezone.utc),
+    }
+    if az:
+        kwargs["AvailabilityZone"] = az
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    try:
+        for page in ec2_client.get_paginator("describe_spot_price_history").paginate(**kwargs):
+            for row in page.get("SpotPriceHistory", []):
+                key = (row.get("InstanceType", ""), row.get("AvailabilityZone", ""))
+                # Filter client-side too: not every endpoint applies every filter (moto ignores the AZ).
+                # "Linux/UNIX (Amazon VPC)" is the same Linux price, labelled the EC2-Classic-era way.
+                linux = str(row.get("ProductDescription", "")).startswith("Linux/UNIX")
+                if key[0] not in wanted or not linux:
+                    continue
+                if az and key[1] != az:
+                    continue
+                if key not in latest or row["Timestamp"] > latest[key]["Timestamp"]:
+                    latest[key] = row
+    except Exception as exc:  # botocore's ClientError / NoCredentialsError / EndpointConnectionError
+        raise _cloud_error(exc, "describe_spot_price_history") from exc
+
+    cheapest: dict[str, dict[str, Any]] = {}
+    for (itype, _zone), row in sorted(latest.items()):
+        if itype not in cheapest or float(row["SpotPrice"]) < float(cheapest[itype]["SpotPrice"]):
+            cheapest[itype] = row
+    out: dict[str, Price] = {}
+    for itype, row in cheapest.items():
+        stamp: datetime = row["Timestamp"]
+        where = row["AvailabilityZone"] if az else f"cheapest AZ {row['AvailabilityZone']}"
+        out[itype] = Price(
+            usd_per_hour=float(row["SpotPrice"]),
+            source=f"live spot price ({where}, describe_spot_price_history, {stamp.isoformat()})",
+            date=stamp.date().isoformat(),
+            region=region,
+            market="spot",
+        )
+    return out
+
+
+def spot_price(ec2_client: Any, instance_type: str, az_or_region: str) -> Price | None:
+    """The current Linux spot price of one type in an AZ (or the cheapest AZ of a region); None if none."""
+    return spot_prices(ec2_client, [instance_type], az_or_region).get(instance_type.strip().lower())
+
+
+# --------------------------------------------------------------------------------------------------
+# Estimates
+
+
+def estimate(price: Price, seconds: float) -> float:
+    """USD for `seconds` of one instance at `price` (no minimum applied: this is a rate × time)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"a duration must be a non-negative number of seconds, got {seconds!r}")
+    return price.usd_per_hour * seconds / 3600.0
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a run is expected to cost: `seconds` of instance time at `price` → `usd`.
+
+    `basis` says in words how the duration was obtained, so it can be printed next to the figure.
+    """
+
+    usd: float
+    seconds: float
+    price: Price
+    epochs: int
+    seconds_per_epoch: float
+    overhead_s: float
+    basis: str
+
+    def describe(self) -> str:
+        """One line for `train`/`plan` output, e.g. 'estimated cost ~$0.0365 (...)'."""
+        return (
+            f"estimated cost ~{format_usd(self.usd)}: {self.epochs} epochs × {self.seconds_per_epoch:g} s"
+            f" + {self.overhead_s:g} s overhead at {format_usd(self.price.usd_per_hour)}/h"
+            f" {self.price.market} ({self.basis}; price: {self.price.source})"
+        )
+
+
+def guess_seconds_per_epoch(instance: InstanceType) -> float:
+    """A labelled guess of s/epoch for the seed's DBN on this instance (GPU model, or vCPU count)."""
+    if instance.gpu_model:
+        return GUESS_S_PER_EPOCH_BY_GPU.get(instance.gpu_model, GUESS_S_PER_EPOCH_BY_GPU["NVIDIA T4"])
+    return round(GUESS_CPU_S_PER_EPOCH_ONE_VCPU / max(1, instance.vcpus) ** 0.8, 1)
+
+
+def estimate_job(
+    instance: InstanceType,
+    price: Price,
+    epochs: int,
+    seconds_per_epoch: float | None = None,
+    overhead_s: float = GUESS_OVERHEAD_S,
+) -> JobEstimate:
+    """Expected cost of training `epochs` epochs on `instance` at `price`.
+
+    Duration = epochs × seconds_per_epoch + overhead_s (launch, bootstrap, shipping, pulling). Without
+    `seconds_per_epoch` a per-GPU-model guess is used and `basis` says so; pass a measured value
+    (from `ec2dbn bench` or an earlier run) for a better figure.
+    """
+    if int(epochs) != epochs or epochs < 0:
+        raise ConfigError(f"epochs must be a non-negative whole number, got {epochs!r}")
+    if seconds_per_epoch is None:
+        spe = guess_seconds_per_epoch(instance)
+        what = instance.gpu_model or f"{instance.vcpus} vCPUs"
+        basis = f"guess for the seed's 784-800-800-10 DBN on {what}"
+    else:
+        spe = float(seconds_per_epoch)
+        basis = "measured s/epoch"
+    seconds = int(epochs) * spe + overhead_s
+    return JobEstimate(
+        usd=estimate(price, seconds),
+        seconds=seconds,
+        price=price,
+        epochs=int(epochs),
+        seconds_per_epoch=spe,
+        overhead_s=float(overhead_s),
+        basis=basis,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Actual cost
+
+
+def _utc(t: datetime) -> datetime:
+    # Naive datetimes are taken as UTC (what state files store), so naive and aware ones can mix.
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+
+
+@dataclass(frozen=True)
+class InstanceSegment:
+    """One instance's share of a run: from `started_at` (launch) to `ended_at` (termination).
+
+    `ended_at` None means still running (costed up to `now`). `market` is "spot" or "on-demand";
+    `usd_per_hour` is the price it ran at.
+    """
+
+    instance_id: str
+    instance_type: str
+    market: str
+    usd_per_hour: float
+    started_at: datetime
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SegmentCost:
+    segment: InstanceSegment
+    seconds: float  # wall-clock seconds the instance ran
+    billed_seconds: float  # after EC2's one-minute minimum
+    usd: float
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """The actual cost of a run: per segment and in total (USD, seconds)."""
+
+    segments: tuple[SegmentCost, ...] = field(default_factory=tuple)
+
+    @property
+    def total_usd(self) -> float:
+        return math.fsum(s.usd for s in self.segments)
+
+    @property
+    def total_seconds(self) -> float:
+        return math.fsum(s.seconds for s in self.segments)
+
+    @property
+    def recoveries(self) -> int:
+        """Instances launched after the first one (spot interruptions recovered from)."""
+        return max(0, len(self.segments) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for run.json."""
+        return {
+            "total_usd": round(self.total_usd, 6),
+            "total_seconds": round(self.total_seconds, 3),
+            "recoveries": self.recoveries,
+            "segments": [
+                {
+                    "instance_id": s.segment.instance_id,
+                    "instance_type": s.segment.instance_type,
+                    "market": s.segment.market,
+                    "usd_per_hour": s.segment.usd_per_hour,
+                    "started_at": _utc(s.segment.started_at).isoformat(),
+                    "ended_at": _utc(s.segment.ended_at).isoformat() if s.segment.ended_at else None,
+                    "seconds": round(s.seconds, 3),
+                    "billed_seconds": round(s.billed_seconds, 3),
+                    "usd": round(s.usd, 6),
+                }
+                for s in self.segments
+            ],
+        }
+
+
+def actual_cost(
+    segments: Iterable[InstanceSegment],
+    now: datetime | None = None,
+    minimum_billed_s: float = MINIMUM_BILLED_S,
+) -> CostBreakdown:
+    """Σ billed seconds × price / 3600 over the run's instance segments.
+
+    A segment still running (ended_at None) is costed up to `now` (default: the current UTC time).
+    Raises ValueError for a segment that ends before it starts or has a negative price (a bug upstream).
+    """
+    end_default = _utc(now) if now else datetime.now(timezone.utc)
+    out: list[SegmentCost] = []
+    for seg in segments:
+        start = _utc(seg.started_at)
+        end = _utc(seg.ended_at) if seg.ended_at else end_default
+        seconds = (end - start).total_seconds()
+        if seconds < 0:
+            raise ValueError(f"segment {seg.instance_id} ends before it starts ({start} > {end})")
+        if seg.usd_per_hour < 0:
+            raise ValueError(f"segment {seg.instance_id} has a negative price {seg.usd_per_hour}")
+        billed = max(seconds, minimum_billed_s)
+        out.append(SegmentCost(seg, seconds, billed, seg.usd_per_hour * billed / 3600.0))
+    return CostBreakdown(tuple(out))
+
+
+def format_usd(x: float) -> str:
+    """Dollars for people: '$0.0123' under a dollar (cents would hide small runs), '$1,234.57' above."""
+    if not math.isfinite(x):
+        return f"${x}"
+    sign = "-" if x < 0 else ""
+    a = abs(x)
+    if a == 0:
+        return "$0.00"
+    if a < 0.00005:
+        return f"{sign}<$0.0001"
+    if round(a, 4) < 1:
+        return f"{sign}${a:.4f}"
+    return f"{sign}${a:,.2f}"

@@ -1,0 +1,222 @@
+"""The bundled instance catalog: lookups, refusals of retired GPU families, prices and their labels."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import yaml
+
+from ec2dbn import catalog
+from ec2dbn.catalog import InstanceType, Price, lookup, on_demand_price
+from ec2dbn.errors import ConfigError
+
+G2_MESSAGE = (
+    "g2.2xlarge is a retired previous-generation family: its GRID K520 GPU is compute capability 3.0, "
+    "which current CUDA and CuPy cannot run; use g4dn.xlarge (NVIDIA T4) instead"
+)
+
+
+def _cc(cc: str) -> tuple[int, int]:
+    major, minor = cc.split(".")
+    return int(major), int(minor)
+
+
+# --- lookup ---------------------------------------------------------------------------------------
+
+
+def test_lookup_g4dn_xlarge_has_the_t4_facts() -> None:
+    t = lookup("g4dn.xlarge")
+    assert isinstance(t, InstanceType)
+    assert (t.name, t.family, t.gpu_model, t.gpu_count) == ("g4dn.xlarge", "g4dn", "NVIDIA T4", 1)
+    assert (t.gpu_memory_gib, t.gpu_compute_capability, t.vcpus, t.memory_gib) == (16, "7.5", 4, 16)
+    assert t.previous_generation is False and t.retired is False and t.is_gpu
+
+
+def test_lookup_is_frozen_and_normalises_case_and_spaces() -> None:
+    t = lookup("  G5.XLarge ")
+    assert t.name == "g5.xlarge" and t.gpu_model == "NVIDIA A10G" and t.gpu_compute_capability == "8.6"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.vcpus = 99  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu", "count", "cc"),
+    [
+        ("g6.xlarge", "NVIDIA L4", 1, "8.9"),
+        ("g6e.xlarge", "NVIDIA L40S", 1, "8.9"),
+        ("p3.2xlarge", "NVIDIA V100", 1, "7.0"),
+        ("p4d.24xlarge", "NVIDIA A100", 8, "8.0"),
+        ("p5.48xlarge", "NVIDIA H100", 8, "9.0"),
+        ("g4dn.12xlarge", "NVIDIA T4", 4, "7.5"),
+    ],
+)
+def test_lookup_gpu_families(name: str, gpu: str, count: int, cc: str) -> None:
+    t = lookup(name)
+    assert (t.gpu_model, t.gpu_count, t.gpu_compute_capability) == (gpu, count, cc)
+
+
+def test_lookup_cpu_type_has_no_gpu() -> None:
+    t = lookup("c6i.2xlarge")
+    assert t.gpu_model is None and t.gpu_compute_capability is None
+    assert t.gpu_count == 0 and not t.is_gpu
+    assert (t.vcpus, t.memory_gib, t.family) == (8, 16, "c6i")
+
+
+def test_g2_is_refused_with_the_exact_message() -> None:
+    with pytest.raises(ConfigError) as exc:
+        lookup("g2.2xlarge")
+    assert str(exc.value) == G2_MESSAGE
+    assert exc.value.exit_code == 2
+
+
+def test_any_g2_size_is_refused_as_retired_not_as_unknown() -> None:
+    # g2.4xlarge never existed; it must still get the retirement explanation, not "unknown type".
+    with pytest.raises(ConfigError, match=r"^g2\.4xlarge is a retired previous-generation family: its GRID"):
+        lookup("g2.4xlarge")
+    with pytest.raises(ConfigError, match=r"use g4dn\.12xlarge \(NVIDIA T4\) instead$"):
+        lookup("G2.8XLARGE")
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [("p2.xlarge", "g4dn.xlarge"), ("p2.8xlarge", "g4dn.metal")])
+def test_p2_k80_is_refused_below_compute_capability_5(name: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        lookup(name)
+    msg = str(exc.value)
+    assert msg.startswith(f"{name} is a retired previous-generation family: its Tesla K80 GPU")
+    assert "compute capability 3.7" in msg and "CuPy cannot run" in msg
+    assert msg.endswith(f"use {suggestion} (NVIDIA T4) instead")
+    assert "\n" not in msg
+
+
+def test_unknown_type_suggests_the_closest_name() -> None:
+    with pytest.raises(ConfigError) as exc:
+        lookup("g4dn.xlargee")
+    assert str(exc.value) == (
+        "unknown instance type 'g4dn.xlargee': did you mean g4dn.xlarge? see `ec2dbn catalog`"
+    )
+
+
+def test_unknown_type_never_suggests_a_retired_one() -> None:
+    # Closest by spelling to p2.xlarge, but that is refused: suggesting it would be a dead end.
+    with pytest.raises(ConfigError) as exc:
+        lookup("p2.xlarg")
+    assert "p2." not in str(exc.value).split(":", 1)[1]
+
+
+def test_nonsense_type_has_no_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"^unknown instance type 'banana': it is not in ec2dbn's catalog"):
+        lookup("banana")
+
+
+# --- every entry well-formed ----------------------------------------------------------------------
+
+
+def test_catalog_covers_the_families_the_stacks_need() -> None:
+    families = {t.family for t in catalog.all_types()}
+    assert {"g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5", "c6i", "c7i", "m6i", "m7i", "g2", "p2"} <= families
+    names = [t.name for t in catalog.all_types()]
+    assert len(names) == len(set(names))
+
+
+def test_every_entry_is_well_formed() -> None:
+    for t in catalog.all_types():
+        assert re.fullmatch(r"[a-z0-9]+\.[a-z0-9]+", t.name), t.name
+        assert t.name.startswith(t.family + ".")
+        assert t.vcpus > 0 and t.memory_gib > 0, t.name
+        assert t.note, t.name
+        price = catalog.list_price(t, "us-east-1")
+        assert 0 < price.usd_per_hour < 200, t.name
+        if t.is_gpu:
+            assert t.gpu_model and t.gpu_model.startswith("NVIDIA "), t.name
+            assert t.gpu_memory_gib > 0 and t.gpu_compute_capability, t.name
+            if t.retired:
+                assert _cc(t.gpu_compute_capability) < (5, 0), t.name
+                assert t.previous_generation and t.suggestion, t.name
+                assert not lookup(t.suggestion).retired, t.name
+            else:
+                assert _cc(t.gpu_compute_capability) >= (5, 0), t.name
+                assert lookup(t.name) == t
+        else:
+            assert t.gpu_model is None and t.gpu_count == 0 and t.gpu_compute_capability is None
+            assert lookup(t.name) == t
+
+
+def test_prices_grow_with_size_within_a_family() -> None:
+    # A transcription check: within a family and GPU count, more vCPUs never costs less.
+    groups: dict[tuple[str, int], list[InstanceType]] = {}
+    for t in catalog.all_types():
+        groups.setdefault((t.family, t.gpu_count), []).append(t)
+    for key, types in groups.items():
+        ordered = sorted(types, key=lambda t: t.vcpus)
+        prices = [catalog.list_price(t, "us-east-1").usd_per_hour for t in ordered]
+        assert prices == sorted(prices), key
+
+
+def test_data_file_has_a_date_and_a_source() -> None:
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", catalog.catalog_date())
+    assert "AWS" in catalog.catalog_source() and "\n" not in catalog.catalog_source()
+
+
+def test_parse_rejects_an_entry_without_a_base_region_price() -> None:
+    doc = yaml.safe_load(
+        """
+        date: "2025-01-01"
+        source: test
+        families:
+          x1:
+            note: n
+            types:
+              x1.large: {vcpus: 2, memory_gib: 4, usd_per_hour: {eu-west-1: 0.1}}
+        """
+    )
+    with pytest.raises(ValueError, match=r"x1\.large"):
+        catalog._parse(doc)
+
+
+# --- prices ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "usd"),
+    [
+        ("g4dn.xlarge", 0.526),
+        ("g4dn.2xlarge", 0.752),
+        ("g5.xlarge", 1.006),
+        ("g5.2xlarge", 1.212),
+        ("g6.xlarge", 0.8048),
+        ("g6e.xlarge", 1.861),
+        ("p3.2xlarge", 3.06),
+        ("c6i.2xlarge", 0.34),
+        ("c7i.2xlarge", 0.357),
+    ],
+)
+def test_us_east_1_list_prices(name: str, usd: float) -> None:
+    p = on_demand_price(name, "us-east-1")
+    assert isinstance(p, Price)
+    assert p.usd_per_hour == pytest.approx(usd)
+    assert (p.region, p.market, p.date) == ("us-east-1", "on-demand", catalog.catalog_date())
+    assert p.source == f"bundled catalog (us-east-1 list price, {catalog.catalog_date()})"
+
+
+def test_other_region_falls_back_to_us_east_1_and_says_so() -> None:
+    p = on_demand_price("g4dn.xlarge", "eu-west-1")
+    assert p.usd_per_hour == pytest.approx(0.526)
+    assert p.region == "eu-west-1"
+    assert p.source == (
+        f"bundled catalog (us-east-1 list price, {catalog.catalog_date()}); region eu-west-1 may differ"
+    )
+
+
+def test_price_of_retired_type_is_refused_but_listable() -> None:
+    with pytest.raises(ConfigError, match="GRID K520"):
+        on_demand_price("g2.2xlarge", "us-east-1")
+    g2 = next(t for t in catalog.all_types() if t.name == "g2.2xlarge")
+    assert g2.retired and catalog.list_price(g2, "us-east-1").usd_per_hour == pytest.approx(0.65)
+
+
+@pytest.mark.parametrize("region", ["us-east-1a", "virginia", "", "US EAST 1"])
+def test_bad_region_is_a_config_error(region: str) -> None:
+    with pytest.raises(ConfigError, match="not an AWS region name"):
+        on_demand_price("g4dn.xlarge", region)
