@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 
@@ -24,7 +24,7 @@ class Reporter(Protocol):
     def stream(self, line: str) -> None:
         """A line of remote output (bootstrap, training log), shown verbatim."""
 
-    def waiting(self, what: str) -> Iterator[None]:
+    def waiting(self, what: str) -> AbstractContextManager[None]:
         """Context manager around a long wait; the CLI shows `what` and the elapsed seconds."""
 
 

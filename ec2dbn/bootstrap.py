@@ -1,0 +1,113 @@
+"""Make an instance ready to train: run the stack's bootstrap/*.sh scripts over SSH, in order.
+
+The scripts ship with the package (ec2dbn.resources.bootstrap_dir()) and are uploaded as one archive
+into `<remote_dir>/bootstrap/`. Each runs with bash in `remote_dir`; its output (stdout and stderr,
+merged so the order is kept) is streamed line by line to the reporter and appended to a local
+bootstrap.log that ends up with the run's results. The scripts are idempotent (marker files), so a
+re-run on a warm instance takes about a second.
+
+Environment given to every script (documented at the top of each script):
+  EC2DBN_REMOTE_DIR  the absolute remote_dir (the venv, markers and job files live under it)
+  plus whatever `env` adds (e.g. EC2DBN_PYTHON, EC2DBN_NVIDIA_DRIVER, EC2DBN_STATE_DIR).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
+from ec2dbn.events import Reporter
+from ec2dbn.remote import Remote, quote_path, shell_exports
+from ec2dbn.resources import bootstrap_dir
+
+_TAIL_LINES = 3  # lines of a failing script's output quoted in the error message
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Seconds each script took, in the order they ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+
+def available_scripts(source_dir: Path | None = None) -> list[str]:
+    """The bootstrap script names ("base", "nvidia", ...) in `source_dir` (default: those shipped with
+    ec2dbn); _*.sh files are helpers sourced by the scripts, not steps."""
+    folder = source_dir or bootstrap_dir()
+    return sorted(p.stem for p in folder.glob("*.sh") if not p.name.startswith("_"))
+
+
+def script_name(name: str, source_dir: Path | None = None) -> str:
+    """`name` as a script's stem ("base" or "base.sh" → "base"); ConfigError if there is no such script."""
+    stem = name[:-3] if name.endswith(".sh") else name
+    known = available_scripts(source_dir)
+    if stem not in known:
+        raise ConfigError(f"unknown bootstrap script {name!r}; available: {', '.join(known)}")
+    return stem
+
+
+def run_bootstrap(
+    remote: Remote,
+    scripts: Sequence[str],
+    remote_dir: str,
+    reporter: Reporter,
+    log_path: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    source_dir: Path | None = None,
+) -> BootstrapResult:
+    """Upload bootstrap/ and run `scripts` in order; stop at the first that fails.
+
+    source_dir: the folder of scripts to upload as bootstrap/ (default: the ones shipped with ec2dbn).
+    timeout_s: per script (None: no limit; installing a driver takes minutes). Raises ConfigError for
+    an unknown script name (before anything runs) and RemoteError naming the failing script, its exit
+    code and its last lines.
+    """
+    folder = source_dir or bootstrap_dir()
+    names = [script_name(s, folder) for s in scripts]
+    exports = shell_exports(env)
+    remote.put_tree({"bootstrap": folder}, remote_dir)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    with log_path.open("a", encoding="utf-8") as log:
+        for name in names:
+            reporter.step(f"bootstrap: {name}")
+            log.write(f"== {name}.sh on {remote.address} ==\n")
+            tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+            def emit(line: str, tail: deque[str] = tail) -> None:
+                reporter.stream(line)
+                log.write(line + "\n")
+                log.flush()
+                if line.strip():
+                    tail.append(line.strip())
+
+            cmd = (
+                f'cd {quote_path(remote_dir)} || exit 1; export EC2DBN_REMOTE_DIR="$PWD"; {exports}'
+                f"bash bootstrap/{name}.sh 2>&1"
+            )
+            start = time.monotonic()
+            try:
+                result = remote.run(cmd, stream=emit, check=False, timeout=timeout_s)
+            except HostKeyMismatchError:
+                raise
+            except RemoteError as exc:
+                raise RemoteError(f"bootstrap script {name}.sh did not complete: {exc}") from exc
+            seconds[name] = time.monotonic() - start
+            if result.exit_code != 0:
+                log.write(f"== {name}.sh failed with exit code {result.exit_code} ==\n")
+                last = " | ".join(tail) or "no output"
+                raise RemoteError(
+                    f"bootstrap script {name}.sh failed with exit code {result.exit_code}: {last} "
+                    f"(full output in {log_path})"
+                )
+    return BootstrapResult(seconds)

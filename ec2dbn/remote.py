@@ -1,0 +1,584 @@
+"""The one SSH connection to an instance: run commands (streaming), ship a tree, fetch files.
+
+Everything remote goes through `Remote`, so the security rules live in one place: the host key is pinned
+(paramiko's RejectPolicy plus the key recorded at launch, checked for whichever address is used) and a
+key that does not match stops the connection before authentication, so nothing runs on an impostor.
+The connection is opened lazily and re-opened transparently by the next call after a drop; a command
+that was running when the connection dropped is reported as failed, never silently re-run.
+
+This is the only module that imports paramiko.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import contextlib
+import gzip
+import os
+import re
+import select
+import shlex
+import socket
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import paramiko
+
+from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
+from ec2dbn.events import NullReporter, Reporter
+
+ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
+
+# Seconds. A silent network (instance gone without a TCP reset) is noticed within about this long.
+_CONNECT_TIMEOUT_S = 15.0
+_DEAD_PEER_S = 30
+_KEEPALIVE_S = 10
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a remote command did. stdout/stderr are UTF-8 decoded (undecodable bytes replaced)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """A remote command's exit code and undecoded output (for byte-offset log reading)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def ssh_endpoint(default_host: str, default_port: int = 22) -> tuple[str, int]:
+    """The address to SSH to: `EC2DBN_SSH_ENDPOINT=host:port` when set (a tunnel, a bastion's forwarded
+    port, a test's loopback sshd), else the instance's own address. The pinned host key is checked
+    against whichever address this returns.
+    """
+    value = os.environ.get(ENDPOINT_ENV, "").strip()
+    if not value:
+        return default_host, default_port
+    if value.startswith("["):  # [IPv6]:port
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest or str(default_port)
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:  # a bare host name or IPv4 (no colon), or a bare IPv6 address (several)
+        host, port_text = value, str(default_port)
+    port = int(port_text) if port_text.isdigit() else 0
+    if not host or not 0 < port < 65536:
+        raise ConfigError(f"{ENDPOINT_ENV}={value!r} is not host:port (e.g. 127.0.0.1:2222)")
+    return host, port
+
+
+def quote_path(path: str) -> str:
+    """A remote path quoted for the shell. `~/x` stays relative to the login's home (commands start there)."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def shell_exports(env: Mapping[str, str] | None) -> str:
+    """`export NAME='value'; ...` to put before a remote command; ConfigError for an invalid name."""
+    parts = []
+    for name, value in (env or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{name!r} is not a valid environment variable name")
+        parts.append(f"export {name}={shlex.quote(value)}; ")
+    return "".join(parts)
+
+
+def read_command(path: str, offset: int, limit: int | None = None) -> str:
+    """Shell that prints the bytes of `path` from byte `offset` on (at most `limit`); nothing if absent."""
+    cmd = f"tail -c +{int(offset) + 1} {quote_path(path)} 2>/dev/null"
+    return f"{cmd} | head -c {int(limit)}" if limit else cmd
+
+
+def load_pinned_keys(pinned: str | Path) -> list[paramiko.PKey]:
+    """Host public keys from OpenSSH key lines ("ssh-ed25519 AAAA... [comment]", one a line) or from
+    a known_hosts file. Every key found is accepted for the address connected to: the file belongs to
+    one stack, and the address may be an override (`EC2DBN_SSH_ENDPOINT`).
+    """
+    text = str(pinned).strip()
+    first = text.split(maxsplit=2)[:2]
+    is_text = bool(first) and (
+        _is_key_type(first[0]) or "\n" in text or (len(first) == 2 and _is_key_type(first[1]))
+    )
+    if isinstance(pinned, Path) or not is_text:
+        try:
+            text = Path(pinned).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the pinned host keys {pinned}: {exc.strerror}") from exc
+    keys: list[paramiko.PKey] = []
+    for raw in text.splitlines():
+        fields = raw.split()
+        if not fields or fields[0].startswith(("#", "@")):
+            continue  # comments; @cert-authority / @revoked lines are not pins
+        start = 0 if _is_key_type(fields[0]) else 1  # "type b64 [comment]" or known_hosts' "hosts type b64"
+        if len(fields) < start + 2:
+            raise ConfigError(f"the pinned host key line {raw[:40]!r} is not an OpenSSH public key")
+        try:
+            blob = base64.b64decode(fields[start + 1], validate=True)
+            keys.append(paramiko.PKey.from_type_string(fields[start], blob))
+        except (ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as exc:
+            raise ConfigError(
+                f"the pinned host key {raw[:40]!r}... is not an OpenSSH public key: {_describe(exc)}"
+            ) from exc
+    if not keys:
+        raise ConfigError(f"no host key found in {str(pinned)[:60]!r}: pin the instance's key at launch")
+    # paramiko offers the first pinned type first in negotiation: ed25519 when there is one.
+    keys.sort(key=lambda k: k.get_name() != "ssh-ed25519")
+    return keys
+
+
+def _is_key_type(word: str) -> bool:
+    return word.startswith(("ssh-", "ecdsa-", "sk-"))
+
+
+class Remote:
+    """One SSH target (host, port, user, private key, pinned host key); connects on first use.
+
+    Not thread-safe for concurrent calls; one `Remote` per thread of work.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        key_path: str | Path,
+        host_key: str | Path,
+        connect_timeout_s: float = _CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.host = host
+        self.port = int(port)
+        self.user = user
+        self.key_path = Path(key_path)
+        self.connect_timeout_s = connect_timeout_s
+        self._pinned = load_pinned_keys(host_key)
+        self._pkey: paramiko.PKey | None = None
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Remote({self.user}@{self.address})"
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    def wait_until_reachable(self, timeout_s: float, reporter: Reporter | None = None) -> float:
+        """Retry (with backoff) until sshd answers and our key is accepted; return the seconds waited.
+
+        A booting instance refuses connections, then may accept before cloud-init installed the keys:
+        both are retried. A host key mismatch is not (it will not fix itself). Raises RemoteError with
+        the last error after `timeout_s`.
+        """
+        say: Reporter = reporter or NullReporter()
+        start = time.monotonic()
+        deadline = start + timeout_s
+        delay = 0.25
+        with say.waiting(f"waiting for SSH on {self.address}"):
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    self._connected(timeout_s=max(1.0, min(self.connect_timeout_s, remaining)))
+                    return time.monotonic() - start
+                except HostKeyMismatchError:
+                    raise
+                except RemoteError as exc:
+                    last = exc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RemoteError(
+                        f"SSH on {self.address} did not become reachable within {timeout_s:.0f}s "
+                        f"(last error: {last}); check the instance's console output and security group"
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        """Close the connection; the next call opens a new one."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._sftp = None
+        self._client = None
+
+    def _connected(self, timeout_s: float | None = None) -> paramiko.SSHClient:
+        """The live client, (re)connecting when there is none or its transport died."""
+        with self._lock:
+            client = self._client
+            transport = client.get_transport() if client is not None else None
+            if client is not None and transport is not None and transport.is_active():
+                return client
+            self._drop()
+            self._client = self._open(timeout_s or self.connect_timeout_s)
+            return self._client
+
+    def _open(self, timeout_s: float) -> paramiko.SSHClient:
+        pkey = self._load_key()
+        client = paramiko.SSHClient()
+        # Pinned keys only, for exactly the address used; anything else is refused (never auto-added).
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        for key in self._pinned:
+            client.get_host_keys().add(name, key.get_name(), key)
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                pkey=pkey,
+                timeout=timeout_s,
+                banner_timeout=timeout_s,
+                auth_timeout=timeout_s,
+                channel_timeout=timeout_s,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyMismatchError(
+                f"{self.address} presented host key {exc.key.get_name()} {exc.key.fingerprint}, not the one "
+                "pinned at launch: the instance may have been replaced; nothing was run on it. "
+                "Run `ec2dbn teardown` and launch again"
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise RemoteError(
+                f"{self.address} refused SSH login as {self.user} with key {self.key_path}: {exc}"
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            raise RemoteError(f"cannot connect to SSH on {self.address}: {_describe(exc)}") from exc
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(_KEEPALIVE_S)
+            _tune_socket(transport.sock)
+        return client
+
+    def _load_key(self) -> paramiko.PKey:
+        if self._pkey is None:
+            try:
+                self._pkey = paramiko.PKey.from_path(self.key_path)
+            except (OSError, paramiko.SSHException, paramiko.UnknownKeyType, ValueError) as exc:
+                # Not a RemoteError: waiting will not fix it, so wait_until_reachable must not retry it.
+                raise ConfigError(
+                    f"cannot read the SSH private key {self.key_path}: {_describe(exc)}"
+                ) from exc
+        return self._pkey
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        client = self._connected()
+        if self._sftp is None:
+            try:
+                self._sftp = client.open_sftp()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise RemoteError(f"cannot open SFTP on {self.address}: {_describe(exc)}") from exc
+        return self._sftp
+
+    # -- commands -----------------------------------------------------------------------------------
+
+    def run(
+        self,
+        cmd: str,
+        stream: Callable[[str], None] | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Run `cmd` with the login shell; `stream` gets each stdout/stderr line (no newline) as it comes.
+
+        Raises RemoteError when `check` and the exit code is not 0, when `timeout` (seconds) passes
+        (the remote process is left running: there is no terminal to hang up), or when the connection
+        drops mid-command (the command is not re-run: it may have had effects).
+        """
+        out_lines = _LineSplitter(stream) if stream else None
+        err_lines = _LineSplitter(stream) if stream else None
+        raw = self._exec(
+            cmd,
+            on_stdout=out_lines.feed if out_lines else None,
+            on_stderr=err_lines.feed if err_lines else None,
+            timeout=timeout,
+        )
+        for splitter in (out_lines, err_lines):
+            if splitter:
+                splitter.flush()
+        result = RunResult(raw.exit_code, _decode(raw.stdout), _decode(raw.stderr))
+        if check and result.exit_code != 0:
+            last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise RemoteError(
+                f"`{_short(cmd)}` failed on {self.address} with exit code {result.exit_code}: {last[0][:300]}"
+            )
+        return result
+
+    def run_bytes(self, cmd: str, timeout: float | None = None) -> RawResult:
+        """Run `cmd` and return its undecoded output (never raises for a non-zero exit code)."""
+        return self._exec(cmd, timeout=timeout)
+
+    def _exec(
+        self,
+        cmd: str,
+        *,
+        stdin: Callable[[paramiko.Channel], None] | None = None,
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
+        timeout: float | None = None,
+    ) -> RawResult:
+        client = self._connected()
+        try:
+            chan = client.get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
+            chan.exec_command(cmd)
+        except (OSError, EOFError, paramiko.SSHException, AttributeError) as exc:
+            self.close()
+            raise RemoteError(f"lost the SSH connection to {self.address}: {_describe(exc)}") from exc
+        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if stdin is not None:
+                with contextlib.suppress(_ChannelClosed):  # the command exited early: its output says why
+                    stdin(chan)
+                    chan.shutdown_write()
+
+            def drain() -> bool:
+                got = False
+                while chan.recv_ready():
+                    data = chan.recv(_READ_CHUNK)
+                    out.extend(data)
+                    got = True
+                    if on_stdout:
+                        on_stdout(data)
+                while chan.recv_stderr_ready():
+                    data = chan.recv_stderr(_READ_CHUNK)
+                    err.extend(data)
+                    got = True
+                    if on_stderr:
+                        on_stderr(data)
+                return got
+
+            def check_deadline() -> None:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RemoteError(
+                        f"`{_short(cmd)}` on {self.address} did not finish within {timeout:.0f}s"
+                    )
+
+            # Output until EOF (or the channel closing: the connection died), then the exit status,
+            # which the server sends after EOF.
+            while True:
+                got = drain()
+                if chan.eof_received or chan.closed:
+                    if not (chan.recv_ready() or chan.recv_stderr_ready()):
+                        break
+                    continue
+                check_deadline()
+                if not got:
+                    select.select([chan], [], [], 0.2)
+            while not chan.exit_status_ready():  # also true once the channel closed
+                check_deadline()
+                chan.status_event.wait(0.2)
+            exit_code = chan.recv_exit_status()
+            transport = client.get_transport()
+            if exit_code == -1 and (transport is None or not transport.is_active()):
+                self.close()
+                raise RemoteError(
+                    f"lost the SSH connection to {self.address} while running `{_short(cmd)}`; "
+                    "it may still be running there"
+                )
+            return RawResult(exit_code, bytes(out), bytes(err))
+        finally:
+            chan.close()
+
+    # -- files --------------------------------------------------------------------------------------
+
+    def put_tree(self, files: Mapping[str, str | Path], remote_dir: str, timeout: float | None = None) -> int:
+        """Ship files and folders as ONE tar.gz stream unpacked into `remote_dir` (created if needed).
+
+        files: archive name ("trainer", "job.yaml", "data/x.gz") → local file or folder. __pycache__
+        folders and *.pyc files are left out. Returns the compressed bytes sent.
+        """
+        for name, local in files.items():
+            parts = PurePosixPath(name).parts
+            if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+                raise ValueError(f"archive name {name!r} must be a relative path without '..'")
+            if not Path(local).exists():
+                raise ConfigError(f"cannot ship {local}: no such file or folder")
+        sent = 0
+
+        def feed(chan: paramiko.Channel) -> None:
+            nonlocal sent
+            sink = _ChannelWriter(chan)
+            with (
+                gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as gz,  # type: ignore[arg-type]
+                tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                for name, local in files.items():
+                    try:
+                        tar.add(str(local), arcname=name, filter=_tar_filter)
+                    except OSError as exc:
+                        raise ConfigError(f"cannot pack {local} for upload: {_describe(exc)}") from exc
+            sent = sink.sent
+
+        dst = quote_path(remote_dir)
+        raw = self._exec(f"mkdir -p {dst} && tar xzf - -C {dst}", stdin=feed, timeout=timeout)
+        if raw.exit_code != 0:
+            detail = _decode(raw.stderr).strip().splitlines()[-1:] or [f"exit code {raw.exit_code}"]
+            raise RemoteError(f"unpacking the upload into {remote_dir} on {self.address} failed: {detail[0]}")
+        return sent
+
+    def put_file(self, local_path: str | Path, remote_path: str) -> None:
+        """Upload one file atomically (to a temporary name, then renamed); parent folders are created."""
+        if not Path(local_path).is_file():
+            raise ConfigError(f"cannot upload {local_path}: no such file")
+        sftp = self._sftp_client()
+        target = _sftp_path(remote_path)
+        part = f"{target}.part"
+        try:
+            try:
+                sftp.put(str(local_path), part)
+            except FileNotFoundError:  # the remote folder does not exist yet
+                self.run(f"mkdir -p {quote_path(str(PurePosixPath(remote_path).parent))}")
+                sftp.put(str(local_path), part)
+            sftp.posix_rename(part, target)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise RemoteError(
+                f"uploading {local_path} to {self.address}:{remote_path} failed: {_describe(exc)}"
+            ) from exc
+
+    def get_file(self, remote_path: str, local_path: str | Path) -> None:
+        """Download one file; the local file appears complete or not at all (temporary name, renamed)."""
+        local = Path(local_path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(f".{local.name}.part")
+        sftp = self._sftp_client()
+        try:
+            sftp.get(_sftp_path(remote_path), str(part))
+            os.replace(part, local)
+        except FileNotFoundError as exc:
+            part.unlink(missing_ok=True)
+            raise RemoteError(f"{remote_path} does not exist on {self.address}") from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            part.unlink(missing_ok=True)
+            self.close()
+            raise RemoteError(f"downloading {self.address}:{remote_path} failed: {_describe(exc)}") from exc
+
+    def read_from(self, remote_path: str, offset: int, limit: int | None = None) -> bytes:
+        """The bytes of `remote_path` from byte `offset` (at most `limit`); b"" when it does not exist."""
+        return self._exec(read_command(remote_path, offset, limit)).stdout
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists on the remote (file or folder)."""
+        return self._exec(f"test -e {quote_path(path)}").exit_code == 0
+
+
+class _ChannelClosed(Exception):
+    """The remote end stopped reading our stdin (told apart from local read errors)."""
+
+
+class _ChannelWriter:
+    """A write-only file object over a channel's stdin, counting bytes sent."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        self.sent = 0
+
+    def write(self, data: bytes) -> int:
+        try:
+            self.chan.sendall(data)
+        except OSError as exc:  # paramiko: "Socket is closed" once the remote command has exited
+            raise _ChannelClosed(str(exc)) from exc
+        self.sent += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _LineSplitter:
+    """Turns a byte stream into complete decoded lines for `emit`; `flush` emits a final partial line."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""
+
+    def feed(self, data: bytes) -> None:
+        text = self.pending + self.decoder.decode(data)
+        *lines, self.pending = text.split("\n")
+        for line in lines:
+            self.emit(line.rstrip("\r"))
+
+    def flush(self) -> None:
+        text = self.pending + self.decoder.decode(b"", final=True)
+        self.pending = ""
+        if text:
+            self.emit(text.rstrip("\r"))
+
+
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    parts = PurePosixPath(info.name).parts
+    if "__pycache__" in parts or info.name.endswith(".pyc"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _tune_socket(sock: object) -> None:
+    """Make a silently dead peer (an instance gone without a TCP reset) an error within ~_DEAD_PEER_S."""
+    if not isinstance(sock, socket.socket):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, _KEEPALIVE_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _DEAD_PEER_S * 1000)
+
+
+def _sftp_path(path: str) -> str:
+    # SFTP starts in the login's home, like commands do: "~/x" is "x" there.
+    return path[2:] if path.startswith("~/") else path
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _short(cmd: str, width: int = 80) -> str:
+    flat = " ".join(cmd.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]
