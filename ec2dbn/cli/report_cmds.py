@@ -1,0 +1,214 @@
+"""Verbs that measure and compare: bench (CPU vs GPU by network size) and report (runs side by side)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ec2dbn import bench as bench_mod
+from ec2dbn import report as report_mod
+from ec2dbn.cli import cli
+from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.errors import ConfigError, JobFailedError
+
+#: trainer.bench's exit codes other than 0 (done), and what they mean here.
+_BENCH_EXIT = {2: "bad job or arguments", 3: "stopped by a signal (bench.json holds the rows measured)"}
+
+
+def _check_widths(text: str) -> list[int]:
+    """The trainer's own parser, its JobError turned into our one-line ConfigError."""
+    from trainer.bench import parse_widths
+    from trainer.errors import TrainerError
+
+    try:
+        return parse_widths(text)
+    except TrainerError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_job(job: Path) -> None:
+    """The job is valid and has hidden layers to vary (the trainer's checks, as ConfigErrors)."""
+    from trainer.bench import layers_for
+    from trainer.config import load_job
+    from trainer.errors import TrainerError
+
+    if not job.is_file():
+        raise ConfigError(f"job file {job} not found")
+    try:
+        layers_for(load_job(job).model.layers, 1)
+    except TrainerError as exc:
+        raise ConfigError(f"{job}: {exc}") from None
+
+
+def run_local_bench(
+    job: Path, out_dir: Path, widths: list[int], epochs: int, backends: str, reporter: ConsoleReporter
+) -> int:
+    """`python -m trainer.bench` here, as a child process, its output streamed; returns its exit code."""
+    cmd = [
+        sys.executable,
+        "-u",
+        "-m",
+        "trainer.bench",
+        str(job),
+        "--out",
+        str(out_dir),
+        "--widths",
+        ",".join(map(str, widths)),
+        "--epochs",
+        str(epochs),
+        "--backends",
+        backends,
+    ]
+    reporter.step(f"benchmarking {job} locally into {out_dir}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            reporter.stream(line.rstrip("\n"))
+        return proc.wait()
+    except KeyboardInterrupt:  # the child got SIGINT too (same process group): let it write bench.json
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+
+
+@cli.command("bench")
+@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--widths",
+    default="100,300,800,1600,3200",
+    show_default=True,
+    help="Hidden layer widths to time, comma-separated.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Epochs per width and backend; the first is an untimed warm-up when there are 2 or more.",
+)
+@click.option("--backends", default="numpy,cupy", show_default=True, help="Backends to time.")
+@click.option("--local", is_flag=True, help="Run here (CuPy rows are skipped without a GPU).")
+@click.option("--stack", "stack_ref", metavar="NAME", help="Run on this stack's instance (not wired yet).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder [default: results/bench-<UTC timestamp>].",
+)
+@click.option(
+    "--price-per-hour",
+    type=float,
+    help="USD/hour to price a --local run at (default: $0, this machine is not billed).",
+)
+@click.option("--no-plot", is_flag=True, help="Skip bench.png (no matplotlib needed).")
+def bench_cmd(
+    job: Path,
+    widths: str,
+    epochs: int,
+    backends: str,
+    local: bool,
+    stack_ref: str | None,
+    out_dir: Path | None,
+    price_per_hour: float | None,
+    no_plot: bool,
+) -> int:
+    """Time JOB's network at several hidden widths on NumPy (CPU) and CuPy (GPU).
+
+    Every hidden layer is set to each width in turn (784-800-800-10 → 784-w-w-10); same data, same seed,
+    warm-up excluded. Writes bench.json (s/epoch, samples/s, test accuracy per width and backend),
+    summary.md ($/epoch, speedup, break-even width) and bench.png into the output folder.
+
+    \b
+    Examples:
+      ec2dbn bench examples/seed-fashion.yaml --local --widths 100,300 --epochs 2
+      ec2dbn bench examples/seed-fashion.yaml --local --price-per-hour 0.34
+    """
+    width_list = _check_widths(widths)
+    if stack_ref and local:
+        raise ConfigError("--local and --stack exclude each other: bench here, or on the stack's instance")
+    if stack_ref:
+        raise ConfigError(
+            f"remote bench (--stack {stack_ref}) is not wired yet: run it here with --local, or run "
+            "`python -m trainer.bench JOB --out DIR` on the instance"
+        )
+    if not local:
+        raise ConfigError("say where to bench: --local (this machine); remote --stack is not wired yet")
+    from trainer.bench import parse_backends
+    from trainer.errors import TrainerError
+
+    try:
+        parse_backends(backends)
+    except TrainerError as exc:
+        raise ConfigError(str(exc)) from None
+    price, note = bench_mod.local_price(price_per_hour)  # validates --price-per-hour before any work
+    _check_job(job)
+    if out_dir is None:
+        out_dir = Path("results") / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+    reporter = ConsoleReporter()
+    code = run_local_bench(job, out_dir, width_list, epochs, backends, reporter)
+    if code != 0:
+        what = _BENCH_EXIT.get(code, "crashed")
+        raise (ConfigError if code == 2 else JobFailedError)(
+            f"bench {what} (exit {code}); see the output above"
+        )
+
+    summary = bench_mod.summarize(bench_mod.load_bench(out_dir), price, note)
+    measured = any(r.ok for r in summary.rows)
+    if not measured:
+        reporter.warn("no (width, backend) row was measured (all skipped or failed): no plot")
+    written = bench_mod.write_outputs(out_dir, summary, plot=measured and not no_plot)
+    for r in summary.rows:
+        if r.ok:
+            reporter.step(
+                f"width {r.width:,} {r.backend}: {r.seconds_per_epoch:.3f} s/epoch, "
+                f"{(r.samples_per_second or 0):,.0f} samples/s, test accuracy {r.test_accuracy or 0:.4f}"
+            )
+    reporter.step(f"break-even: {summary.break_even.describe()}")
+    reporter.step(f"price: {note}")
+    reporter.step(f"wrote {out_dir / bench_mod.BENCH_FILE}, " + ", ".join(str(p) for p in written))
+    return 0
+
+
+@cli.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table (for a README or an issue).")
+def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
+    """Finished runs side by side: backend, device, instance, s/epoch, speedup, accuracy, cost.
+
+    Each RESULTS is a run folder (results/<run-id>/) or a folder of them (results/).
+
+    \b
+    Examples:
+      ec2dbn report results/seed-fashion-20261126-101500 results/seed-fashion-20261126-113000
+      ec2dbn report results/ --markdown
+    """
+    if as_json and markdown:
+        raise ConfigError("--json and --markdown exclude each other: pick one")
+    report = report_mod.build_report(list(results))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return 0
+    if markdown:
+        click.echo(report_mod.to_markdown(report), nl=False)
+        return 0
+    table = Table(title="ec2dbn runs", title_justify="left")
+    right = {"epochs", "s/epoch", "speedup", "test acc", "$/epoch", "cost"}
+    for h in report_mod.headers():
+        table.add_column(h, justify="right" if h in right else "left", no_wrap=h != "device")
+    for r in report.rows:
+        table.add_row(*report_mod.cells(r))
+    out = stdout if stdout.is_terminal else Console(highlight=False, width=200)
+    out.print(table)
+    for line in report_mod.notes(report):
+        stdout.print(line)
+    return 0

@@ -1,0 +1,248 @@
+"""`ec2dbn report`: finished runs side by side — the seed's CPU-vs-GPU table, done properly.
+
+Each run folder (results/<run-id>/) holds the trainer's metrics.json and, for runs started by `ec2dbn train`,
+run.json (where it ran, at what price, what it cost). A row per run: backend, device, instance type,
+market, s/epoch (the median of the fine-tuning epochs, so one slow first epoch does not skew it), test
+accuracy, cost, and the speedup against the first run given — the comparison the seed post made with
+one number per machine. Rows also carry the data set and layers, because a speedup only means something
+between runs of the same network on the same data; `Report.comparable` says whether they are.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ec2dbn.bench import usd_small
+from ec2dbn.errors import ConfigError
+
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One run. Seconds per epoch in s, cost in USD; None where the run's files do not say.
+
+    cost_usd: run.json's actual cost; 0.0 for local runs (nothing billed). usd_per_epoch: s/epoch × the
+    hourly price / 3600, when run.json has a price. speedup: the first row's s/epoch ÷ this row's.
+    """
+
+    run_id: str
+    path: str
+    status: str
+    data: str | None
+    layers: str | None
+    backend: str | None
+    device: str | None
+    mode: str | None
+    instance_type: str | None
+    market: str | None
+    epochs: int
+    seconds_per_epoch: float | None
+    test_accuracy: float | None
+    cost_usd: float | None
+    usd_per_epoch: float | None
+    speedup: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: tuple[ReportRow, ...]
+
+    @property
+    def comparable(self) -> bool:
+        """Every run trained the same layers on the same data (so speedups compare like with like)."""
+        return len({(r.data, r.layers) for r in self.rows}) <= 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"comparable": self.comparable, "runs": [r.to_dict() for r in self.rows]}
+
+
+def run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """The run folders named by `paths`: each a run folder, or a folder of run folders (e.g. results/).
+
+    Raises ConfigError for a path that does not exist or holds no run.
+    """
+    if not paths:
+        raise ConfigError("name at least one results folder, e.g. ec2dbn report results/<run-id>")
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ConfigError(f"results folder {path} not found")
+        if not path.is_dir():
+            raise ConfigError(f"{path} is not a folder: name a results/<run-id>/ folder")
+        if _is_run(path):
+            out.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        if not children:
+            raise ConfigError(
+                f"{path} holds no run: expected {METRICS_FILE} or {RUN_FILE} in it or its subfolders"
+            )
+        out.extend(children)
+    return out
+
+
+def _is_run(path: Path) -> bool:
+    return (path / METRICS_FILE).is_file() or (path / RUN_FILE).is_file()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable JSON ({exc}); is the run still writing it?") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
+
+
+def seconds_per_epoch(metrics: Mapping[str, Any]) -> float | None:
+    """Median seconds of the fine-tuning epochs in a metrics.json, None when it lists none."""
+    epochs = metrics.get("epochs")
+    if not isinstance(epochs, list):
+        return None
+    secs = [
+        float(e["seconds"])
+        for e in epochs
+        if isinstance(e, Mapping)
+        and e.get("phase", "finetune") == "finetune"
+        and isinstance(e.get("seconds"), int | float)
+        and not isinstance(e.get("seconds"), bool)
+    ]
+    return statistics.median(secs) if secs else None
+
+
+def load_row(path: Path) -> ReportRow:
+    """The report row of one run folder (metrics.json and/or run.json)."""
+    metrics = _read_json(path / METRICS_FILE)
+    run = _read_json(path / RUN_FILE) or {}
+    if metrics is None and not run:
+        raise ConfigError(f"{path}: no {METRICS_FILE} or {RUN_FILE}: not a results folder")
+    m = metrics or {}
+    config = _mapping(m.get("config"))
+    model = _mapping(config.get("model"))
+    data = _mapping(m.get("data")) or _mapping(config.get("data"))
+    data_name = data.get("name")
+    layers = model.get("layers")
+    spe = seconds_per_epoch(m)
+    mode = run.get("mode") or ("local" if metrics is not None else None)
+    price = run.get("price_usd_per_hour")
+    cost = run.get("cost_usd")
+    if cost is None and mode == "local":
+        cost = 0.0
+    usd_per_epoch = None
+    if isinstance(price, int | float) and spe is not None:
+        usd_per_epoch = spe * float(price) / 3600.0
+    elif mode == "local" and spe is not None:
+        usd_per_epoch = 0.0
+    status = run.get("status") or ("finished" if metrics is not None else "unknown")
+    if metrics is None and status == "finished":
+        status = "finished (no metrics.json)"
+    n_epochs = len([e for e in m.get("epochs") or [] if isinstance(e, Mapping)])
+    return ReportRow(
+        run_id=str(run.get("run_id") or path.name),
+        path=str(path),
+        status=str(status),
+        data=str(data_name) if data_name else None,
+        layers="-".join(str(n) for n in layers) if isinstance(layers, list) else None,
+        backend=m.get("backend"),
+        device=m.get("device"),
+        mode=mode,
+        instance_type=run.get("instance_type") or ("local" if mode == "local" else None),
+        market=run.get("market"),
+        epochs=n_epochs,
+        seconds_per_epoch=spe,
+        test_accuracy=m.get("test_accuracy") if isinstance(m.get("test_accuracy"), int | float) else None,
+        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        usd_per_epoch=usd_per_epoch,
+    )
+
+
+def build_report(paths: Sequence[str | Path]) -> Report:
+    """Rows for every run under `paths`, in the order given, with speedups against the first timed run."""
+    rows = [load_row(p) for p in run_dirs(paths)]
+    base = next((r.seconds_per_epoch for r in rows if r.seconds_per_epoch), None)
+    out = []
+    for r in rows:
+        speedup = base / r.seconds_per_epoch if base and r.seconds_per_epoch else None
+        out.append(ReportRow(**{**r.to_dict(), "speedup": speedup}))
+    return Report(tuple(out))
+
+
+# --------------------------------------------------------------------------------------- rendering
+
+#: (header, cell) for the table; shared by the rich table and the markdown rendering.
+COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("run", lambda r: r.run_id),
+    ("data", lambda r: r.data or "—"),
+    ("layers", lambda r: r.layers or "—"),
+    ("backend", lambda r: r.backend or "—"),
+    ("device", lambda r: _device(r.device)),
+    ("instance", lambda r: r.instance_type or "—"),
+    ("market", lambda r: r.market or "—"),
+    ("epochs", lambda r: str(r.epochs) if r.epochs else "—"),
+    ("s/epoch", lambda r: "—" if r.seconds_per_epoch is None else f"{r.seconds_per_epoch:.3g}"),
+    ("speedup", lambda r: "—" if r.speedup is None else f"{r.speedup:.2f}×"),
+    ("test acc", lambda r: "—" if r.test_accuracy is None else f"{100 * r.test_accuracy:.2f} %"),
+    ("$/epoch", lambda r: _usd(r.usd_per_epoch)),
+    ("cost", lambda r: _usd(r.cost_usd)),
+    ("status", lambda r: r.status),
+)
+
+
+def cells(row: ReportRow) -> list[str]:
+    return [fn(row) for _, fn in COLUMNS]
+
+
+def headers() -> list[str]:
+    return [h for h, _ in COLUMNS]
+
+
+def notes(report: Report) -> list[str]:
+    """Footnotes for the table: how s/epoch and speedup are defined, and any caveat."""
+    out = [
+        "s/epoch: median over fine-tuning epochs; speedup: the first run's s/epoch ÷ this run's; "
+        "local runs cost $0 (not billed by AWS)."
+    ]
+    if not report.comparable:
+        out.append(
+            "caution: these runs differ in data set or layers, so their speedups are not like for like."
+        )
+    return out
+
+
+def to_markdown(report: Report) -> str:
+    """A GitHub-flavoured markdown table of the report, with its notes."""
+    hs = headers()
+    lines = ["| " + " | ".join(hs) + " |", "|" + "---|" * len(hs)]
+    for r in report.rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
+    lines.append("")
+    lines += notes(report)
+    return "\n".join(lines) + "\n"
+
+
+def _mapping(x: Any) -> Mapping[str, Any]:
+    return x if isinstance(x, Mapping) else {}
+
+
+def _device(device: str | None) -> str:
+    if not device:
+        return "—"
+    return device.removeprefix("cpu: ").removeprefix("gpu: ")
+
+
+def _usd(x: float | None) -> str:
+    return "—" if x is None else usd_small(x)
