@@ -1,1 +1,357 @@
-"""Verbs that manage a stack's cloud resources: launch, status, teardown."""
+"""Verbs that manage a stack's cloud resources: launch, status, teardown.
+
+Regions: `launch` uses --region, else $AWS_REGION, else the stack's `region`. `status` and `teardown`
+look where the stack is: --region, else the region in its local state, else $AWS_REGION, else the
+region of the bundled stack of that name (or of the default stack).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ec2dbn import state
+from ec2dbn.aws import provision
+from ec2dbn.cli import cli
+from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
+from ec2dbn.cost import format_usd
+from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.events import Reporter
+
+
+def _money(usd: float) -> str:
+    return format_usd(usd)
+
+
+def _print_table(table: Table) -> None:
+    """Tables keep every column readable when piped (rich would squeeze them to 80 columns)."""
+    if stdout.is_terminal:
+        stdout.print(table)
+    else:
+        Console(file=stdout.file, width=240, highlight=False).print(table)
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    h, rem = divmod(max(0, seconds), 3600)
+    return f"{h}h{rem // 60:02d}m"
+
+
+# ---------------------------------------------------------------------------------------------- launch
+
+
+def bootstrap_after_launch(stack: Stack, record: provision.LaunchRecord, reporter: Reporter) -> None:
+    """Hook run by `launch` without --no-bootstrap: wait for SSH, then run the stack's bootstrap scripts.
+
+    Wired by the train flow (issue 4); until then launch stops at `running` and says where it happens.
+    """
+    if stack.bootstrap:
+        reporter.step(
+            f"bootstrapping ({', '.join(stack.bootstrap)}) runs on `ec2dbn train`; "
+            "the instance is up and its host key pinned"
+        )
+
+
+def _print_launch(record: provision.LaunchRecord) -> None:
+    st = record.state
+    verb = "reusing" if record.reused else "launched"
+    stdout.print(
+        f"[bold green]✓[/] {verb} stack [bold]{st.name}[/]: {st.instance_id} "
+        f"({st.instance_type}, {st.market}, {st.availability_zone})"
+    )
+    address = st.public_ip or "-"
+    if st.public_dns:
+        address += f" ({st.public_dns})"
+    stdout.print(f"  address    {address}, ssh user {st.ssh_user}")
+    if st.price is not None:
+        stdout.print(f"  price      {_money(st.price.usd_per_hour)}/h {st.price.market} — {st.price.source}")
+        od = st.on_demand_price
+        if od is not None and st.price.market == "spot":
+            stdout.print(f"             on-demand would be {_money(od.usd_per_hour)}/h — {od.source}")
+    if st.deadline:
+        left = int((state.parse_iso(st.deadline) - state.utc_now()).total_seconds())
+        stdout.print(f"  lifetime   terminates itself at {st.deadline} (in {_duration(left)})")
+    stdout.print(f"  state      {state.stack_dir(st.name)} (key 0600, known_hosts pinned)")
+    stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
+
+
+def _print_plan(p: provision.Plan) -> None:
+    s = p.stack
+    stdout.print(f"[bold]Plan for stack {s.name}[/] in {p.region} (dry run: nothing created)")
+    via = f" via {p.image.parameter}" if p.image.parameter else ""
+    stdout.print(f"  image      {s.image} → {p.image.image_id} {p.image.name}{via}")
+    stdout.print(f"  access     TCP 22 from {p.cidr} only; ssh user {s.ssh_user}; IMDSv2 required")
+    stdout.print(f"  disk       {s.volume_gb} GiB gp3, encrypted, deleted with the instance")
+    stdout.print(f"  markets    {' then '.join(p.markets)}")
+    stdout.print(f"  lifetime   {s.max_lifetime}: the instance terminates itself")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for col in ("type", "GPU", "vCPUs", "zones (in order)", "on-demand/h", "spot now/h", "max price/h"):
+        table.add_column(col)
+    for c in p.candidates:
+        table.add_row(
+            c.instance_type,
+            c.gpu,
+            str(c.vcpus),
+            ",".join(z.removeprefix(p.region) for z in c.zones),
+            _money(c.on_demand.usd_per_hour),
+            _money(c.spot.usd_per_hour) if c.spot else "-",
+            _money(c.max_price) if c.max_price is not None else "-",
+        )
+    _print_table(table)
+    hourly = p.hourly
+    stdout.print(
+        f"  cost       {_money(hourly.usd_per_hour)}/h {hourly.market} ({hourly.source}); "
+        f"at most {_money(p.max_cost_usd)} if left for its whole {s.max_lifetime}"
+    )
+    od = p.candidates[0].on_demand
+    stdout.print(f"  prices     on-demand from {od.source}")
+    for what, outcome in p.checks:
+        mark = "[green]allowed[/]" if outcome == "allowed" else f"[red]refused[/]: {outcome}"
+        stdout.print(f"  dry run    {what}: {mark}")
+
+
+@cli.command()
+@click.option(
+    "--stack",
+    "stack_ref",
+    metavar="NAME|PATH",
+    help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
+)
+@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@click.option(
+    "--instance-type",
+    "instance_types",
+    multiple=True,
+    metavar="TYPE",
+    help="Override the type (repeat for candidates).",
+)
+@click.option("--region", help="Override the region (else $AWS_REGION, else the stack's).")
+@click.option(
+    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
+)
+@click.option(
+    "--image", metavar="ALIAS|AMI", help="Override the image (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...)."
+)
+@click.option("--name", help="Stack name to use (default: the stack file's `name`).")
+@click.option("--no-bootstrap", is_flag=True, help="Stop once the instance is running.")
+@click.option("--dry-run", is_flag=True, help="Validate, price and run EC2's DryRun checks; create nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the launched stack's state as JSON.")
+def launch(
+    stack_ref: str | None,
+    spot: bool | None,
+    instance_types: tuple[str, ...],
+    region: str | None,
+    ssh_cidr: str | None,
+    image: str | None,
+    name: str | None,
+    no_bootstrap: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
+    """Launch a stack (or reuse it if it is up): a tagged key pair, a security group admitting only
+    your IP on port 22, and a self-terminating spot or on-demand instance.
+
+    \b
+    Examples:
+      ec2dbn launch --spot --no-bootstrap
+      ec2dbn launch --stack g5-spot --region us-west-2 --dry-run
+      ec2dbn launch --stack ./my.yaml --instance-type g6.xlarge --instance-type g5.xlarge
+    """
+    reporter = ConsoleReporter()
+    stack = load_for_launch(
+        stack_ref,
+        name=name,
+        region=region,
+        spot=spot,
+        instance_types=instance_types,
+        ssh_cidr=ssh_cidr,
+        image=image,
+    )
+    if dry_run:
+        p = provision.plan(stack, reporter=reporter)
+        checks = provision.dry_run(p, reporter=reporter)
+        _print_plan(p)
+        return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
+    record = provision.launch(stack, reporter=reporter, stack_source=stack_ref or DEFAULT_STACK)
+    if as_json:
+        stdout.print_json(json.dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
+    else:
+        _print_launch(record)
+    if not no_bootstrap:
+        bootstrap_after_launch(stack, record, reporter)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def _default_region() -> str:
+    return os.environ.get("AWS_REGION") or load_stack(DEFAULT_STACK).region
+
+
+def _region_of(name: str) -> str:
+    """Where stack `name` lives: its local state, else $AWS_REGION, else its bundled file, else default."""
+    try:
+        st = state.load(name)
+    except Ec2dbnError:
+        st = None
+    if st is not None:
+        return st.region
+    if os.environ.get("AWS_REGION"):
+        return os.environ["AWS_REGION"]
+    try:
+        return load_stack(name).region
+    except ConfigError:
+        return _default_region()
+
+
+def _regions(name: str | None, flag: str | None) -> list[str]:
+    if flag:
+        return [flag]
+    if name:
+        return [_region_of(name)]
+    return sorted({*provision.local_regions().values(), _default_region()})
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--region", help="Region to look in (default: where local state says, plus the default).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(name: str | None, region: str | None, as_json: bool) -> int:
+    """Show stacks as AWS reports them (by tags), reconciled with local state: state, type, market,
+    zone, address, lifetime left, price and cost so far.
+
+    \b
+    Examples:
+      ec2dbn status
+      ec2dbn status g4dn-spot --json
+    """
+    if name:
+        state.check_name(name)
+    rows: list[provision.StackStatus] = []
+    for r in _regions(name, region):
+        rows.extend(provision.query(r, name))
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        return 0
+    if not rows:
+        stdout.print(f"no ec2dbn stacks in {', '.join(_regions(name, region))}")
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for col in (
+        "stack",
+        "state",
+        "type",
+        "market",
+        "zone",
+        "address",
+        "left",
+        "price/h",
+        "cost so far",
+        "note",
+    ):
+        table.add_column(col)
+    sources = {}
+    for row in rows:
+        if row.price is not None:
+            sources[row.price.source] = True
+        table.add_row(
+            row.name,
+            row.state,
+            row.instance_type or "-",
+            row.market or "-",
+            row.availability_zone or row.region,
+            row.public_ip or "-",
+            _duration(row.seconds_left),
+            _money(row.price.usd_per_hour) if row.price else "-",
+            _money(row.cost_so_far_usd) if row.cost_so_far_usd is not None else "-",
+            row.note,
+        )
+    _print_table(table)
+    for src in sources:
+        stdout.print(f"prices: {src}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- teardown
+
+
+def _confirm(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"refusing to tear down {what} without confirmation: pass --yes")
+    click.confirm(f"Terminate and delete everything ec2dbn created for {what}?", abort=True)
+
+
+def _print_report(rep: provision.TeardownReport) -> None:
+    done = []
+    if rep.cancelled_spot_requests:
+        done.append(f"cancelled {', '.join(rep.cancelled_spot_requests)}")
+    if rep.terminated:
+        done.append(f"terminated {', '.join(rep.terminated)}")
+    if rep.deleted_security_groups:
+        done.append(f"deleted {', '.join(rep.deleted_security_groups)}")
+    if rep.deleted_key_pairs:
+        done.append(f"deleted key pair {', '.join(rep.deleted_key_pairs)}")
+    if rep.removed_local_state:
+        done.append("removed local state")
+    summary = "; ".join(done) or "nothing to remove"
+    stdout.print(f"[bold green]✓[/] {rep.name} ({rep.region}): {summary}")
+    stdout.print(f"  verified: nothing tagged ec2dbn:stack={rep.name} remains in {rep.region}")
+
+
+def _single_default() -> str:
+    local = state.names()
+    if len(local) == 1:
+        return local[0]
+    if not local:
+        return DEFAULT_STACK
+    raise ConfigError(f"several stacks have local state ({', '.join(local)}): name one, or pass --all")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
+@click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) -> int:
+    """Terminate a stack's instances, cancel spot requests, delete its security group, key pair and local
+    state — all found by tags, so it works without the state dir — then verify nothing tagged remains.
+
+    \b
+    Examples:
+      ec2dbn teardown g4dn-spot --yes
+      ec2dbn teardown --all --yes
+    """
+    reporter = ConsoleReporter()
+    if name and all_stacks:
+        raise ConfigError("give a stack NAME or --all, not both")
+    if all_stacks:
+        regions = _regions(None, region)
+        _confirm(f"ALL stacks in {', '.join(regions)}", yes)
+        for r in regions:
+            for n in provision.stacks_in(r):
+                _print_report(provision.teardown(n, r, reporter=reporter))
+            _verify(r)
+        return 0
+    target = state.check_name(name) if name else _single_default()
+    r = _regions(target, region)[0]
+    _confirm(f"stack {target} in {r}", yes)
+    rep = provision.teardown(target, r, reporter=reporter)
+    _print_report(rep)
+    return 0
+
+
+def _verify(region: str) -> None:
+    left = provision.verify_clean(region)
+    if left != "nothing":
+        raise Ec2dbnError(f"still tagged ec2dbn in {region} after teardown: {left}")
+    stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {region}")

@@ -1,0 +1,46 @@
+"""The tags that mark a resource as ec2dbn's: how everything is found again without local state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+STACK_TAG = "ec2dbn:stack"
+MANAGED_TAG = "ec2dbn:managed"
+#: ISO-8601 UTC moment the instance terminates itself (status shows time left from it).
+DEADLINE_TAG = "ec2dbn:deadline"
+#: The instance's pinned SSH host public key ('ssh-ed25519 AAAA...'), so it can be re-pinned without state.
+HOST_KEY_TAG = "ec2dbn:host-key"
+#: spot | on-demand, as launched.
+MARKET_TAG = "ec2dbn:market"
+
+
+def base_tags(stack: str, extra: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """ec2dbn's three contract tags plus the stack's own `tags`."""
+    tags = {**(extra or {}), STACK_TAG: stack, MANAGED_TAG: "true", "Name": f"ec2dbn-{stack}"}
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def tag_specs(
+    resource_types: Iterable[str], stack: str, extra: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """TagSpecifications tagging each resource type at creation (so nothing exists untagged)."""
+    tags = base_tags(stack, extra)
+    return [{"ResourceType": rt, "Tags": tags} for rt in resource_types]
+
+
+def stack_filters(stack: str | None) -> list[dict[str, Any]]:
+    """describe_* filters for ec2dbn's resources: one stack's, or every stack's when `stack` is None."""
+    filters: list[dict[str, Any]] = [{"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]}]
+    if stack is not None:
+        filters.append({"Name": f"tag:{STACK_TAG}", "Values": [stack]})
+    return filters
+
+
+def as_dict(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or []}
+
+
+def is_ours(tags: Iterable[Mapping[str, str]] | None, stack: str) -> bool:
+    d = as_dict(tags)
+    return d.get(MANAGED_TAG) == "true" and d.get(STACK_TAG) == stack
