@@ -1,4 +1,4 @@
-"""The terminal side of `Reporter`: rich status lines with elapsed time on stderr, streamed lines on stdout."""
+"""The terminal side of `Reporter`: status lines with elapsed time on stderr, streamed lines on stdout."""
 
 from __future__ import annotations
 

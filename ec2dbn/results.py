@@ -1,0 +1,84 @@
+"""Where a run's results live and how its record (run.json) is written.
+
+Every `ec2dbn train`, local or on EC2, gets a run id and a folder `results/<run-id>/` holding what the
+trainer produced plus `run.json`: where it ran, what it cost, and how long each phase took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: Phases of `ec2dbn train`, in the order they run; run.json lists the time of each one that ran.
+PHASES = ("validate", "launch", "ssh", "bootstrap", "ship", "train", "pull", "teardown")
+
+
+def new_run_id(job_path: Path, now: datetime | None = None) -> str:
+    """`<job stem>-<UTC timestamp>`: sortable, readable, unique for runs started a second apart."""
+    now = now or datetime.now(timezone.utc)
+    return f"{job_path.stem}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass
+class RunRecord:
+    """The contents of run.json. Seconds for durations, USD for money, ISO-8601 UTC for instants."""
+
+    run_id: str
+    job: str
+    mode: str  # "local" or "ec2"
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    finished_at: str | None = None
+    status: str = "running"  # running | finished | failed | interrupted
+    exit_code: int | None = None
+    stack: str | None = None
+    region: str | None = None
+    availability_zone: str | None = None
+    instance_id: str | None = None
+    instance_type: str | None = None
+    market: str | None = None
+    price_usd_per_hour: float | None = None
+    price_source: str | None = None
+    cost_usd: float | None = None
+    cost_estimate_usd: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, results_dir: Path) -> Path:
+        """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file)."""
+        results_dir.mkdir(parents=True, exist_ok=True)
+        path = results_dir / "run.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, results_dir: Path) -> RunRecord:
+        data = json.loads((results_dir / "run.json").read_text())
+        return cls(**data)
+
+    def finish(self, exit_code: int, status: str) -> None:
+        self.exit_code = exit_code
+        self.status = status
+        self.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextmanager
+def timed_phase(record: RunRecord, name: str) -> Iterator[None]:
+    """Time one phase into `record.phases[name]` (accumulating, so a phase re-run after a recovery adds up).
+
+    The time is recorded even when the phase fails: a failed run's record still says where time went.
+    """
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        record.phases[name] = round(record.phases.get(name, 0.0) + time.monotonic() - start, 3)

@@ -1,0 +1,225 @@
+"""`ec2dbn train` end to end: moto as EC2, a fake cloud-init booting a real sshd per instance.
+
+The flow runs unmodified: launch → ssh (pinned host key) → bootstrap (the CPU path) → ship → detached
+trainer → followed log → pull → teardown. The test then checks what a user would: the log streamed while
+training ran, the pulled results equal a `--local` run's, and nothing tagged is left in AWS.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ec2dbn import resources
+from ec2dbn.cli import main
+from tests.support.moto_server import tagged_resources
+
+pytestmark = pytest.mark.slow
+
+#: A small real job: 784-200-10 on 2,000 real MNIST digits, 4 epochs, NumPy so both runs match.
+JOB = {
+    "data": {"name": "mnist-5k", "test_size": 0.25, "seed": 7, "limit": 2000},
+    "model": {"layers": [784, 200, 10], "learn_rates": 0.3, "learn_rate_decays": 0.9, "epochs": 4},
+    "backend": "numpy",
+}
+
+
+def write_stack(tmp_path: Path, **overrides: object) -> Path:
+    stack = {
+        "name": "e2e",
+        "region": "us-east-1",
+        "instance_type": "g4dn.xlarge",
+        "market": "spot",
+        "fallback": "on-demand",
+        "image": "ubuntu22",
+        "volume_gb": 30,
+        "ssh_user": getpass.getuser(),
+        "ssh_cidr": "auto",
+        "max_lifetime": "1h",
+        "remote_dir": str(tmp_path / "instance-home" / "ec2dbn"),
+        "bootstrap": ["base", "nvidia", "python", "check"],
+        **overrides,
+    }
+    path = tmp_path / "e2e-stack.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    return path
+
+
+def write_job(tmp_path: Path, **model: object) -> Path:
+    job = {**JOB, "model": {**JOB["model"], **model}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def nothing_left(aws) -> None:  # noqa: ANN001
+    left = tagged_resources(aws)
+    assert not any(left.values()), f"ec2dbn-tagged resources remain: {left}"
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, list[tuple[float, str]], str]:
+    """Run `ec2dbn` as a user would (a process); stdout lines with the time each arrived, and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ec2dbn", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    lines = [(time.time(), line.rstrip("\n")) for line in proc.stdout]  # type: ignore[union-attr]
+    code = proc.wait(timeout=600)
+    reader.join(timeout=10)
+    return code, lines, "".join(err)
+
+
+def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, tmp_path: Path) -> None:
+    stack = write_stack(tmp_path)
+    job = write_job(tmp_path)
+    results = tmp_path / "results"
+    code, lines, err = run_cli(
+        ["train", str(job), "--stack", str(stack), "--results", str(results)], dict(os.environ)
+    )
+    assert code == 0, err[-3000:]
+
+    # The epoch lines reached the terminal while the trainer was still running on the "instance".
+    exit_file = next((tmp_path / "instance-home" / "ec2dbn" / "runs").glob("*/job.exit"))
+    finished_at = exit_file.stat().st_mtime
+    epochs = [(t, text) for t, text in lines if text.startswith("Epoch ")]
+    assert [text.split(":")[0] for _, text in epochs] == [f"Epoch {i}" for i in range(1, 5)]
+    assert epochs[0][0] < finished_at, "the first epoch line only arrived after training had ended"
+
+    (run_dir,) = results.iterdir()
+    for name in ("metrics.json", "metrics.jsonl", "report.txt", "model.npz", "train.log", "bootstrap.log"):
+        assert (run_dir / name).is_file(), name
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["exit_code"] == 0
+    assert record["instance_type"] == "g4dn.xlarge" and record["market"] == "spot"
+    assert record["availability_zone"].startswith("us-east-1")
+    for phase in ("validate", "launch", "ssh", "bootstrap", "ship", "train", "pull", "teardown"):
+        assert record["phases"][phase] >= 0, phase
+    assert record["cost_usd"] is not None and record["cost_usd"] >= 0
+    assert "no GPU: the job will run on the CPU" in (run_dir / "bootstrap.log").read_text()
+    nothing_left(aws)
+
+    # The same job and seed locally gives the same numbers.
+    local_root = tmp_path / "local"
+    assert main(["train", "--local", str(job), "--results", str(local_root)]) == 0
+    (local_dir,) = local_root.iterdir()
+    remote_metrics = json.loads((run_dir / "metrics.json").read_text())
+    local_metrics = json.loads((local_dir / "metrics.json").read_text())
+    assert remote_metrics["test_accuracy"] == local_metrics["test_accuracy"]
+    assert [(e["loss"], e["err"]) for e in remote_metrics["epochs"]] == [
+        (e["loss"], e["err"]) for e in local_metrics["epochs"]
+    ]
+    with np.load(run_dir / "model.npz") as a, np.load(local_dir / "model.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        weights = [k for k in a.files if a[k].dtype.kind == "f"]
+        assert weights
+        for key in weights:  # the weights; the metadata record holds wall-clock timings
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_log_follower_survives_sshd_restart_mid_run(fake_cloud, aws, tmp_path: Path) -> None:
+    stack = write_stack(tmp_path)
+    job = write_job(tmp_path, epochs=6)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ec2dbn",
+            "train",
+            str(job),
+            "--stack",
+            str(stack),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    seen: list[str] = []
+    restarted = False
+    for line in proc.stdout:  # type: ignore[union-attr]
+        seen.append(line.rstrip("\n"))
+        if line.startswith("Epoch 1:") and not restarted:
+            fake_cloud.restart_sshd()
+            restarted = True
+    assert proc.wait(timeout=600) == 0, "".join(err)[-3000:]
+    assert restarted
+    epochs = [s.split(":")[0] for s in seen if s.startswith("Epoch ")]
+    assert epochs == [f"Epoch {i}" for i in range(1, 7)], epochs  # none lost, none repeated
+    nothing_left(aws)
+
+
+def test_wrong_host_key_is_refused_and_stack_torn_down(fake_cloud, aws, tmp_path: Path, capsys) -> None:
+    fake_cloud.wrong_host_key = True
+    code = main(
+        [
+            "train",
+            str(write_job(tmp_path)),
+            "--stack",
+            str(write_stack(tmp_path)),
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "host key" in err.lower()
+    assert "Traceback" not in err
+    nothing_left(aws)
+    # Nothing ran on the impostor: no bootstrap, no job.
+    assert not (tmp_path / "instance-home" / "ec2dbn" / "runs").exists()
+
+
+def test_crashing_trainer_exits_1_with_its_last_lines_and_tears_down(
+    fake_cloud, aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Ship a trainer that crashes as it starts: a real Python crash on the instance, with a traceback.
+    broken = tmp_path / "broken" / "trainer"
+    shutil.copytree(resources.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
+    main_py = broken / "__main__.py"
+    main_py.write_text(
+        'print("Epoch 1:  loss 2.0  err 0.5  (0:00:01)", flush=True)\n'
+        'raise RuntimeError("injected crash in the trainer")\n'
+    )
+    monkeypatch.setattr("ec2dbn.jobs.trainer_dir", lambda: broken)
+
+    code = main(
+        [
+            "train",
+            str(write_job(tmp_path)),
+            "--stack",
+            str(write_stack(tmp_path)),
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the trainer failed (exit 1" in err
+    assert "injected crash in the trainer" in err
+    assert "Epoch 1:" in err  # the last lines, not just the exception
+    nothing_left(aws)
+    (run_dir,) = (tmp_path / "results").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and record["exit_code"] == 1
+    assert "teardown" in record["phases"]
+    assert "injected crash in the trainer" in (run_dir / "job.log").read_text()

@@ -1,0 +1,126 @@
+"""Pytest plugin: a fake cloud-init that turns moto's instances into real SSH hosts on loopback.
+
+moto reports instances `running` but nothing boots. `FakeCloudInit` watches moto (through a plain boto3
+client) and, for each running ec2dbn instance, does what cloud-init does on a real one: installs the host
+key from the instance's user-data and the key pair's public key as authorized_keys, then starts a real
+sshd on 127.0.0.1. `EC2DBN_SSH_ENDPOINT` points ec2dbn at it. When moto says the instance is gone, its
+sshd is stopped, as the machine would be. Tests can also restart an sshd (a flaky connection) or boot the
+next instance with the wrong host key (a man in the middle).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.moto_server import MotoServer
+from tests.support.sshd import SSH_KEYGEN, SshServer, start_sshd
+
+GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeCloudInit:
+    """Boots a real sshd for every running ec2dbn instance in moto; one SSH port for all of them."""
+
+    def __init__(self, moto: MotoServer, workdir: Path, region: str = "us-east-1") -> None:
+        self.moto = moto
+        self.workdir = workdir
+        self.region = region
+        self.port = _free_port()
+        self.servers: dict[str, SshServer] = {}
+        self.booted: list[str] = []
+        self.wrong_host_key = False
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="fake-cloud-init", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            for server in self.servers.values():
+                server.stop()
+
+    def restart_sshd(self, instance_id: str | None = None) -> None:
+        """Kill and restart an instance's sshd (same port and keys): the connection drops, then returns."""
+        with self._lock:
+            server = self.servers[instance_id or self.booted[-1]]
+            server.restart()
+
+    def _loop(self) -> None:
+        ec2 = self.moto.client("ec2", self.region)
+        while not self._stop.is_set():
+            try:
+                self._poll(ec2)
+            except Exception as exc:  # surfaced by the fixture; the loop must survive moto resets
+                self.errors.append(exc)
+            self._stop.wait(0.1)
+
+    def _poll(self, ec2: object) -> None:
+        pages = ec2.describe_instances(  # type: ignore[attr-defined]
+            Filters=[{"Name": "tag:ec2dbn:managed", "Values": ["true"]}]
+        )["Reservations"]
+        for inst in (i for r in pages for i in r["Instances"]):
+            iid, status = inst["InstanceId"], inst["State"]["Name"]
+            with self._lock:
+                if status == "running" and iid not in self.servers and iid not in self.booted:
+                    self.servers[iid] = self._boot(ec2, inst)
+                    self.booted.append(iid)
+                elif status in GONE_STATES and iid in self.servers:
+                    self.servers.pop(iid).stop()
+
+    def _boot(self, ec2: object, inst: dict) -> SshServer:
+        iid = inst["InstanceId"]
+        folder = self.workdir / iid
+        folder.mkdir(parents=True, exist_ok=True)
+        raw = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")  # type: ignore[attr-defined]
+        cloud_config = yaml.safe_load(base64.b64decode(raw["UserData"]["Value"]).decode())
+        host_key = folder / "ssh_host_ed25519_key"
+        if self.wrong_host_key:
+            subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        else:
+            host_key.write_text(cloud_config["ssh_keys"]["ed25519_private"])
+            host_key.chmod(0o600)
+        pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
+            KeyNames=[inst["KeyName"]], IncludePublicKey=True
+        )["KeyPairs"][0]
+        return start_sshd(folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port)
+
+
+@pytest.fixture
+def fake_cloud(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudInit]:
+    """moto + a fake cloud-init; ec2dbn's SSH goes to the loopback sshd of whichever instance is up."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("/usr/sbin/sshd is not installed (apt-get install openssh-server)")
+    cloud = FakeCloudInit(aws, tmp_path / "instances")
+    monkeypatch.setenv("EC2DBN_SSH_ENDPOINT", cloud.endpoint)
+    monkeypatch.setenv("EC2DBN_SSH_TIMEOUT", "60")
+    cloud.start()
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+        if cloud.errors:
+            raise cloud.errors[0]
