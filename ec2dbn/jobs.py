@@ -26,7 +26,7 @@ from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.config import Stack
 from ec2dbn.errors import Ec2dbnError, JobFailedError, RemoteError
 from ec2dbn.events import Reporter
-from ec2dbn.local import trainer_status
+from ec2dbn.local import plot_quietly, trainer_status
 from ec2dbn.remote import Remote
 from ec2dbn.resources import trainer_dir
 from ec2dbn.results import RunRecord, timed_phase
@@ -230,7 +230,7 @@ class TrainFlow:
         return code
 
     def _run(self) -> int:
-        resume = self._has_checkpoint() and not self.reattach
+        resume = self._has_checkpoint()
         avoid: list[str] = []
         while True:
             try:
@@ -327,6 +327,7 @@ class TrainFlow:
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
         self.record.finish(0 if exit_code == 0 else 1, trainer_status(exit_code))
+        plot_quietly(self.results_dir, self.reporter)
         if exit_code != 0:
             last = " | ".join(line.strip() for line in self.tail if line.strip()) or "no output"
             raise JobFailedError(

@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.results import RunRecord, timed_phase
+from ec2dbn.results import RunRecord, plot_run, timed_phase
 
 #: The trainer's exit codes (trainer/__main__.py), and what each one means for a run's status.
 TRAINER_STATUS = {0: "finished", 1: "failed", 2: "failed", 3: "interrupted"}
@@ -54,4 +55,16 @@ def run_local(
             code = proc.wait()
     record.finish(code, trainer_status(code))
     record.save(results_dir)
+    plot_quietly(results_dir, reporter)
     return code
+
+
+def plot_quietly(results_dir: Path, reporter: Reporter) -> None:
+    """The learning curve is a bonus: a missing matplotlib or odd metrics is a warning, not a failure."""
+    try:
+        png = plot_run(results_dir)
+    except Ec2dbnError as exc:
+        reporter.warn(f"no learning-curve plot: {exc}")
+        return
+    if png is not None:
+        reporter.step(f"learning curve: {png}")

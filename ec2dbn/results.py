@@ -38,6 +38,7 @@ class RunRecord:
     status: str = "running"  # running | finished | failed | interrupted
     exit_code: int | None = None
     stack: str | None = None
+    stack_ref: str | None = None  # what --stack / the job's `stack:` named: `--resume` loads it again
     region: str | None = None
     availability_zone: str | None = None
     instance_id: str | None = None
@@ -82,3 +83,16 @@ def timed_phase(record: RunRecord, name: str) -> Iterator[None]:
         yield
     finally:
         record.phases[name] = round(record.phases.get(name, 0.0) + time.monotonic() - start, 3)
+
+
+def plot_run(results_dir: Path) -> Path | None:
+    """Draw the run's learning curve (learning_curve.png) when it has metrics and matplotlib is there.
+
+    Returns the PNG path, or None without metrics.json; raises ConfigError when it cannot plot.
+    """
+    from ec2dbn.plots import plot_learning_curve
+
+    metrics = results_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return plot_learning_curve(metrics, results_dir / "learning_curve.png")

@@ -48,15 +48,26 @@ def _duration(seconds: int | None) -> str:
 
 
 def bootstrap_after_launch(stack: Stack, record: provision.LaunchRecord, reporter: Reporter) -> None:
-    """Hook run by `launch` without --no-bootstrap: wait for SSH, then run the stack's bootstrap scripts.
+    """`launch` without --no-bootstrap: wait for SSH (pinned host key), then run the bootstrap scripts.
 
-    Wired by the train flow (issue 4); until then launch stops at `running` and says where it happens.
+    A failure here leaves the instance running (the user asked for it) and says how to remove it.
     """
-    if stack.bootstrap:
-        reporter.step(
-            f"bootstrapping ({', '.join(stack.bootstrap)}) runs on `ec2dbn train`; "
-            "the instance is up and its host key pinned"
-        )
+    from ec2dbn import jobs
+    from ec2dbn.bootstrap import run_bootstrap
+
+    if not stack.bootstrap:
+        return
+    st = record.state
+    log = state.stack_dir(st.name) / "bootstrap.log"
+    try:
+        with jobs.remote_for(st) as remote:
+            remote.wait_until_reachable(jobs.ssh_timeout_s(), reporter)
+            result = run_bootstrap(remote, stack.bootstrap, st.remote_dir, reporter, log)
+    except Ec2dbnError as exc:
+        raise type(exc)(
+            f"{exc} — {st.instance_id} is still running: `ec2dbn teardown {st.name} --yes` removes it"
+        ) from None
+    reporter.step(f"bootstrapped in {result.total_s:.1f}s (log: {log})")
 
 
 def _print_launch(record: provision.LaunchRecord) -> None:

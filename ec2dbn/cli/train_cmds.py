@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -48,6 +49,13 @@ def validate_job(job_path: Path) -> None:
     help="Folder under which results/<run-id>/ is written.",
 )
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
+@click.option(
+    "--resume",
+    "resume_id",
+    metavar="RUN_ID",
+    help="Pick up run RUN_ID whose ec2dbn process died: re-attach if its instance is alive, else "
+    "continue from its last pulled checkpoint on a new instance.",
+)
 def train(
     job: Path | None,
     local: bool,
@@ -57,6 +65,7 @@ def train(
     name: str | None,
     results_root: Path,
     backend: str | None,
+    resume_id: str | None,
 ) -> int:
     """Train JOB (a job YAML) on EC2 — or here with --local — and collect the results.
 
@@ -70,6 +79,8 @@ def train(
       ec2dbn train --local examples/seed-mnist5k.yaml
       ec2dbn train examples/seed-mnist.yaml --stack g4dn-spot
     """
+    if resume_id:
+        return _resume(resume_id, results_root, keep, backend)
     if job is None:
         if not local:
             raise click.UsageError(
@@ -96,6 +107,9 @@ def train(
     with timed_phase(record, "validate"):
         stack = load_for_launch(ref, name=name, spot=spot)
         _check_local_data(parsed.data.name)
+    record.stack_ref = ref
+    results_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(job, results_dir / "job.yaml")  # what `--resume` runs again
     stderr.print(f"stack {stack.name}: {', '.join(stack.candidates)} ({stack.market}) in {stack.region}")
     pretrain = parsed.model.epochs_pretrain
     pretrain_epochs = sum(pretrain) if isinstance(pretrain, (tuple, list)) else int(pretrain or 0)
@@ -115,6 +129,42 @@ def train(
     finally:
         _print_outcome(record, results_dir)
     return code
+
+
+def _resume(run_id: str, results_root: Path, keep: bool, backend: str | None) -> int:
+    """`train --resume RUN_ID`: the run's own job and stack, re-attached or resumed from its checkpoint."""
+    from ec2dbn import jobs
+    from ec2dbn.config import load_for_launch
+
+    results_dir = results_root / run_id
+    try:
+        record = RunRecord.load(results_dir)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
+    if record.mode != "ec2":
+        raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
+    if record.status == "finished":
+        raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
+    job = results_dir / "job.yaml"
+    validate_job(job)
+    stack = load_for_launch(record.stack_ref, name=record.stack)
+    record.status, record.exit_code, record.finished_at = "running", None, None
+    stderr.print(f"resuming run {run_id} on stack {stack.name}")
+    flow = jobs.TrainFlow(
+        job,
+        stack,
+        record,
+        results_dir,
+        ConsoleReporter(),
+        keep=keep,
+        backend=backend,
+        stack_source=record.stack_ref or "",
+        reattach=True,
+    )
+    try:
+        return flow.run()
+    finally:
+        _print_outcome(record, results_dir)
 
 
 def _check_local_data(name: str) -> None:

@@ -7,83 +7,23 @@ training ran, the pulled results equal a `--local` run's, and nothing tagged is 
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from ec2dbn import resources
 from ec2dbn.cli import main
+from tests.e2e.helpers import nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import tagged_resources
 
 pytestmark = pytest.mark.slow
-
-#: A small real job: 784-200-10 on 2,000 real MNIST digits, 4 epochs, NumPy so both runs match.
-JOB = {
-    "data": {"name": "mnist-5k", "test_size": 0.25, "seed": 7, "limit": 2000},
-    "model": {"layers": [784, 200, 10], "learn_rates": 0.3, "learn_rate_decays": 0.9, "epochs": 4},
-    "backend": "numpy",
-}
-
-
-def write_stack(tmp_path: Path, **overrides: object) -> Path:
-    stack = {
-        "name": "e2e",
-        "region": "us-east-1",
-        "instance_type": "g4dn.xlarge",
-        "market": "spot",
-        "fallback": "on-demand",
-        "image": "ubuntu22",
-        "volume_gb": 30,
-        "ssh_user": getpass.getuser(),
-        "ssh_cidr": "auto",
-        "max_lifetime": "1h",
-        "remote_dir": str(tmp_path / "instance-home" / "ec2dbn"),
-        "bootstrap": ["base", "nvidia", "python", "check"],
-        **overrides,
-    }
-    path = tmp_path / "e2e-stack.yaml"
-    path.write_text(yaml.safe_dump(stack))
-    return path
-
-
-def write_job(tmp_path: Path, **model: object) -> Path:
-    job = {**JOB, "model": {**JOB["model"], **model}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
-
-
-def nothing_left(aws) -> None:  # noqa: ANN001
-    left = tagged_resources(aws)
-    assert not any(left.values()), f"ec2dbn-tagged resources remain: {left}"
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, list[tuple[float, str]], str]:
-    """Run `ec2dbn` as a user would (a process); stdout lines with the time each arrived, and stderr."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ec2dbn", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
-    lines = [(time.time(), line.rstrip("\n")) for line in proc.stdout]  # type: ignore[union-attr]
-    code = proc.wait(timeout=600)
-    reader.join(timeout=10)
-    return code, lines, "".join(err)
 
 
 def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, tmp_path: Path) -> None:
@@ -223,3 +163,53 @@ def test_crashing_trainer_exits_1_with_its_last_lines_and_tears_down(
     assert record["status"] == "failed" and record["exit_code"] == 1
     assert "teardown" in record["phases"]
     assert "injected crash in the trainer" in (run_dir / "job.log").read_text()
+
+
+def test_launch_bootstraps_then_train_reuses_the_instance(fake_cloud, aws, tmp_path: Path, capsys) -> None:
+    stack = write_stack(tmp_path)
+    assert main(["launch", "--stack", str(stack)]) == 0
+    err = capsys.readouterr().err
+    assert "bootstrapped in" in err
+    (instance_id,) = fake_cloud.booted
+
+    # `ec2dbn ssh --print` gives a command pinned to the stack's own known_hosts.
+    assert main(["ssh", "e2e", "--print"]) == 0
+    ssh_cmd = capsys.readouterr().out
+    assert "StrictHostKeyChecking=yes" in ssh_cmd and "UserKnownHostsFile=" in ssh_cmd
+
+    results = tmp_path / "results"
+    assert main(["train", str(write_job(tmp_path)), "--stack", str(stack), "--results", str(results)]) == 0
+    assert f"reusing {instance_id}" in capsys.readouterr().err
+    assert fake_cloud.booted == [instance_id]  # no second instance
+    nothing_left(aws)
+
+
+def test_resume_reattaches_after_the_local_process_died(fake_cloud, aws, tmp_path: Path) -> None:
+    stack = write_stack(tmp_path)
+    job = write_job(tmp_path, epochs=8)
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ec2dbn", "train", str(job), "--stack", str(stack), "--results", str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if line.startswith("Epoch 1:"):
+            proc.kill()  # the laptop lid closes: no teardown, no pull
+            break
+    proc.wait(timeout=30)
+    (run_dir,) = results.iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert tagged_resources(aws)["instances"], "the instance should still be up"
+
+    code, _lines, err = run_cli(
+        ["train", "--resume", run_dir.name, "--results", str(results)], dict(os.environ)
+    )
+    assert code == 0, err[-3000:]
+    assert "re-attaching" in err
+    assert fake_cloud.booted and len(fake_cloud.booted) == 1  # the same instance, not a new one
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    nothing_left(aws)

@@ -1,0 +1,96 @@
+"""Shared set-up for the `ec2dbn train` end-to-end tests: a small real job, a stack file, running the CLI.
+
+The stack points SSH at the fake cloud-init's loopback sshd as the current user, with `remote_dir` (the
+"instance's" disk) in a temp folder; everything else is what a user would write.
+"""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from tests.support.moto_server import MotoServer, tagged_resources
+
+#: A small real job: 784-200-10 on 2,000 real MNIST digits, 4 epochs, NumPy so both runs match.
+JOB = {
+    "data": {"name": "mnist-5k", "test_size": 0.25, "seed": 7, "limit": 2000},
+    "model": {"layers": [784, 200, 10], "learn_rates": 0.3, "learn_rate_decays": 0.9, "epochs": 4},
+    "backend": "numpy",
+}
+
+
+def write_stack(tmp_path: Path, **overrides: object) -> Path:
+    """A stack file for the fake cloud (spot g4dn.xlarge with on-demand fallback); `overrides` win."""
+    stack = {
+        "name": "e2e",
+        "region": "us-east-1",
+        "instance_type": "g4dn.xlarge",
+        "market": "spot",
+        "fallback": "on-demand",
+        "image": "ubuntu22",
+        "volume_gb": 30,
+        "ssh_user": getpass.getuser(),
+        "ssh_cidr": "auto",
+        "max_lifetime": "1h",
+        "remote_dir": str(tmp_path / "instance-home" / "ec2dbn"),
+        "bootstrap": ["base", "nvidia", "python", "check"],
+        **overrides,
+    }
+    path = tmp_path / "e2e-stack.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    return path
+
+
+def write_job(tmp_path: Path, **model: object) -> Path:
+    """JOB with `model` keys overridden, as tmp_path/job.yaml."""
+    job = {**JOB, "model": {**JOB["model"], **model}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def nothing_left(aws: MotoServer) -> None:
+    left = tagged_resources(aws)
+    assert not any(left.values()), f"ec2dbn-tagged resources remain: {left}"
+
+
+def run_cli(
+    args: list[str],
+    env: dict[str, str],
+    on_line: Callable[[subprocess.Popen[str], str], None] | None = None,
+) -> tuple[int, list[tuple[float, str]], str]:
+    """Run `ec2dbn` as a user would (a process); stdout lines with the time each arrived, and stderr.
+
+    on_line(proc, line) sees each stdout line as it arrives (e.g. to signal the process mid-run).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ec2dbn", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    lines: list[tuple[float, str]] = []
+    try:
+        for raw in proc.stdout:  # type: ignore[union-attr]
+            line = raw.rstrip("\n")
+            lines.append((time.time(), line))
+            if on_line is not None:
+                on_line(proc, line)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    return code, lines, "".join(err)
