@@ -142,16 +142,29 @@ def load_pointer(stack_name: str) -> tuple[RemoteRun, Path] | None:
     return RemoteRun(data["remote_dir"], data["run_id"]), Path(data["results_dir"])
 
 
-def estimate_line(stack: Stack, epochs: int) -> str:
-    """The cost estimate printed before launch: the first candidate at its on-demand (or max) price."""
+def estimate_line(stack: Stack, epochs: int, price: catalog.Price | None = None) -> str:
+    """The cost estimate printed before launch: the first candidate at `price` (default: its on-demand
+    list price, or the stack's spot max_price — an upper bound for spot)."""
     itype = stack.candidates[0]
     entry = catalog.lookup(itype)
-    price = catalog.on_demand_price(itype, stack.region)
-    if stack.market == "spot" and stack.max_price is not None:
-        price = catalog.Price(stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot")
+    bound = ""
+    if price is None:
+        price = catalog.on_demand_price(itype, stack.region)
+        if stack.market == "spot":
+            bound = " (an upper bound: spot usually costs less)"
+            if stack.max_price is not None:
+                price = catalog.Price(
+                    stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot"
+                )
     est = cost.estimate_job(entry, price, epochs)
-    bound = " (spot usually costs less)" if stack.market == "spot" else ""
-    return f"estimated cost: {est.describe()}{bound}"
+    return f"{est.describe()}{bound}"
+
+
+def job_epochs(job: Any) -> int:
+    """All epochs a job trains (fine-tuning plus each layer's pretraining), for estimates."""
+    pretrain = job.model.epochs_pretrain
+    pretrain_epochs = sum(pretrain) if isinstance(pretrain, (tuple, list)) else int(pretrain or 0)
+    return int(job.model.epochs) + pretrain_epochs
 
 
 class InstanceLost(Exception):

@@ -93,7 +93,7 @@ def _print_launch(record: provision.LaunchRecord) -> None:
     stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
 
 
-def _print_plan(p: provision.Plan) -> None:
+def print_plan(p: provision.Plan) -> None:
     s = p.stack
     stdout.print(f"[bold]Plan for stack {s.name}[/] in {p.region} (dry run: nothing created)")
     via = f" via {p.image.parameter}" if p.image.parameter else ""
@@ -188,7 +188,7 @@ def launch(
     if dry_run:
         p = provision.plan(stack, reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
-        _print_plan(p)
+        print_plan(p)
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
     record = provision.launch(stack, reporter=reporter, stack_source=stack_ref or DEFAULT_STACK)
     if as_json:

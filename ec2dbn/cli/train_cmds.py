@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ec2dbn.cli import cli
-from ec2dbn.cli.output import ConsoleReporter, stderr
+from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import run_local
 from ec2dbn.results import RunRecord, new_run_id, timed_phase
@@ -111,9 +111,7 @@ def train(
     results_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(job, results_dir / "job.yaml")  # what `--resume` runs again
     stderr.print(f"stack {stack.name}: {', '.join(stack.candidates)} ({stack.market}) in {stack.region}")
-    pretrain = parsed.model.epochs_pretrain
-    pretrain_epochs = sum(pretrain) if isinstance(pretrain, (tuple, list)) else int(pretrain or 0)
-    stderr.print(jobs.estimate_line(stack, parsed.model.epochs + pretrain_epochs))
+    stderr.print(jobs.estimate_line(stack, jobs.job_epochs(parsed)))
     flow = jobs.TrainFlow(
         job,
         stack,
@@ -129,6 +127,41 @@ def train(
     finally:
         _print_outcome(record, results_dir)
     return code
+
+
+@cli.command()
+@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
+)
+@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@click.option("--name", help="Stack name to use (default: the stack file's name).")
+def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) -> int:
+    """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
+    DryRun permission checks and estimate the cost. Creates nothing.
+
+    \b
+    Example:
+      ec2dbn plan examples/seed-mnist.yaml --stack g4dn-spot
+    """
+    from ec2dbn import jobs
+    from ec2dbn.aws import provision
+    from ec2dbn.cli.stack_cmds import print_plan
+    from ec2dbn.config import load_for_launch
+    from trainer.config import load_job
+
+    validate_job(job)
+    parsed = load_job(job)
+    ref = stack_ref or (parsed.stack if isinstance(parsed.stack, str) else None)
+    stack = load_for_launch(ref, name=name, spot=spot)
+    _check_local_data(parsed.data.name)
+    reporter = ConsoleReporter()
+    p = provision.plan(stack, reporter=reporter)
+    checks = provision.dry_run(p, reporter=reporter)
+    print_plan(p)
+    stdout.print(f"  job        {job}: {jobs.job_epochs(parsed)} epochs of {list(parsed.model.layers)}")
+    stdout.print(f"  {jobs.estimate_line(stack, jobs.job_epochs(parsed), p.hourly)}")
+    return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 
 
 def _resume(run_id: str, results_root: Path, keep: bool, backend: str | None) -> int:
