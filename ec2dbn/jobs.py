@@ -63,14 +63,15 @@ class RemoteRun:
     def log(self) -> str:
         return str(PurePosixPath(self.workdir) / detached.LOG_NAME)
 
+    def python(self) -> str:
+        """Shell prelude setting $PY: the bootstrap venv's python, or python3 when there is none."""
+        venv_python = str(PurePosixPath(self.remote_dir) / "venv" / "bin" / "python")
+        return f'PY="{venv_python.replace("~/", "$HOME/", 1)}"; [ -x "$PY" ] || PY=python3; '
+
     def trainer_command(self, backend: str | None = None, resume: bool = False) -> str:
-        """Shell line that runs the shipped trainer with the bootstrap venv's python (or python3)."""
-        venv_python = PurePosixPath(self.remote_dir) / "venv" / "bin" / "python"
-        py = f"{venv_python}".replace("~/", "$HOME/", 1)
+        """Shell line that runs the shipped trainer on the shipped job, writing into out/."""
         extra = (f" --backend {backend}" if backend else "") + (" --resume" if resume else "")
-        return (
-            f'PY="{py}"; [ -x "$PY" ] || PY=python3; exec "$PY" -u -m trainer run job.yaml --out out{extra}'
-        )
+        return f'{self.python()}exec "$PY" -u -m trainer run job.yaml --out out{extra}'
 
 
 def ssh_timeout_s() -> float:
@@ -201,6 +202,8 @@ class TrainFlow:
         backend: str | None = None,
         stack_source: str = "",
         reattach: bool = False,
+        command: Callable[[RemoteRun, bool], str] | None = None,
+        result_files: tuple[str, ...] = RESULT_FILES,
     ) -> None:
         self.job_path = job_path
         self.stack = stack
@@ -211,6 +214,10 @@ class TrainFlow:
         self.backend = backend
         self.stack_source = stack_source
         self.reattach = reattach
+        # What runs on the instance (default: the trainer on the job, resuming when asked) and what
+        # it leaves in out/ to pull back: `ec2dbn bench` runs trainer.bench through the same flow.
+        self.command = command or (lambda run, resume: run.trainer_command(backend, resume=resume))
+        self.result_files = result_files
         self.st: state.StackState | None = None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.segments: list[cost.InstanceSegment] = []
@@ -299,7 +306,7 @@ class TrainFlow:
                 remote.put_tree(shipped_files(self.job_path, Path(staging)), run.workdir)
                 if resume:
                     self._upload_checkpoint(remote, run)
-            detached.start_detached(remote, run.trainer_command(self.backend, resume=resume), run.workdir)
+            detached.start_detached(remote, self.command(run, resume), run.workdir)
         try:
             with self.phase("train"):
                 status = self._follow(remote, run)
@@ -443,7 +450,7 @@ class TrainFlow:
     def _pull(self, remote: Remote, run: RemoteRun) -> list[str]:
         """Copy the trainer's results (whichever exist) into results/<run-id>/."""
         pulled = []
-        for name in (*RESULT_FILES, "interruption.json"):
+        for name in (*self.result_files, "interruption.json"):
             src = str(PurePosixPath(run.out) / name)
             try:
                 if remote.exists(src):

@@ -246,7 +246,8 @@ def test_summary_of_a_bench_without_rows_is_an_error(tmp_path: Path) -> None:
         (["--local", "--widths", ","], "comma-separated integers"),
         (["--local", "--backends", "numpy,tpu"], "unknown backend 'tpu'"),
         (["--local", "--price-per-hour", "-1"], "non-negative"),
-        (["--stack", "g4dn-spot"], "not wired yet"),
+        (["--stack", "g4dn-spot", "--local"], "exclude each other"),
+        (["--stack", "no-such-stack"], "no stack 'no-such-stack'"),
         ([], "--local"),
     ],
 )

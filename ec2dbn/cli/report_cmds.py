@@ -79,6 +79,44 @@ def run_local_bench(
         return proc.wait()
 
 
+def run_remote_bench(
+    job: Path,
+    stack_ref: str,
+    out_dir: Path,
+    widths: list[int],
+    epochs: int,
+    backends: str,
+    reporter: ConsoleReporter,
+) -> tuple[bench_mod.Price, str]:
+    """`trainer.bench` on the stack's instance through the train flow (launch, bootstrap, ship, run
+    detached, follow, pull bench.json, tear down); returns the instance's price for $/epoch."""
+    from ec2dbn import jobs
+    from ec2dbn.config import load_for_launch
+    from ec2dbn.results import RunRecord
+
+    stack = load_for_launch(stack_ref)
+    args = f"--widths {','.join(map(str, widths))} --epochs {epochs} --backends {backends}"
+    bench_line = f'exec "$PY" -u -m trainer.bench job.yaml --out out {args}'
+    record = RunRecord(run_id=out_dir.name, job=str(job), mode="ec2", stack_ref=stack_ref)
+    flow = jobs.TrainFlow(
+        job,
+        stack,
+        record,
+        out_dir,
+        reporter,
+        stack_source=stack_ref,
+        command=lambda run, _resume: run.python() + bench_line,
+        result_files=(bench_mod.BENCH_FILE,),
+    )
+    flow.run()
+    st_price = record.price_usd_per_hour
+    if st_price is None:
+        raise JobFailedError(f"bench on {stack.name} recorded no instance price; see {out_dir / 'run.json'}")
+    source = record.price_source or "instance price"
+    price = bench_mod.Price(st_price, source, "", stack.region, record.market or "")
+    return price, f"{record.instance_type} {record.market} at ${st_price:.4f}/h ({record.price_source})"
+
+
 @cli.command("bench")
 @click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -96,7 +134,12 @@ def run_local_bench(
 )
 @click.option("--backends", default="numpy,cupy", show_default=True, help="Backends to time.")
 @click.option("--local", is_flag=True, help="Run here (CuPy rows are skipped without a GPU).")
-@click.option("--stack", "stack_ref", metavar="NAME", help="Run on this stack's instance (not wired yet).")
+@click.option(
+    "--stack",
+    "stack_ref",
+    metavar="NAME|PATH",
+    help="Run on this stack's instance (launched, then torn down).",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -134,13 +177,8 @@ def bench_cmd(
     width_list = _check_widths(widths)
     if stack_ref and local:
         raise ConfigError("--local and --stack exclude each other: bench here, or on the stack's instance")
-    if stack_ref:
-        raise ConfigError(
-            f"remote bench (--stack {stack_ref}) is not wired yet: run it here with --local, or run "
-            "`python -m trainer.bench JOB --out DIR` on the instance"
-        )
-    if not local:
-        raise ConfigError("say where to bench: --local (this machine); remote --stack is not wired yet")
+    if not local and not stack_ref:
+        raise ConfigError("say where to bench: --local (this machine) or --stack NAME (an EC2 instance)")
     from trainer.bench import parse_backends
     from trainer.errors import TrainerError
 
@@ -154,7 +192,11 @@ def bench_cmd(
         out_dir = Path("results") / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
     reporter = ConsoleReporter()
-    code = run_local_bench(job, out_dir, width_list, epochs, backends, reporter)
+    if stack_ref:
+        price, note = run_remote_bench(job, stack_ref, out_dir, width_list, epochs, backends, reporter)
+        code = 0
+    else:
+        code = run_local_bench(job, out_dir, width_list, epochs, backends, reporter)
     if code != 0:
         what = _BENCH_EXIT.get(code, "crashed")
         raise (ConfigError if code == 2 else JobFailedError)(

@@ -213,3 +213,31 @@ def test_resume_reattaches_after_the_local_process_died(fake_cloud, aws, tmp_pat
     assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     nothing_left(aws)
+
+
+def test_bench_on_a_stack_runs_remotely_and_prices_by_the_instance(fake_cloud, aws, tmp_path: Path) -> None:
+    out = tmp_path / "bench-remote"
+    code = main(
+        [
+            "bench",
+            str(write_job(tmp_path)),
+            "--stack",
+            str(write_stack(tmp_path)),
+            "--widths",
+            "16,32",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--no-plot",
+        ]
+    )
+    assert code == 0
+    bench = json.loads((out / "bench.json").read_text())
+    measured = [r for r in bench["rows"] if r.get("seconds_per_epoch")]
+    assert sorted(r["width"] for r in measured) == [16, 32]
+    summary = (out / "summary.md").read_text()
+    assert "g4dn.xlarge spot" in summary
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["instance_type"] == "g4dn.xlarge"
+    nothing_left(aws)
