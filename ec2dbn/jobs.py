@@ -437,11 +437,12 @@ class TrainFlow:
         """Ctrl-C: ask the trainer to checkpoint and stop, and wait (bounded) for it to do so."""
         self.reporter.warn("stopping the remote trainer (it writes a checkpoint first)")
         with contextlib.suppress(Ec2dbnError):
+            start = _size(remote, run.log)  # before the signal, so its "stopped by SIGTERM" line is shown
             detached.stop_job(remote, run.workdir, "TERM")
             detached.follow_log(
                 remote,
                 run.log,
-                start_offset=_size(remote, run.log),
+                start_offset=start,
                 on_line=self.reporter.stream,
                 workdir=run.workdir,
                 reconnect_timeout_s=STOP_GRACE_S,
@@ -449,13 +450,22 @@ class TrainFlow:
 
     def _pull(self, remote: Remote, run: RemoteRun) -> list[str]:
         """Copy the trainer's results (whichever exist) into results/<run-id>/."""
+        from ec2dbn.remote import quote_path
+
+        wanted = (*self.result_files, "interruption.json")
+        try:  # one round trip to learn which exist, rather than one per file
+            listing = remote.run(
+                f"cd {quote_path(run.out)} 2>/dev/null && ls -1 -- {' '.join(wanted)} 2>/dev/null",
+                check=False,
+            ).stdout.split()
+        except Ec2dbnError as exc:
+            self.reporter.warn(f"could not list the results in {run.out}: {exc}")
+            listing = []
         pulled = []
-        for name in (*self.result_files, "interruption.json"):
-            src = str(PurePosixPath(run.out) / name)
+        for name in (n for n in wanted if n in listing):
             try:
-                if remote.exists(src):
-                    remote.get_file(src, self.results_dir / name)
-                    pulled.append(name)
+                remote.get_file(str(PurePosixPath(run.out) / name), self.results_dir / name)
+                pulled.append(name)
             except Ec2dbnError as exc:
                 self.reporter.warn(f"could not pull {name}: {exc}")
         # The trainer's own stdout and stderr (a crash's traceback lands only here).
