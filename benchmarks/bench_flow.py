@@ -63,7 +63,8 @@ def main_bench() -> None:
         print(f"{phase:<10} {cold['phases'].get(phase, 0):>9.2f} {warm['phases'].get(phase, 0):>9.2f}")
     print(f"{'wall':<10} {cold_wall:>9.2f} {warm_wall:>9.2f}")
     overhead = warm_wall - local_wall
-    print(f"\n--local wall (the peer): {local_wall:.2f} s  (its train phase {local['phases']['train']:.2f} s)")
+    local_train = local["phases"]["train"]
+    print(f"\n--local wall (the peer): {local_wall:.2f} s  (its train phase {local_train:.2f} s)")
     print(f"flow overhead, warm bootstrap: {overhead:.2f} s (target ≤ {TARGET_S:.0f} s)")
     print(f"ratio remote-warm / local: {warm_wall / local_wall:.2f}x")
 
