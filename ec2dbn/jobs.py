@@ -69,9 +69,13 @@ class RemoteRun:
         return f'PY="{venv_python.replace("~/", "$HOME/", 1)}"; [ -x "$PY" ] || PY=python3; '
 
     def trainer_command(self, backend: str | None = None, resume: bool = False) -> str:
-        """Shell line that runs the shipped trainer on the shipped job, writing into out/."""
+        """Shell line that runs the shipped trainer on the shipped job, writing into out/, with the spot
+        watcher beside it (it polls IMDSv2 for the two-minute notice and makes the trainer checkpoint);
+        the line's exit code is the trainer's."""
+        from trainer.spot_watch import shell_command
+
         extra = (f" --backend {backend}" if backend else "") + (" --resume" if resume else "")
-        return f'{self.python()}exec "$PY" -u -m trainer run job.yaml --out out{extra}'
+        return self.python() + shell_command('"$PY"', f"job.yaml --out out{extra}", "out")
 
 
 def ssh_timeout_s() -> float:

@@ -4,8 +4,8 @@ moto reports instances `running` but nothing boots. `FakeCloudInit` watches moto
 client) and, for each running ec2dbn instance, does what cloud-init does on a real one: installs the host
 key from the instance's user-data and the key pair's public key as authorized_keys, then starts a real
 sshd on 127.0.0.1. `EC2DBN_SSH_ENDPOINT` points ec2dbn at it. When moto says the instance is gone, its
-sshd is stopped, as the machine would be. Tests can also restart an sshd (a flaky connection) or boot the
-next instance with the wrong host key (a man in the middle).
+sshd is stopped, as the machine would be. Tests can also restart an sshd (a flaky connection), boot the
+next instance with the wrong host key (a man in the middle) or not boot one at all (`boot = False`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.fake_imds import FakeImds
 from tests.support.moto_server import MotoServer
-from tests.support.sshd import SSH_KEYGEN, SshServer, start_sshd
+from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
 
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 
@@ -44,6 +45,12 @@ class FakeCloudInit:
         self.servers: dict[str, SshServer] = {}
         self.booted: list[str] = []
         self.wrong_host_key = False
+        #: False: instances run but never boot an sshd (a broken image, a blackholed port 22).
+        self.boot = True
+        #: True: each booted instance gets its own fake metadata service (IMDSv2), which its commands
+        #: reach through EC2DBN_IMDS_URL, as the spot watcher on a real instance reaches 169.254.169.254.
+        self.with_imds = False
+        self.imds: dict[str, FakeImds] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -62,6 +69,8 @@ class FakeCloudInit:
         with self._lock:
             for server in self.servers.values():
                 server.stop()
+            for imds in self.imds.values():
+                imds.stop()
 
     def restart_sshd(self, instance_id: str | None = None) -> None:
         """Kill and restart an instance's sshd (same port and keys): the connection drops, then returns."""
@@ -85,6 +94,8 @@ class FakeCloudInit:
         for inst in (i for r in pages for i in r["Instances"]):
             iid, status = inst["InstanceId"], inst["State"]["Name"]
             with self._lock:
+                if status == "running" and not self.boot:
+                    continue
                 if status == "running" and iid not in self.servers and iid not in self.booted:
                     self.servers[iid] = self._boot(ec2, inst)
                     self.booted.append(iid)
@@ -106,7 +117,13 @@ class FakeCloudInit:
         pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
             KeyNames=[inst["KeyName"]], IncludePublicKey=True
         )["KeyPairs"][0]
-        return start_sshd(folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port)
+        env = None
+        if self.with_imds:
+            self.imds[iid] = FakeImds()
+            env = {**default_env(), "EC2DBN_IMDS_URL": self.imds[iid].url}
+        return start_sshd(
+            folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port, env=env
+        )
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def _keygen(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _default_env() -> dict[str, str]:
+def default_env() -> dict[str, str]:
     """The session environment the "instance" gives its commands.
 
     PATH puts this interpreter's folder first, so `python3` over SSH is the one running the tests (it has
@@ -200,7 +200,7 @@ def start_sshd(
     (workdir / "authorized_keys").write_text(authorized_keys.rstrip("\n") + "\n")
     (workdir / "authorized_keys").chmod(0o600)
     port = port or _free_port()
-    session_env = _default_env() if env is None else dict(env)
+    session_env = default_env() if env is None else dict(env)
     setenv = " ".join(f'{k}="{v}"' for k, v in session_env.items())
     config = workdir / "sshd_config"
     config.write_text(
