@@ -1,0 +1,374 @@
+"""The job schema: `data`, `model` and `backend` sections of a job YAML, validated strictly by hand.
+
+Hand-written rather than pydantic because the trainer must run with numpy + pyyaml only. Every error is a
+`JobError` whose one-line message starts with the key path, e.g.
+`model.learn_rates: expected a number > 0 or a list of 3 numbers, got 'fast'`.
+
+`stack` and `run` belong to the orchestrator (ec2dbn): they are carried through untouched as `Job.stack` and
+`Job.run`. Any other top-level key is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.errors import JobError
+
+BACKENDS = ("auto", "numpy", "cupy")
+TOP_LEVEL_KEYS = ("data", "model", "backend", "stack", "run")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set to load and how to split it.
+
+    name: a data set name (`mnist`, `fashion-mnist`, `mnist-5k`, `digits`) or a path (.npz / IDX folder).
+    test_size: fraction in (0, 1) held out for testing. seed: the split's (and `limit`'s shuffle's) seed.
+    mirrors: base URLs tried in order for downloads (None: the loader's defaults).
+    cache_dir: where downloads are cached (None: the loader's default).
+    limit: use only the first `limit` samples after shuffling (None: all) — for fast tests and demos.
+    """
+
+    name: str
+    test_size: float = 0.33
+    seed: int = 42
+    mirrors: tuple[str, ...] | None = None
+    cache_dir: str | None = None
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples become lists)."""
+        return {
+            "name": self.name,
+            "test_size": self.test_size,
+            "seed": self.seed,
+            "mirrors": None if self.mirrors is None else list(self.mirrors),
+            "cache_dir": self.cache_dir,
+            "limit": self.limit,
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """nolearn's DBN hyperparameters, with nolearn's names and defaults, resolved per weight layer.
+
+    A network with `layers = [784, 800, 800, 10]` has 3 weight layers; every per-layer value below is a tuple
+    of that length (a scalar in the job is repeated). The `*_pretrain` values default to their fine-tuning
+    counterparts, as in nolearn. `dropouts[i]` is the drop probability of weight layer i's *input*
+    (i = 0: the pixels), as in gdbn. `seed` (default 42, like the data split's) seeds every random draw:
+    weight init, minibatch order, dropout masks and RBM samples.
+    """
+
+    layers: tuple[int, ...]
+    learn_rates: tuple[float, ...]
+    learn_rate_decays: tuple[float, ...]
+    learn_rate_minimums: tuple[float, ...]
+    momentum: float
+    l2_costs: tuple[float, ...]
+    minibatch_size: int
+    scales: tuple[float, ...]
+    epochs: int
+    epochs_pretrain: tuple[int, ...]
+    learn_rates_pretrain: tuple[float, ...]
+    momentum_pretrain: float
+    l2_costs_pretrain: tuple[float, ...]
+    dropouts: tuple[float, ...]
+    real_valued_vis: bool = True
+    use_re_lu: bool = False
+    seed: int = 42
+
+    @property
+    def n_weight_layers(self) -> int:
+        return len(self.layers) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values; `parse_model(to_dict())` gives back an equal config."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job: what to train on (`data`), what to train (`model`) and where (`backend`).
+
+    `stack` and `run` are the orchestrator's sections, carried through untouched (None when absent).
+    """
+
+    data: DataConfig
+    model: ModelConfig
+    backend: str = "auto"
+    stack: Any = None
+    run: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as plain values (for metrics.json); `parse_job(to_dict())` gives back an equal Job."""
+        out: dict[str, Any] = {
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "backend": self.backend,
+        }
+        if self.stack is not None:
+            out["stack"] = self.stack
+        if self.run is not None:
+            out["run"] = self.run
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.2), as people write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a job YAML file.
+
+    Raises JobError: unreadable file, malformed YAML (with its line and column), bad keys or values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise JobError(f"{path}: cannot read the job file: {reason}") from None
+    try:
+        mapping = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = exc.problem or exc.context or "malformed YAML"
+        raise JobError(f"{where}: invalid YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise JobError(f"{path}: invalid YAML: {exc}") from None
+    return parse_job(mapping)
+
+
+def parse_job(mapping: Any) -> Job:
+    """Validate a job given as a mapping (e.g. parsed YAML). Raises JobError naming the offending key."""
+    if not isinstance(mapping, Mapping):
+        raise JobError(f"job: expected a mapping with keys data and model, got {_describe(mapping)}")
+    _reject_unknown(mapping, TOP_LEVEL_KEYS, "")
+    if "data" not in mapping:
+        raise JobError("data: required key missing (e.g. data: {name: mnist})")
+    if "model" not in mapping:
+        raise JobError("model: required key missing (e.g. model: {layers: [784, 800, 800, 10]})")
+    data = parse_data(mapping["data"])
+    model = parse_model(mapping["model"])
+    backend = mapping.get("backend", "auto")
+    if backend not in BACKENDS or not isinstance(backend, str):
+        raise JobError(f"backend: expected one of {', '.join(BACKENDS)}, got {_describe(backend)}")
+    return Job(data=data, model=model, backend=backend, stack=mapping.get("stack"), run=mapping.get("run"))
+
+
+def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
+    """Validate the `data` section into a DataConfig."""
+    m = _section(mapping, prefix, ("name", "test_size", "seed", "mirrors", "cache_dir", "limit"))
+    if "name" not in m:
+        raise JobError(f"{prefix}.name: required key missing (e.g. mnist, fashion-mnist, mnist-5k, digits)")
+    name = m["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise JobError(f"{prefix}.name: expected a data set name or path, got {_describe(name)}")
+    test_size = m.get("test_size", 0.33)
+    if not _is_number(test_size) or not 0 < test_size < 1:
+        raise JobError(f"{prefix}.test_size: expected a number between 0 and 1, got {_describe(test_size)}")
+    seed = _nonneg_int(m.get("seed", 42), f"{prefix}.seed")
+    mirrors = m.get("mirrors")
+    if mirrors is not None:
+        if isinstance(mirrors, str):
+            mirrors = [mirrors]
+        if not isinstance(mirrors, list) or not mirrors:
+            raise JobError(f"{prefix}.mirrors: expected a list of URLs, got {_describe(mirrors)}")
+        for i, url in enumerate(mirrors):
+            if not isinstance(url, str) or "://" not in url:
+                raise JobError(
+                    f"{prefix}.mirrors[{i}]: expected a URL such as https://host/path/, got {_describe(url)}"
+                )
+        mirrors = tuple(mirrors)
+    cache_dir = m.get("cache_dir")
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+        raise JobError(f"{prefix}.cache_dir: expected a directory path, got {_describe(cache_dir)}")
+    limit = m.get("limit")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise JobError(f"{prefix}.limit: expected an integer >= 1, got {_describe(limit)}")
+    return DataConfig(
+        name=name, test_size=float(test_size), seed=seed, mirrors=mirrors, cache_dir=cache_dir, limit=limit
+    )
+
+
+# Per-weight-layer values, key: (default, check, what, convert); check(x) says whether one value is allowed.
+_PER_LAYER: dict[str, tuple[Any, Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    "learn_rates": (0.1, lambda x: _is_number(x) and x > 0, "a number > 0", float),
+    "learn_rate_decays": (1.0, lambda x: _is_number(x) and x > 0, "a number > 0", float),
+    "learn_rate_minimums": (0.0, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
+    "l2_costs": (0.0001, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
+    "scales": (0.05, lambda x: _is_number(x) and x > 0, "a number > 0", float),
+    "epochs_pretrain": (0, lambda x: _is_int(x) and x >= 0, "an integer >= 0", int),
+    "learn_rates_pretrain": (None, lambda x: _is_number(x) and x > 0, "a number > 0", float),
+    "l2_costs_pretrain": (None, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
+    "dropouts": (0.0, lambda x: _is_number(x) and 0 <= x < 1, "a number in [0, 1)", float),
+}
+_MODEL_KEYS = (
+    "layers",
+    *_PER_LAYER,
+    "momentum",
+    "momentum_pretrain",
+    "minibatch_size",
+    "epochs",
+    "real_valued_vis",
+    "use_re_lu",
+    "seed",
+)
+
+
+def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
+    """Validate the `model` section into a ModelConfig (per-layer scalars expanded, pretrain defaults filled).
+
+    `prefix` is the key path used in messages ("model" for jobs; "" for the estimator's keyword arguments).
+    """
+    m = _section(mapping, prefix or "model", _MODEL_KEYS, prefix)
+    key = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
+    if "layers" not in m:
+        raise JobError(f"{key('layers')}: required key missing (e.g. [784, 800, 800, 10])")
+    layers = m["layers"]
+    if (
+        not isinstance(layers, list | tuple)
+        or len(layers) < 2
+        or not all(_is_int(n) and n >= 1 for n in layers)
+    ):
+        raise JobError(
+            f"{key('layers')}: expected a list of at least 2 integers >= 1 "
+            f"(input, hidden..., output), got {_describe(layers)}"
+        )
+    n_w = len(layers) - 1
+    values: dict[str, Any] = {}
+    for name, (default, check, what, convert) in _PER_LAYER.items():
+        raw = m.get(name, default)
+        values[name] = None if raw is None else _per_layer(raw, n_w, check, what, convert, key(name))
+    for name in ("momentum", "momentum_pretrain"):
+        raw = m.get(name, 0.9 if name == "momentum" else None)
+        if raw is not None and (not _is_number(raw) or not 0 <= raw < 1):
+            raise JobError(f"{key(name)}: expected a number in [0, 1), got {_describe(raw)}")
+        values[name] = None if raw is None else float(raw)
+    minibatch_size = m.get("minibatch_size", 64)
+    if not _is_int(minibatch_size) or minibatch_size < 1:
+        raise JobError(f"{key('minibatch_size')}: expected an integer >= 1, got {_describe(minibatch_size)}")
+    epochs = _nonneg_int(m.get("epochs", 10), key("epochs"))
+    for name in ("real_valued_vis", "use_re_lu"):
+        raw = m.get(name, name == "real_valued_vis")
+        if not isinstance(raw, bool):
+            raise JobError(f"{key(name)}: expected true or false, got {_describe(raw)}")
+        values[name] = raw
+    seed = _nonneg_int(m.get("seed", 42), key("seed"))
+    return ModelConfig(
+        layers=tuple(int(n) for n in layers),
+        learn_rates=values["learn_rates"],
+        learn_rate_decays=values["learn_rate_decays"],
+        learn_rate_minimums=values["learn_rate_minimums"],
+        momentum=values["momentum"],
+        l2_costs=values["l2_costs"],
+        minibatch_size=int(minibatch_size),
+        scales=values["scales"],
+        epochs=epochs,
+        epochs_pretrain=values["epochs_pretrain"],
+        learn_rates_pretrain=values["learn_rates_pretrain"] or values["learn_rates"],
+        momentum_pretrain=values["momentum"]
+        if values["momentum_pretrain"] is None
+        else values["momentum_pretrain"],
+        l2_costs_pretrain=values["l2_costs_pretrain"] or values["l2_costs"],
+        dropouts=values["dropouts"],
+        real_valued_vis=values["real_valued_vis"],
+        use_re_lu=values["use_re_lu"],
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _section(
+    mapping: Any, where: str, allowed: tuple[str, ...], prefix: str | None = None
+) -> Mapping[str, Any]:
+    if not isinstance(mapping, Mapping):
+        raise JobError(f"{where}: expected a mapping of keys, got {_describe(mapping)}")
+    _reject_unknown(mapping, allowed, where if prefix is None else prefix)
+    return mapping
+
+
+def _reject_unknown(mapping: Mapping[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for k in mapping:
+        if k not in allowed:
+            path = f"{prefix}.{k}" if prefix else str(k)
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            raise JobError(f"{path}: unknown key{hint}")
+
+
+def _per_layer(
+    raw: Any, n: int, check: Callable[[Any], bool], what: str, convert: Callable[[Any], Any], path: str
+) -> tuple[Any, ...]:
+    """A scalar (repeated n times) or a list of exactly n values, each passing `check`."""
+    noun = ("integer" if convert is int else "number") + ("s" if n != 1 else "")
+    expected = f"expected {what} or a list of {n} {noun}"
+    if isinstance(raw, list | tuple):
+        if len(raw) != n:
+            raise JobError(f"{path}: {expected} (one per weight layer), got a list of {len(raw)}")
+        for i, x in enumerate(raw):
+            if not check(x):
+                raise JobError(f"{path}[{i}]: expected {what}, got {_describe(x)}")
+        return tuple(convert(x) for x in raw)
+    if not check(raw):
+        raise JobError(f"{path}: {expected}, got {_describe(raw)}")
+    return (convert(raw),) * n
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return (isinstance(x, int | float) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _nonneg_int(x: Any, path: str) -> int:
+    if not _is_int(x) or x < 0:
+        raise JobError(f"{path}: expected an integer >= 0, got {_describe(x)}")
+    return int(x)
+
+
+def _describe(x: Any) -> str:
+    """A short rendering of a bad value for an error message."""
+    if x is None:
+        return "nothing (null)"
+    if isinstance(x, Mapping):
+        return "a mapping"
+    if isinstance(x, list | tuple):
+        text = repr(list(x))
+        return text if len(text) <= 60 else f"a list of {len(x)}"
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(x: Any) -> Any:
+    return list(x) if isinstance(x, tuple) else x
