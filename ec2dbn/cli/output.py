@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ConsoleReporter:
-    """Reports to the terminal. Streamed lines go to stdout unbuffered so a pipe sees them live."""
+    """Reports to the terminal. Streamed lines go to stdout unbuffered so a pipe sees them live.
+
+    Messages are escaped: they quote remote output ("[check] ...") that rich would take for markup.
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
 
     def step(self, message: str) -> None:
         if not self.quiet:
-            stderr.print(f"[bold cyan]•[/] {message}", markup=True, highlight=False)
+            stderr.print(f"[bold cyan]•[/] {escape(message)}")
 
     def warn(self, message: str) -> None:
-        stderr.print(f"[bold yellow]warning:[/] {message}")
+        stderr.print(f"[bold yellow]warning:[/] {escape(message)}")
 
     def stream(self, line: str) -> None:
         sys.stdout.write(line if line.endswith("\n") else line + "\n")
@@ -33,19 +38,27 @@ class ConsoleReporter:
     @contextmanager
     def waiting(self, what: str) -> Iterator[None]:
         start = time.monotonic()
+        text = escape(what)
         if self.quiet or not stderr.is_terminal:
             # Logs and pipes get one line before and one after, not a spinner.
             if not self.quiet:
-                stderr.print(f"[bold cyan]…[/] {what}")
+                stderr.print(f"[bold cyan]…[/] {text}")
             yield
             if not self.quiet:
-                stderr.print(f"[bold green]✓[/] {what} ({time.monotonic() - start:.1f}s)")
+                stderr.print(f"[bold green]✓[/] {text} ({time.monotonic() - start:.1f}s)")
             return
-        with stderr.status(what) as status:
+        done = threading.Event()
+        with stderr.status(text) as status:
 
-            def _tick() -> None:
-                status.update(f"{what} ({time.monotonic() - start:.0f}s)")
+            def tick() -> None:  # the elapsed time, updated every second while we wait
+                while not done.wait(1.0):
+                    status.update(f"{text} ({time.monotonic() - start:.0f}s)")
 
-            _tick()
-            yield
-        stderr.print(f"[bold green]✓[/] {what} ({time.monotonic() - start:.1f}s)")
+            ticker = threading.Thread(target=tick, daemon=True)
+            ticker.start()
+            try:
+                yield
+            finally:
+                done.set()
+                ticker.join()
+        stderr.print(f"[bold green]✓[/] {text} ({time.monotonic() - start:.1f}s)")
