@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ DEFAULT_SSH_TIMEOUT_S = 600.0
 
 #: Lines of the trainer's log quoted when it fails.
 TAIL_LINES = 10
+
+#: Seconds between checks for a newer remote checkpoint while following the log.
+CHECKPOINT_PULL_INTERVAL_S = 1.0
 
 #: Seconds a stopped (Ctrl-C) trainer gets to write its checkpoint before results are pulled.
 STOP_GRACE_S = 60.0
@@ -226,6 +230,7 @@ class TrainFlow:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.segments: list[cost.InstanceSegment] = []
         self._checkpoint_seen: str | None = None
+        self._checkpoint_checked = float("-inf")
         self._remote: Remote | None = None
         self._run_dir = RemoteRun(stack.remote_dir, record.run_id)
 
@@ -244,6 +249,8 @@ class TrainFlow:
             self.reporter.warn("interrupted (Ctrl-C)")
             self.record.finish(130, "interrupted")
             code = 130
+            if self._remote is not None:
+                self._remote.abandon()  # closing a connection wedged by the interrupt could hang _end
         except Ec2dbnError as exc:
             if self.record.exit_code is None:
                 self.record.finish(exc.exit_code, "failed")
@@ -315,6 +322,7 @@ class TrainFlow:
             with self.phase("train"):
                 status = self._follow(remote, run)
         except KeyboardInterrupt:
+            remote.abandon()  # the interrupted SSH call may have left the connection wedged: use a new one
             self._stop(remote, run)
             with self.phase("pull"):
                 self._pull(remote, run)
@@ -346,7 +354,12 @@ class TrainFlow:
     def _line(self, remote: Remote, run: RemoteRun, line: str) -> None:
         self.tail.append(line)
         self.reporter.stream(line)
-        if line.startswith("Epoch ") or line.startswith("Spot interruption notice"):
+        # After an epoch (at most once a second, so catching up on a backlog of fast epochs does not
+        # copy every one) and always on a spot notice; the final pull takes the last one anyway.
+        notice = line.startswith("Spot interruption notice")
+        due = time.monotonic() - self._checkpoint_checked >= CHECKPOINT_PULL_INTERVAL_S
+        if notice or (line.startswith("Epoch ") and due):
+            self._checkpoint_checked = time.monotonic()
             self._pull_checkpoint(remote, run)
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
@@ -443,11 +456,13 @@ class TrainFlow:
         with contextlib.suppress(Ec2dbnError):
             start = _size(remote, run.log)  # before the signal, so its "stopped by SIGTERM" line is shown
             detached.stop_job(remote, run.workdir, "TERM")
+            give_up = time.monotonic() + STOP_GRACE_S
             detached.follow_log(
                 remote,
                 run.log,
                 start_offset=start,
                 on_line=self.reporter.stream,
+                is_done=lambda status: status.state != "running" or time.monotonic() > give_up,
                 workdir=run.workdir,
                 reconnect_timeout_s=STOP_GRACE_S,
             )

@@ -222,6 +222,16 @@ class Remote:
         with self._lock:
             self._drop()
 
+    def abandon(self) -> None:
+        """Forget the connection WITHOUT closing it; the next call opens a new one.
+
+        For after a KeyboardInterrupt: it may have struck inside paramiko between a lock's acquire and
+        its release, and then closing or using that connection blocks forever. The old transport is a
+        daemon thread; its socket goes when the process ends.
+        """
+        self._sftp = None
+        self._client = None
+
     def _drop(self) -> None:
         if self._sftp is not None:
             with contextlib.suppress(Exception):
@@ -404,8 +414,7 @@ class Remote:
                 check_deadline()
                 chan.status_event.wait(0.2)
             exit_code = chan.recv_exit_status()
-            transport = client.get_transport()
-            if exit_code == -1 and (transport is None or not transport.is_active()):
+            if exit_code == -1 and not self._transport_survives(client):
                 self.close()
                 raise RemoteError(
                     f"lost the SSH connection to {self.address} while running `{_short(cmd)}`; "
@@ -414,6 +423,22 @@ class Remote:
             return RawResult(exit_code, bytes(out), bytes(err))
         finally:
             chan.close()
+
+    @staticmethod
+    def _transport_survives(client: paramiko.SSHClient, grace_s: float = 1.0) -> bool:
+        """After a channel closed without an exit status: is the connection still up?
+
+        A command killed by a signal also has no exit status (sshd sends exit-signal), so a -1 alone does
+        not mean the connection died; a dying one is noticed by paramiko within moments.
+        """
+        deadline = time.monotonic() + grace_s
+        while True:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.05)
 
     # -- files --------------------------------------------------------------------------------------
 

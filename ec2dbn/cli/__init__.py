@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except Ec2dbnError as exc:
         if "--debug" in args:
             raise
+        from rich.markup import escape
+
         from ec2dbn.cli.output import stderr
 
-        stderr.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # Escaped: messages quote remote output ("[check] ...") that rich would take for markup.
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

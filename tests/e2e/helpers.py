@@ -7,6 +7,7 @@ The stack points SSH at the fake cloud-init's loopback sshd as the current user,
 from __future__ import annotations
 
 import getpass
+import signal
 import subprocess
 import sys
 import threading
@@ -65,10 +66,13 @@ def run_cli(
     args: list[str],
     env: dict[str, str],
     on_line: Callable[[subprocess.Popen[str], str], None] | None = None,
+    timeout_s: float = 600,
 ) -> tuple[int, list[tuple[float, str]], str]:
     """Run `ec2dbn` as a user would (a process); stdout lines with the time each arrived, and stderr.
 
     on_line(proc, line) sees each stdout line as it arrives (e.g. to signal the process mid-run).
+    A process still running after `timeout_s` gets SIGABRT (with PYTHONFAULTHANDLER=1 in `env`, its
+    threads' stacks land in stderr: a hang fails with where it hung).
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "ec2dbn", *args],
@@ -80,6 +84,9 @@ def run_cli(
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
+    watchdog = threading.Timer(timeout_s, lambda: proc.poll() is None and proc.send_signal(signal.SIGABRT))
+    watchdog.daemon = True
+    watchdog.start()
     lines: list[tuple[float, str]] = []
     try:
         for raw in proc.stdout:  # type: ignore[union-attr]
@@ -89,6 +96,7 @@ def run_cli(
                 on_line(proc, line)
         code = proc.wait(timeout=600)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

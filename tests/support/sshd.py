@@ -201,6 +201,12 @@ def start_sshd(
     (workdir / "authorized_keys").chmod(0o600)
     port = port or _free_port()
     session_env = default_env() if env is None else dict(env)
+    # The "instance" user's home is fresh, like a new instance's: the login shell then does not source
+    # this machine's ~/.bashrc (here it runs `pyenv init`, whose rehash lock can stall every command).
+    if "HOME" not in session_env:
+        home = workdir / "home"
+        home.mkdir(exist_ok=True)
+        session_env["HOME"] = str(home)
     setenv = " ".join(f'{k}="{v}"' for k, v in session_env.items())
     config = workdir / "sshd_config"
     config.write_text(
