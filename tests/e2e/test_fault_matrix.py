@@ -10,7 +10,7 @@ The rows share one warm "instance disk" (remote_dir): the bootstrap's marker fil
 quick, as on a reused instance, and each run has its own run id. The host-key row uses a fresh one, to
 show nothing was written. The matrix is printed as a table after the last row.
 
-Row 12, a spot interruption mid-epoch, comes with the recovery work.
+Row 12, a spot interruption mid-epoch, must end on a second instance with an uninterrupted run's weights.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
 from ec2dbn import resources
 from ec2dbn.cli import main
-from tests.e2e.helpers import JOB, run_cli, write_stack
+from tests.e2e.helpers import JOB, nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import (
     MotoServer,
     inject_error,
@@ -539,3 +541,67 @@ def test_state_dir_deleted_mid_run(fake_cloud, aws: MotoServer, instance_disk: P
     assert len(epochs_seen) == epochs
     assert outcome.record["status"] == "finished"
     assert not (home / "stacks" / "e2e").exists()  # no half-written state resurrected
+
+
+# Row 12: issue 5's "done when" — a spot interruption mid-epoch survived with identical final weights.
+def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_weights(
+    fake_cloud, aws, tmp_path: Path
+) -> None:
+    fake_cloud.with_imds = True
+    stack = write_stack(tmp_path)
+    # Long enough that the notice (polled every 2 s on the instance) lands while training runs.
+    job = write_job(tmp_path, layers=[784, 400, 10], epochs=14)
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ec2dbn", "train", str(job), "--stack", str(stack), "--results", str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    lines: list[str] = []
+    announced = None
+    for line in proc.stdout:  # type: ignore[union-attr]
+        lines.append(line.rstrip("\n"))
+        if announced is None and line.startswith("Epoch 1:"):
+            announced = fake_cloud.booted[0]
+            fake_cloud.imds[announced].announce_spot_interruption(action="terminate", in_seconds=120)
+    code = proc.wait(timeout=600)
+    outcome = [s for s in "".join(err).splitlines() if s.startswith(("finished", "failed", "error"))]
+    MATRIX.append(
+        Row(
+            "spot interruption mid-epoch (notice via IMDSv2)",
+            code,
+            outcome[-1] if outcome else "",
+            leftovers(aws),
+        )
+    )
+    assert code == 0, "".join(err)[-4000:]
+    assert announced is not None
+
+    # Two instances: the interrupted one and the one that finished the job.
+    assert len(fake_cloud.booted) == 2 and fake_cloud.booted[0] == announced
+    assert any(s.startswith("Spot interruption notice") for s in lines)
+    (run_dir,) = results.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished"
+    (recovery,) = record["recoveries"]
+    assert recovery["instance_id"] == announced and "spot interruption" in recovery["reason"]
+    assert recovery["checkpoint"] is True
+    assert record["instance_id"] == fake_cloud.booted[1]
+    assert len(record["segments"]) == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 15))
+    nothing_left(aws)
+
+    # The same job, uninterrupted, here: bitwise the same weights.
+    local = tmp_path / "local"
+    assert main(["train", "--local", str(job), "--results", str(local)]) == 0
+    (local_dir,) = local.iterdir()
+    with np.load(run_dir / "model.npz") as a, np.load(local_dir / "model.npz") as b:
+        weights = [k for k in a.files if a[k].dtype.kind == "f"]
+        assert weights
+        for key in weights:
+            np.testing.assert_array_equal(a[key], b[key])
