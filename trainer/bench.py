@@ -169,6 +169,7 @@ def estimator_params(job: Job, layers: Sequence[int], epochs: int, backend: str)
     """DBN keyword arguments: the job's hyperparameters, with these layers and epochs, no pretraining."""
     params = job.model.to_dict()
     params.pop("layers")
+    params.pop("eval_test_every_epoch")  # a `trainer run` option: the estimator has no test set to score
     params["epochs_pretrain"] = 0
     params["epochs"] = epochs
     return {"layer_sizes": list(layers), **params, "backend": backend, "verbose": 0}

@@ -55,10 +55,17 @@ def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
             os.close(fd)
 
 
+#: Model keys that never change the weights: a run may be resumed with them changed (and checkpoints
+#: written before they existed still match).
+NOT_WEIGHTS = ("eval_test_every_epoch",)
+
+
 def job_fingerprint(job_dict: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a job that decide the weights: the model and which data (not mirrors or cache)."""
+    """The parts of a job that decide the weights: the model (less NOT_WEIGHTS) and which data (not
+    mirrors or cache)."""
     data = {k: v for k, v in job_dict["data"].items() if k not in ("mirrors", "cache_dir")}
-    return {"model": job_dict["model"], "data": data}
+    model = {k: v for k, v in job_dict["model"].items() if k not in NOT_WEIGHTS}
+    return {"model": model, "data": data}
 
 
 def save_checkpoint(

@@ -65,6 +65,12 @@ class ModelConfig:
     counterparts, as in nolearn. `dropouts[i]` is the drop probability of weight layer i's *input*
     (i = 0: the pixels), as in gdbn. `seed` (default 42, like the data split's) seeds every random draw:
     weight init, minibatch order, dropout masks and RBM samples.
+
+    `eval_test_every_epoch` (default true; not a nolearn name) makes `python -m trainer run` score the
+    held-out test set after every fine-tuning epoch, adding `test_loss` (mean cross-entropy per sample),
+    `test_err` (error rate) and `eval_seconds` to the epoch's record for a train-and-test learning curve.
+    It never changes the weights (a deterministic forward pass, no random draws), so it is left out of the
+    checkpoint's job fingerprint; false leaves those fields out. The estimator has no test set and ignores it.
     """
 
     layers: tuple[int, ...]
@@ -84,6 +90,7 @@ class ModelConfig:
     real_valued_vis: bool = True
     use_re_lu: bool = False
     seed: int = 42
+    eval_test_every_epoch: bool = True
 
     @property
     def n_weight_layers(self) -> int:
@@ -239,6 +246,7 @@ _MODEL_KEYS = (
     "real_valued_vis",
     "use_re_lu",
     "seed",
+    "eval_test_every_epoch",
 )
 
 
@@ -275,8 +283,8 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
     if not _is_int(minibatch_size) or minibatch_size < 1:
         raise JobError(f"{key('minibatch_size')}: expected an integer >= 1, got {_describe(minibatch_size)}")
     epochs = _nonneg_int(m.get("epochs", 10), key("epochs"))
-    for name in ("real_valued_vis", "use_re_lu"):
-        raw = m.get(name, name == "real_valued_vis")
+    for name, default in (("real_valued_vis", True), ("use_re_lu", False), ("eval_test_every_epoch", True)):
+        raw = m.get(name, default)
         if not isinstance(raw, bool):
             raise JobError(f"{key(name)}: expected true or false, got {_describe(raw)}")
         values[name] = raw
@@ -301,6 +309,7 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
         real_valued_vis=values["real_valued_vis"],
         use_re_lu=values["use_re_lu"],
         seed=seed,
+        eval_test_every_epoch=values["eval_test_every_epoch"],
     )
 
 

@@ -8,6 +8,10 @@ Where training stands is `TrainState`: parameters, velocities, learning rates, t
 (phase, layer, epoch, batch), the epoch's permutation and running sums, and the finished epochs' records.
 Because all noise is derived from (seed, position) (see `trainer.rng`), continuing from a saved state gives
 bitwise the same weights as never having stopped (on NumPy; same BLAS, same thread count).
+
+An optional `evaluate(params) -> (test_loss, test_err)` scores each finished fine-tuning epoch on held-out
+data (e.g. `network.HeldOutScore`); it must only read the parameters, and its time is kept out of the
+epoch's `seconds` (recorded as `eval_seconds`), so training figures and throughput stay comparable.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from trainer.network import FineTuneStep, Params
 from trainer.rbm import CD1Step
 
 PHASES = ("pretrain", "finetune", "done")
+#: The fields `evaluate` adds to a fine-tuning epoch's record (absent when there is no evaluate).
+TEST_KEYS = ("test_loss", "test_err", "eval_seconds")
 
 
 class Stopped(Exception):
@@ -108,17 +114,20 @@ def train(
     *,
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[TrainState, dict[str, Any]], None] | None = None,
+    evaluate: Callable[[Params], tuple[float, float]] | None = None,
 ) -> None:
     """Run the schedule from `state`'s position to the end, updating `state` in place.
 
     on_epoch(state, record) runs after each finished epoch (state already advanced: checkpoint it there).
+    evaluate(params), when given, runs after each fine-tuning epoch's training (timed apart from it); its
+    (mean cross-entropy, error rate) go into the record as test_loss / test_err, its time as eval_seconds.
     should_stop() is polled after every minibatch; when it turns true, the current minibatch is finished,
     `state` records the exact position and `Stopped` is raised.
     """
     b = cfg.minibatch_size
     if data.n < b:
         raise DataError(f"the training set has {data.n} samples, fewer than model.minibatch_size ({b})")
-    run = _Run(backend, cfg, data, state, should_stop or (lambda: False), on_epoch)
+    run = _Run(backend, cfg, data, state, should_stop or (lambda: False), on_epoch, evaluate)
     if state.phase == "pretrain":
         run.pretrain()
         state.phase, state.layer, state.epoch, state.batch, state.pre_vel = "finetune", 0, 0, 0, None
@@ -135,6 +144,7 @@ class _Run:
     state: TrainState
     should_stop: Callable[[], bool]
     on_epoch: Callable[[TrainState, dict[str, Any]], None] | None
+    evaluate: Callable[[Params], tuple[float, float]] | None = None
 
     def pretrain(self) -> None:
         st, cfg = self.state, self.cfg
@@ -217,6 +227,10 @@ class _Run:
             "seconds": seconds,
             "time": time.time(),
         }
+        if finetune and self.evaluate is not None:
+            t1 = time.perf_counter()
+            test_loss, test_err = self.evaluate(st.params)
+            record |= {"test_loss": test_loss, "test_err": test_err, "eval_seconds": time.perf_counter() - t1}
         st.history.append(record)
         st.train_seconds += seconds
         st.epoch, st.batch, st.perm, st.sums, st.epoch_seconds = st.epoch + 1, 0, None, {}, 0.0

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.loop import TEST_KEYS
+
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Fraction of equal labels, y_true and y_pred (n,)."""
@@ -68,7 +70,9 @@ def metrics_document(
 ) -> dict[str, Any]:
     """metrics.json: the result, the per-epoch curve, the timings and the job that produced them.
 
-    samples_per_second is fine-tuning throughput: samples trained per second of fine-tuning.
+    samples_per_second is fine-tuning throughput: samples trained per second of fine-tuning (an epoch's
+    `seconds` is its training only). An epoch scored on the test set also carries test_loss (mean
+    cross-entropy per sample), test_err (error rate) and eval_seconds (the scoring's time).
     """
     finetune = [r for r in history if r["phase"] == "finetune"]
     pretrain = [r for r in history if r["phase"] == "pretrain"]
@@ -77,7 +81,9 @@ def metrics_document(
         "test_accuracy": test_accuracy,
         "backend": backend,
         "device": device,
-        "epochs": [{k: r[k] for k in ("epoch", "loss", "err", "seconds")} for r in finetune],
+        "epochs": [
+            {k: r[k] for k in ("epoch", "loss", "err", "seconds", *TEST_KEYS) if k in r} for r in finetune
+        ],
         "pretrain_epochs": [
             {"layer": r["layer"], "epoch": r["epoch"], "rec_err": r["loss"], "seconds": r["seconds"]}
             for r in pretrain

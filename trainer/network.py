@@ -271,3 +271,50 @@ def predict_proba(
             z /= xp.sum(z, axis=1, keepdims=True)
         out[start : start + chunk] = backend.to_host(z)
     return out
+
+
+class HeldOutScore:
+    """Mean cross-entropy per sample and error rate of the current parameters on a fixed labelled set.
+
+    For a learning curve's test points after every fine-tuning epoch. The set lives on the device
+    (X (n, n_0) float32, one-hot Y (n, K) float32, labels y (n,) int64, e.g. a `TrainData`'s arrays) and
+    every buffer is allocated here, once. A call is the deterministic forward pass of `predict_proba`
+    (no dropout, no random draws, the parameters only read), `chunk` rows at a time, with the sums kept on
+    the device and brought to the host in one transfer of two numbers: scoring never changes training.
+    """
+
+    def __init__(
+        self, backend: Any, X: Any, Y: Any, y: Any, layers: tuple[int, ...], relu: bool, chunk: int = 4096
+    ) -> None:
+        xp, f32 = backend.xp, np.float32
+        self.backend, self.xp, self.X, self.Y, self.y, self.relu = backend, xp, X, Y, y, relu
+        self.n = int(X.shape[0])
+        self.chunk = min(chunk, self.n)
+        self.bufs = [xp.empty((self.chunk, m), f32) for m in layers[1:]]  # unit layers 1..L; last: logits
+        self.row_max = xp.empty((self.chunk, 1), f32)
+        self.row_sum = xp.empty((self.chunk, 1), f32)
+        self.sums = xp.zeros(2, np.float64)  # read back in one transfer; written through the two views:
+        self.loss_sum, self.mistakes = self.sums[0:1], self.sums[1:2]  # summed cross-entropy, mistakes
+
+    def __call__(self, params: Params) -> tuple[float, float]:
+        """(mean cross-entropy, error rate) of `params` on the set (of at least one sample)."""
+        xp, n_w = self.xp, len(params.weights)
+        self.sums.fill(0)
+        with self.backend.errstate():
+            for start in range(0, self.n, self.chunk):
+                stop = min(start + self.chunk, self.n)
+                m = stop - start
+                bufs = [b[:m] for b in self.bufs]  # leading rows: still C-contiguous, valid `out=`
+                h = hidden_forward(xp, params, self.X[start:stop], n_w - 1, self.relu, bufs)
+                z, row_max, row_sum = bufs[-1], self.row_max[:m], self.row_sum[:m]
+                xp.dot(h, params.weights[-1], out=z)
+                z += params.biases[-1]
+                xp.max(z, axis=1, keepdims=True, out=row_max)
+                z -= row_max  # shifted: cross-entropy = log(Σ exp z) − z[label], as in training
+                self.loss_sum -= xp.vdot(self.Y[start:stop], z)
+                self.mistakes += xp.count_nonzero(xp.argmax(z, axis=1) != self.y[start:stop])
+                xp.exp(z, out=z)
+                xp.sum(z, axis=1, keepdims=True, out=row_sum)
+                self.loss_sum += xp.sum(xp.log(row_sum))
+        loss_sum, mistakes = (float(v) for v in self.backend.to_host(self.sums))  # waits for the device
+        return loss_sum / self.n, mistakes / self.n

@@ -4,6 +4,9 @@ Fine-tuning epochs read exactly like the 2014 seed run (nolearn's numbers, Pytho
     Epoch 1:  loss 0.554249416375  err 0.139429644809  (0:00:25)
 Pretraining epochs are marked as such (loss = mean squared reconstruction error per sample):
     Pretrain layer 1 epoch 1:  rec_err 31.0215234756  (0:00:04)
+A fine-tuning epoch scored on the test set (model.eval_test_every_epoch) adds a line of its own under the
+seed's, never starting with "Epoch " so that tools parsing those lines are not disturbed:
+      test loss 0.412538827003  err 0.148528138528
 Every line is flushed as it is written so that `tail -f` and the orchestrator's log streaming see it live.
 """
 
@@ -15,7 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-JSONL_KEYS = ("phase", "layer", "epoch", "loss", "err", "seconds", "time")
+from trainer.loop import TEST_KEYS
+
+JSONL_KEYS = ("phase", "layer", "epoch", "loss", "err", "seconds", "time")  # then TEST_KEYS, when present
 
 
 def elapsed(seconds: float) -> str:
@@ -30,6 +35,13 @@ def epoch_line(record: dict[str, Any]) -> str:
         head = f"Pretrain layer {record['layer']} epoch {record['epoch']}"
         return f"{head}:  rec_err {record['loss']:.12g}  ({when})"
     return f"Epoch {record['epoch']}:  loss {record['loss']:.12g}  err {record['err']:.12g}  ({when})"
+
+
+def eval_line(record: dict[str, Any]) -> str | None:
+    """The line under a fine-tuning epoch's that gives its test-set figures; None when it has none."""
+    if "test_loss" not in record:
+        return None
+    return f"  test loss {record['test_loss']:.12g}  err {record['test_err']:.12g}"
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, Any, int]:
@@ -58,10 +70,15 @@ class RunLog:
             print(text, file=self.stdout, flush=True)
 
     def epoch(self, record: dict[str, Any]) -> None:
-        """One finished epoch: its JSON object in metrics.jsonl, its seed-format line in train.log/stdout."""
-        self.jsonl.write(json.dumps({k: record.get(k) for k in JSONL_KEYS}) + "\n")
+        """One finished epoch: its JSON object in metrics.jsonl, its seed-format line in train.log/stdout
+        (and its test line, when it was scored on the test set)."""
+        obj = {k: record.get(k) for k in JSONL_KEYS} | {k: record[k] for k in TEST_KEYS if k in record}
+        self.jsonl.write(json.dumps(obj) + "\n")
         self.jsonl.flush()
         self.line(epoch_line(record))
+        test = eval_line(record)
+        if test is not None:
+            self.line(test)
 
     def reset_metrics(self) -> None:
         """Empty metrics.jsonl (a fresh start in a folder whose earlier attempt left no checkpoint)."""

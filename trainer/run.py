@@ -1,7 +1,9 @@
 """One job from YAML to results: `python -m trainer run JOB.yaml --out DIR [--backend B] [--resume]`.
 
 DIR receives train.log and metrics.jsonl (appended live, one line per epoch), checkpoint.npz (after every
-epoch and on SIGTERM/SIGINT), and at the end report.txt, model.npz and metrics.json.
+epoch and on SIGTERM/SIGINT), and at the end report.txt, model.npz and metrics.json. Unless the job sets
+model.eval_test_every_epoch: false, every fine-tuning epoch is also scored on the test set (test_loss,
+test_err and eval_seconds in its record; its `seconds` stay training time only).
 
 Exit codes: 0 finished; 2 bad job or data (a TrainerError, one line); 3 stopped by SIGTERM/SIGINT after
 writing a checkpoint at the exact minibatch reached (`--resume` continues to bitwise the same weights as an
@@ -24,12 +26,12 @@ import numpy as np
 
 from trainer.backend import Backend, select_backend
 from trainer.checkpoint import job_fingerprint, load_checkpoint, save_checkpoint
-from trainer.config import Job, load_job
+from trainer.config import Job, ModelConfig, load_job
 from trainer.dbn import DBN, save_model
 from trainer.errors import JobError, TrainerError
 from trainer.loop import Stopped, TrainData, TrainState, train
 from trainer.metrics import accuracy, classification_report, metrics_document
-from trainer.network import predict_proba
+from trainer.network import HeldOutScore, predict_proba
 from trainer.progress import RunLog, record_key
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD, EXIT_STOPPED = 0, 1, 2, 3
@@ -123,6 +125,7 @@ class _Job:
             state = self._initial_state(be)
             log.line(_describe_model(self.job))
             train_data = TrainData.from_host(be, data.X_train, data.y_train, cfg.layers[-1])
+            evaluate = _test_scorer(be, cfg, data) if cfg.eval_test_every_epoch else None
 
             def on_epoch(st: TrainState, record: dict[str, Any]) -> None:
                 save_checkpoint(
@@ -133,7 +136,15 @@ class _Job:
             try:
                 if stop.requested():
                     raise Stopped
-                train(be, cfg, train_data, state, should_stop=stop.requested, on_epoch=on_epoch)
+                train(
+                    be,
+                    cfg,
+                    train_data,
+                    state,
+                    should_stop=stop.requested,
+                    on_epoch=on_epoch,
+                    evaluate=evaluate,
+                )
             except Stopped:
                 save_checkpoint(self.ckpt, state, be, self.fingerprint, self.resumes)
                 log.line(
@@ -199,6 +210,14 @@ class _Job:
             log.line(line)
         log.line("")
         log.line(f"Test accuracy: {acc:.4f} ({len(data.y_test):,} samples); results in {self.out}")
+
+
+def _test_scorer(be: Backend, cfg: ModelConfig, data: Any) -> HeldOutScore | None:
+    """The test set on the device, scored after every fine-tuning epoch (None when it is empty)."""
+    if not len(data.y_test):
+        return None
+    test = TrainData.from_host(be, data.X_test, data.y_test, cfg.layers[-1])
+    return HeldOutScore(be, test.X, test.Y, test.y, cfg.layers, cfg.use_re_lu)
 
 
 def _check_fits(job: Job, n_features: int, n_classes: int) -> None:

@@ -49,13 +49,15 @@ def test_run_writes_every_result(finished_run: tuple[Path, object]) -> None:
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 31))
-    assert set(records[0]) == {"phase", "layer", "epoch", "loss", "err", "seconds", "time"}
+    test_keys = {"test_loss", "test_err", "eval_seconds"}  # eval_test_every_epoch is on by default
+    assert set(records[0]) == {"phase", "layer", "epoch", "loss", "err", "seconds", "time"} | test_keys
     assert records[-1]["loss"] < records[0]["loss"] and records[-1]["err"] < records[0]["err"]
 
     m = json.loads((out / "metrics.json").read_text())
     assert m["backend"] == "numpy" and m["device"].startswith("cpu: ")
     assert [e["epoch"] for e in m["epochs"]] == list(range(1, 31)) and m["pretrain_epochs"] == []
-    assert m["epochs"][4] == {k: records[4][k] for k in ("epoch", "loss", "err", "seconds")}
+    keys = ("epoch", "loss", "err", "seconds", "test_loss", "test_err", "eval_seconds")
+    assert m["epochs"][4] == {k: records[4][k] for k in keys}
     assert m["data"]["name"] == "digits" and m["data"]["n_train"] == 1203 and m["data"]["n_test"] == 594
     assert (
         m["config"]["model"]["layers"] == [64, 100, 10] and m["config"]["stack"] == "ignored-by-the-trainer"
