@@ -49,9 +49,15 @@ def write_stack(tmp_path: Path, **overrides: object) -> Path:
     return path
 
 
-def write_job(tmp_path: Path, **model: object) -> Path:
-    """JOB with `model` keys overridden, as tmp_path/job.yaml."""
-    job = {**JOB, "model": {**JOB["model"], **model}}
+#: A job that takes seconds per epoch even on a quiet machine (the seed's network on all 3,750 training
+#: digits), for tests that must act while training is still running.
+SLOW_DATA = {**JOB["data"], "limit": None}
+SLOW_LAYERS = [784, 800, 800, 10]
+
+
+def write_job(tmp_path: Path, data: dict | None = None, **model: object) -> Path:
+    """JOB with `data` replaced and `model` keys overridden, as tmp_path/job.yaml."""
+    job = {**JOB, "data": data or JOB["data"], "model": {**JOB["model"], **model}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path

@@ -36,7 +36,7 @@ import yaml
 
 from ec2dbn import resources
 from ec2dbn.cli import main
-from tests.e2e.helpers import JOB, nothing_left, run_cli, write_job, write_stack
+from tests.e2e.helpers import JOB, SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import (
     MotoServer,
     inject_error,
@@ -550,7 +550,7 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
     fake_cloud.with_imds = True
     stack = write_stack(tmp_path)
     # Long enough that the notice (polled every 2 s on the instance) lands while training runs.
-    job = write_job(tmp_path, layers=[784, 400, 10], epochs=14)
+    job = write_job(tmp_path, SLOW_DATA, layers=SLOW_LAYERS, epochs=8)
     results = tmp_path / "results"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ec2dbn", "train", str(job), "--stack", str(stack), "--results", str(results)],
@@ -593,7 +593,7 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
     assert record["instance_id"] == fake_cloud.booted[1]
     assert len(record["segments"]) == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 15))
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
     nothing_left(aws)
 
     # The same job, uninterrupted, here: bitwise the same weights.

@@ -20,7 +20,7 @@ import pytest
 
 from ec2dbn import resources
 from ec2dbn.cli import main
-from tests.e2e.helpers import nothing_left, run_cli, write_job, write_stack
+from tests.e2e.helpers import SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import tagged_resources
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, tmp_path: Path) -> None:
     stack = write_stack(tmp_path)
     # Wide and long enough that training outlasts several log polls, even on a loaded machine.
-    job = write_job(tmp_path, layers=[784, 400, 10], epochs=6)
+    job = write_job(tmp_path, SLOW_DATA, layers=SLOW_LAYERS, epochs=4)
     results = tmp_path / "results"
     code, lines, err = run_cli(
         ["train", str(job), "--stack", str(stack), "--results", str(results)], dict(os.environ)
@@ -40,7 +40,7 @@ def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, 
     exit_file = next((tmp_path / "instance-home" / "ec2dbn" / "runs").glob("*/job.exit"))
     finished_at = exit_file.stat().st_mtime
     epochs = [(t, text) for t, text in lines if text.startswith("Epoch ")]
-    assert [text.split(":")[0] for _, text in epochs] == [f"Epoch {i}" for i in range(1, 7)]
+    assert [text.split(":")[0] for _, text in epochs] == [f"Epoch {i}" for i in range(1, 5)]
     assert epochs[0][0] < finished_at, "the first epoch line only arrived after training had ended"
 
     (run_dir,) = results.iterdir()
