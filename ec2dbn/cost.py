@@ -161,7 +161,8 @@ class JobEstimate:
     def describe(self) -> str:
         """One line for `train`/`plan` output, e.g. 'estimated cost ~$0.0365 (...)'."""
         return (
-            f"estimated cost ~{format_usd(self.usd)}: {self.epochs} epochs × {self.seconds_per_epoch:g} s"
+            f"estimated cost ~{format_usd(self.usd)}: {self.epochs} epoch{'' if self.epochs == 1 else 's'} "
+            f"× {self.seconds_per_epoch:g} s"
             f" + {self.overhead_s:g} s overhead at {format_usd(self.price.usd_per_hour)}/h"
             f" {self.price.market} ({self.basis}; price: {self.price.source})"
         )
