@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -552,24 +551,19 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
     # Long enough that the notice (polled every 2 s on the instance) lands while training runs.
     job = write_job(tmp_path, SLOW_DATA, layers=SLOW_LAYERS, epochs=8)
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ec2dbn", "train", str(job), "--stack", str(stack), "--results", str(results)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
+    announced: list[str] = []
+
+    def announce_after_epoch_1(_proc: subprocess.Popen[str], line: str) -> None:
+        if not announced and line.startswith("Epoch 1:"):
+            announced.append(fake_cloud.booted[0])
+            fake_cloud.imds[announced[0]].announce_spot_interruption(action="terminate", in_seconds=120)
+
+    code, lines, err = run_cli(
+        ["train", str(job), "--stack", str(stack), "--results", str(results)],
+        dict(os.environ),
+        on_line=announce_after_epoch_1,
     )
-    err: list[str] = []
-    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
-    lines: list[str] = []
-    announced = None
-    for line in proc.stdout:  # type: ignore[union-attr]
-        lines.append(line.rstrip("\n"))
-        if announced is None and line.startswith("Epoch 1:"):
-            announced = fake_cloud.booted[0]
-            fake_cloud.imds[announced].announce_spot_interruption(action="terminate", in_seconds=120)
-    code = proc.wait(timeout=600)
-    outcome = [s for s in "".join(err).splitlines() if s.startswith(("finished", "failed", "error"))]
+    outcome = [s for s in err.splitlines() if s.startswith(("finished", "failed", "error"))]
     MATRIX.append(
         Row(
             "spot interruption mid-epoch (notice via IMDSv2)",
@@ -578,17 +572,17 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
             leftovers(aws),
         )
     )
-    assert code == 0, "".join(err)[-4000:]
-    assert announced is not None
+    assert code == 0, err[-4000:]
+    assert announced
 
     # Two instances: the interrupted one and the one that finished the job.
-    assert len(fake_cloud.booted) == 2 and fake_cloud.booted[0] == announced
-    assert any(s.startswith("Spot interruption notice") for s in lines)
+    assert len(fake_cloud.booted) == 2 and fake_cloud.booted[0] == announced[0]
+    assert any(text.startswith("Spot interruption notice") for _, text in lines)
     (run_dir,) = results.iterdir()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished"
     (recovery,) = record["recoveries"]
-    assert recovery["instance_id"] == announced and "spot interruption" in recovery["reason"]
+    assert recovery["instance_id"] == announced[0] and "spot interruption" in recovery["reason"]
     assert recovery["checkpoint"] is True
     assert record["instance_id"] == fake_cloud.booted[1]
     assert len(record["segments"]) == 2

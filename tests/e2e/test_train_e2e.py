@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,32 +75,20 @@ def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, 
 def test_log_follower_survives_sshd_restart_mid_run(fake_cloud, aws, tmp_path: Path) -> None:
     stack = write_stack(tmp_path)
     job = write_job(tmp_path, epochs=6)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ec2dbn",
-            "train",
-            str(job),
-            "--stack",
-            str(stack),
-            "--results",
-            str(tmp_path / "results"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    err: list[str] = []
-    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
-    seen: list[str] = []
-    restarted = False
-    for line in proc.stdout:  # type: ignore[union-attr]
-        seen.append(line.rstrip("\n"))
+    restarted: list[str] = []
+
+    def restart_once(_proc: subprocess.Popen[str], line: str) -> None:
         if line.startswith("Epoch 1:") and not restarted:
             fake_cloud.restart_sshd()
-            restarted = True
-    assert proc.wait(timeout=600) == 0, "".join(err)[-3000:]
+            restarted.append(line)
+
+    code, lines, err = run_cli(
+        ["train", str(job), "--stack", str(stack), "--results", str(tmp_path / "results")],
+        dict(os.environ),
+        on_line=restart_once,
+    )
+    assert code == 0, err[-3000:]
+    seen = [text for _, text in lines]
     assert restarted
     epochs = [s.split(":")[0] for s in seen if s.startswith("Epoch ")]
     assert epochs == [f"Epoch {i}" for i in range(1, 7)], epochs  # none lost, none repeated
@@ -189,17 +175,16 @@ def test_resume_reattaches_after_the_local_process_died(fake_cloud, aws, tmp_pat
     stack = write_stack(tmp_path)
     job = write_job(tmp_path, epochs=8)
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ec2dbn", "train", str(job), "--stack", str(stack), "--results", str(results)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in proc.stdout:  # type: ignore[union-attr]
+
+    def close_the_lid(proc: subprocess.Popen[str], line: str) -> None:
         if line.startswith("Epoch 1:"):
             proc.kill()  # the laptop lid closes: no teardown, no pull
-            break
-    proc.wait(timeout=30)
+
+    run_cli(
+        ["train", str(job), "--stack", str(stack), "--results", str(results)],
+        dict(os.environ),
+        on_line=close_the_lid,
+    )
     (run_dir,) = results.iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     assert tagged_resources(aws)["instances"], "the instance should still be up"
