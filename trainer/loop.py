@@ -25,6 +25,7 @@ import numpy as np
 
 from trainer import rng
 from trainer.config import ModelConfig
+from trainer.cuda_step import CupyFineTuneStep
 from trainer.errors import DataError
 from trainer.network import FineTuneStep, Params
 from trainer.rbm import CD1Step
@@ -172,7 +173,8 @@ class _Run:
 
     def finetune(self) -> None:
         st, cfg, d = self.state, self.cfg, self.data
-        step = FineTuneStep(
+        step_type = CupyFineTuneStep if self.backend.name == "cupy" else FineTuneStep
+        step = step_type(
             self.backend, st.params, st.vel_w, st.vel_b, cfg.minibatch_size, cfg.dropouts, cfg.use_re_lu
         )
 
