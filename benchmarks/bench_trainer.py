@@ -14,10 +14,15 @@ What is timed (medians over --reps epochs, after a warm-up):
   scikit-learn's BernoulliRBM (PCD-1, the same GEMM count per minibatch) with n_iter=1;
 - the GEMM bound: float32 GFLOP/s of a large numpy matmul, and the epoch's FLOPs (~300 GFLOP) divided by it.
   "share" = bound / measured epoch time: 100 % would be an epoch that is nothing but peak-speed GEMMs.
+- the floor ("GEMMs only" row under each batch size): an epoch of nothing but the GEMMs any implementation
+  of this network must do per minibatch — forward a0·W0, a1·W1 (and a2·W2), the backpropagated deltas
+  d2·W2ᵀ, d1·W1ᵀ, and the three weight gradients accumulated into the velocities (sgemm's beta, trainer.blas)
+  — in our step's own buffers after its minibatch gather, measured right after each of our epochs. Its
+  ratio to PyTorch is the lowest any NumPy/OpenBLAS implementation can reach on this machine.
 
 --gpu times the fine-tuning epoch on the GPU instead: ours on the CuPy backend against the same PyTorch
 code on CUDA (both in full float32: TF32 off), and "GEMM s" comes from a large CuPy float32 matmul. There
-is no GPU RBM peer (scikit-learn is CPU-only), so --gpu skips that row.
+is no GPU RBM peer (scikit-learn is CPU-only), so --gpu skips that row, and the floor row (NumPy's BLAS).
 
 The machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (they slow NumPy's GEMM 1.6-1.9x); this script
 re-executes itself without them before NumPy is imported and says so. Ratios measured in the same run are
@@ -65,6 +70,7 @@ from trainer.backend import Backend, cpu_name, numpy_backend, select_backend
 from trainer.config import DataConfig, parse_model
 from trainer.errors import BackendError
 from trainer.loop import Stopped, TrainData, TrainState, train
+from trainer.network import FineTuneStep
 
 LAYERS = (784, 800, 800, 10)
 THREADS: int | None = None  # --threads: BLAS and PyTorch threads (default: all CPUs)
@@ -183,6 +189,50 @@ def ours_finetune(X: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Run]
     return epoch
 
 
+def gemms_only(X: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Run]:
+    """The floor: one epoch of only the fine-tuning GEMMs (NumPy backend), in a FineTuneStep's buffers.
+
+    Per minibatch: our step's gather (take_rows of X, one-hot Y, labels), the forward GEMMs a_i·W_i into
+    a_{i+1} (z_out for the last), the deltas d_i·W_iᵀ into d_{i-1}, and the weight gradients a_iᵀ·ds_i
+    accumulated into vel_w[i] with beta = momentum (np.dot into the gradient scratch without trainer.blas).
+    No activations, softmax, scaling or updates: the deltas are fixed small random values, so nothing grows.
+    """
+    be = numpy_backend()
+    cfg = parse_model({"layers": list(LAYERS), "learn_rates": 0.3, "epochs": 1, "minibatch_size": batch})
+    data = TrainData.from_host(be, X, y, 10)
+    state = TrainState.fresh(be, cfg)
+    step = FineTuneStep(be, state.params, state.vel_w, state.vel_b, batch, cfg.dropouts, cfg.use_re_lu)
+    weights, a, d, ds, vel, blas = state.params.weights, step.a, step.d, step.ds, state.vel_w, be.blas
+    g = np.random.default_rng(0)
+    for buf in (*d, *ds):
+        buf[...] = g.uniform(-1e-3, 1e-3, buf.shape)
+    outs = [*a[1:], step.z_out]
+    order = np.random.default_rng(1).permutation(data.n)
+
+    def minibatches(n_batches: int) -> None:
+        for k in range(n_batches):
+            idx = order[k * batch : (k + 1) * batch]
+            be.take_rows(data.X, idx, a[0])
+            be.take_rows(data.Y, idx, step.target)
+            be.take_rows(data.y, idx, step.labels)
+            for i, w in enumerate(weights):
+                np.dot(a[i], w, out=outs[i])
+            for i in reversed(range(len(weights))):
+                if i > 0:
+                    np.dot(d[i], weights[i].T, out=d[i - 1])
+                if blas is not None:
+                    blas.gemm_tn_acc(1.0, a[i], ds[i], cfg.momentum, vel[i])
+                else:
+                    np.dot(a[i].T, ds[i], out=step.g_w[i])
+
+    minibatches(30)  # warm-up
+
+    def epoch() -> Run:
+        return (*_clocked(lambda: minibatches(data.n // batch)), float("nan"))
+
+    return epoch
+
+
 def ours_rbm(X: np.ndarray, batch: int) -> Callable[[], Run]:
     """One CD-1 epoch of the first layer (binary visible units, like BernoulliRBM), per call."""
     be = numpy_backend()
@@ -282,20 +332,16 @@ def sklearn_rbm(X: np.ndarray, batch: int) -> Callable[[], Run]:
     return epoch
 
 
-def alternate(
-    reps: int, ours: Callable[[], Run], theirs: Callable[[], Run] | None
-) -> tuple[list[Run], list[Run]]:
-    """reps runs of each, alternating, with a pause so that the spinning BLAS/OpenMP threads of the one
-    just measured have gone idle before the other starts."""
-    a: list[Run] = []
-    b: list[Run] = []
+def alternate(reps: int, *runs: Callable[[], Run] | None) -> list[list[Run]]:
+    """reps runs of each (ours, then the others in order; None: not run), alternating, with a pause so
+    that the spinning BLAS/OpenMP threads of the one just measured have gone idle before the next starts."""
+    out: list[list[Run]] = [[] for _ in runs]
     for _ in range(reps):
-        a.append(ours())
-        time.sleep(0.5)
-        if theirs is not None:
-            b.append(theirs())
-            time.sleep(0.5)
-    return a, b
+        for fn, results in zip(runs, out, strict=True):
+            if fn is not None:
+                results.append(fn())
+                time.sleep(0.5)
+    return out
 
 
 def _clocked(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -315,9 +361,11 @@ def compare(
     theirs: Callable[[], Run] | None,
     flops: float,
     gflops: float,
+    floor: Callable[[], Run] | None = None,
 ) -> dict[str, Any]:
-    """Measure ours and theirs alternately; print one table row; return the figures."""
-    ours_runs, their_runs = alternate(reps, ours, theirs)
+    """Measure ours and theirs alternately (and the floor right after each of ours); print one table row
+    (and the floor's); return the figures (the floor's under "floor")."""
+    ours_runs, floor_runs, their_runs = alternate(reps, ours, floor, theirs)
     med = statistics.median
     row: dict[str, Any] = {"ours_wall": [r[0] for r in ours_runs], "ours_cpu": [r[1] for r in ours_runs]}
     row |= {"ours_s": med(row["ours_wall"]), "ours_cpu_s": med(row["ours_cpu"]), "ours_loss": ours_runs[0][2]}
@@ -335,6 +383,19 @@ def compare(
         cells += [f"{'-':>8s}", f"{'-':>7s}", f"{'-':>9s}"]
     cells += [f"{row['gemm_bound_s']:9.2f}", f"{row['share']:6.0%}"]
     say(" ".join(cells))
+    if floor_runs:
+        fl: dict[str, Any] = {"wall": [r[0] for r in floor_runs], "cpu": [r[1] for r in floor_runs]}
+        fl |= {"s": med(fl["wall"]), "cpu_s": med(fl["cpu"])}
+        fl["share"] = row["gemm_bound_s"] / fl["s"]
+        cells = [f"{'    GEMMs only (floor)':30s}", f"{fl['s']:7.2f}"]
+        if their_runs:
+            fl |= {"ratio": fl["s"] / row["theirs_s"], "cpu_ratio": fl["cpu_s"] / row["theirs_cpu_s"]}
+            cells += [f"{row['theirs_s']:8.2f}", f"{fl['ratio']:7.2f}", f"{fl['cpu_ratio']:9.2f}"]
+        else:
+            cells += [f"{'-':>8s}", f"{'-':>7s}", f"{'-':>9s}"]
+        cells += [f"{row['gemm_bound_s']:9.2f}", f"{fl['share']:6.0%}"]
+        say(" ".join(cells))
+        row["floor"] = fl
     return row
 
 
@@ -394,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"load average at start: {os.getloadavg()[0]:.2f} (other work on this machine slows both sides)")
     say("ratio = ours/theirs in wall seconds (CPU ratio: in CPU seconds of the process);")
     say("GEMM s = the epoch's FLOPs at the GEMM speed above; share = GEMM s / ours s")
+    if not GPU:
+        say("GEMMs only (floor) = an epoch of just the network's GEMMs in our buffers, after each of ours;")
+        say("its ratio (to the same PyTorch epochs) is the lowest a NumPy/OpenBLAS implementation can reach")
     say()
     header("fine-tuning 784-800-800-10" + (" (GPU)" if GPU else ""), "PyTorch")
     result["finetune"] = []
@@ -401,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         flops = finetune_flops(n, batch)
         theirs = None if args.no_torch else torch_finetune(X, y, batch)
         label = f"  batch {batch} ({flops / 1e9:.0f} GFLOP)"
-        row = compare(label, reps, ours_finetune(X, y, batch), theirs, flops, gflops)
+        floor = None if GPU else gemms_only(X, y, batch)
+        row = compare(label, reps, ours_finetune(X, y, batch), theirs, flops, gflops, floor)
         result["finetune"].append({"batch": batch, **row})
     if not args.no_rbm:
         say()
@@ -419,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     elif "ratio" in first:
         verdict = "met" if first["ratio"] <= 0.5 else "NOT met"
         say(f"target ours/PyTorch <= 0.5 at batch {first['batch']}: {first['ratio']:.2f} ({verdict})")
+        floor = first.get("floor", {})
+        if "ratio" in floor:
+            say(
+                f"floor at batch {first['batch']}: the GEMMs alone are {floor['ratio']:.2f} of PyTorch "
+                f"(ours spends {first['ours_s'] - floor['s']:.2f} s per epoch outside them)"
+            )
     if "ratio" in first:
         say(
             f"same work: mean training loss of the first epoch, ours {first['ours_loss']:.4f}, "
