@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.network import FineTuneStep, Params, dropout_mask_
+from trainer.network import FineTuneStep, Params
 
 _THREADS = 256
 
@@ -181,29 +181,14 @@ class CupyFineTuneStep(FineTuneStep):
         )  # fmt: skip
         self._backward_and_update(learn_rates, momentum, l2_costs)
 
-    def _forward(self, noise: Any) -> None:
-        """a[j+1] = f(a[j]·W_j + b_j) (with dropout masks), then z_out = a[-1]·W_last (its bias is added in
-        the softmax kernel)."""
-        xp, p, a, k = self.xp, self.params, self.a, self.k
-        gemm = k.cp.cublas.gemm
-        act = k.bias_relu if self.relu else k.bias_sigmoid
-        offset = 0
-        if self.mask[0] is not None:
-            n0 = a[0].shape[1]
-            dropout_mask_(xp, noise[:, :n0], self.dropouts[0], self.mask[0])
-            a[0] *= self.mask[0]
-            offset = n0
-        for i in range(len(a) - 1):
-            j = i + 1
-            z = self.s[j] if self.s[j] is not None else a[j]
-            gemm("N", "N", a[i], p.weights[i], out=z)
-            act(p.biases[i], z)
-            if self.mask[j] is not None:
-                width = z.shape[1]
-                dropout_mask_(xp, noise[:, offset : offset + width], self.dropouts[j], self.mask[j])
-                xp.multiply(z, self.mask[j], out=a[j])
-                offset += width
-        gemm("N", "N", a[-1], p.weights[-1], out=self.z_out)
+    def _hidden(self, i: int, z: Any) -> None:
+        """z = f(a[i]·W_i + b_i): one cuBLAS GEMM, then bias and nonlinearity in one kernel."""
+        self.k.cp.cublas.gemm("N", "N", self.a[i], self.params.weights[i], out=z)
+        (self.k.bias_relu if self.relu else self.k.bias_sigmoid)(self.params.biases[i], z)
+
+    def _output(self) -> None:
+        """z_out = a[-1]·W_last; the softmax kernel adds the bias."""
+        self.k.cp.cublas.gemm("N", "N", self.a[-1], self.params.weights[-1], out=self.z_out)
 
     def _backward_and_update(
         self, learn_rates: list[float], momentum: float, l2_costs: tuple[float, ...]

@@ -175,7 +175,7 @@ class FineTuneStep:
 
     def _forward(self, noise: Any) -> None:
         """a[j+1] = f(a[j]·W_j + b_j) (with dropout masks), then the output net input z_out (b, K)."""
-        xp, p, a = self.xp, self.params, self.a
+        xp, a = self.xp, self.a
         offset = 0
         if self.mask[0] is not None:
             n0 = a[0].shape[1]
@@ -185,16 +185,24 @@ class FineTuneStep:
         for i in range(len(a) - 1):
             j = i + 1
             z = self.s[j] if self.s[j] is not None else a[j]
-            xp.dot(a[i], p.weights[i], out=z)
-            z += p.biases[i]
-            activate_(xp, z, self.relu)
+            self._hidden(i, z)
             if self.mask[j] is not None:
                 n = z.shape[1]
                 dropout_mask_(xp, noise[:, offset : offset + n], self.dropouts[j], self.mask[j])
                 xp.multiply(z, self.mask[j], out=a[j])
                 offset += n
-        xp.dot(a[-1], p.weights[-1], out=self.z_out)
-        self.z_out += p.biases[-1]
+        self._output()
+
+    def _hidden(self, i: int, z: Any) -> None:
+        """z = f(a[i]·W_i + b_i), (b, n_{i+1}): hidden unit layer i + 1 before any dropout mask."""
+        self.xp.dot(self.a[i], self.params.weights[i], out=z)
+        z += self.params.biases[i]
+        activate_(self.xp, z, self.relu)
+
+    def _output(self) -> None:
+        """z_out = a[-1]·W_last + b_last, the softmax's input (b, K)."""
+        self.xp.dot(self.a[-1], self.params.weights[-1], out=self.z_out)
+        self.z_out += self.params.biases[-1]
 
     def _loss_and_error(self) -> None:
         """Softmax into prob (b, K); add the batch's cross-entropy and misclassifications to the sums."""
