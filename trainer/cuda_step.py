@@ -8,7 +8,7 @@ count + output delta in one (a deterministic in-block reduction, no atomics), th
 one, each weight matrix's gdbn step as one cuBLAS GEMM (the gradient accumulated straight into the velocity
 with beta = momentum and the step size as alpha) plus one kernel, and each bias step in one kernel: ~24
 launches, none allocating memory. Same H100: 560 µs per step instead of 1724, and an epoch of the seed
-network in 0.31x PyTorch's CUDA time (benchmarks/bench_trainer.py --gpu).
+network in 0.29-0.33x PyTorch's CUDA time (benchmarks/bench_trainer.py --gpu, three runs).
 
 Not done: replaying the step as a CUDA graph (one launch per minibatch). CuPy 14 refuses cuBLAS calls
 during stream capture ("calling cuBLAS API during stream capture is currently unsupported"), so that
