@@ -24,6 +24,12 @@ from tests.support.moto_server import tagged_resources
 pytestmark = pytest.mark.slow
 
 
+def train_in_process(tmp_path: Path) -> int:
+    """`ec2dbn train` of the default small job on a fresh stack file, in this process (for capsys)."""
+    job, stack = write_job(tmp_path), write_stack(tmp_path)
+    return main(["train", str(job), "--stack", str(stack), "--results", str(tmp_path / "results")])
+
+
 def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, tmp_path: Path) -> None:
     stack = write_stack(tmp_path)
     # Wide and long enough that training outlasts several log polls, even on a loaded machine.
@@ -97,16 +103,7 @@ def test_log_follower_survives_sshd_restart_mid_run(fake_cloud, aws, tmp_path: P
 
 def test_wrong_host_key_is_refused_and_stack_torn_down(fake_cloud, aws, tmp_path: Path, capsys) -> None:
     fake_cloud.wrong_host_key = True
-    code = main(
-        [
-            "train",
-            str(write_job(tmp_path)),
-            "--stack",
-            str(write_stack(tmp_path)),
-            "--results",
-            str(tmp_path / "results"),
-        ]
-    )
+    code = train_in_process(tmp_path)
     assert code == 1
     err = capsys.readouterr().err
     assert "host key" in err.lower()
@@ -129,16 +126,7 @@ def test_crashing_trainer_exits_1_with_its_last_lines_and_tears_down(
     )
     monkeypatch.setattr("ec2dbn.jobs.trainer_dir", lambda: broken)
 
-    code = main(
-        [
-            "train",
-            str(write_job(tmp_path)),
-            "--stack",
-            str(write_stack(tmp_path)),
-            "--results",
-            str(tmp_path / "results"),
-        ]
-    )
+    code = train_in_process(tmp_path)
     assert code == 1
     err = capsys.readouterr().err
     assert "the trainer failed (exit 1" in err
