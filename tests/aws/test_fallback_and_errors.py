@@ -14,6 +14,7 @@ from ec2dbn import state
 from ec2dbn.aws import network, session
 from ec2dbn.aws.errors import quota_for
 from ec2dbn.cli import main
+from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import (
     MotoServer,
     add_hook,
@@ -21,15 +22,6 @@ from tests.support.moto_server import (
     inject_http_error,
     tagged_resources,
 )
-
-NOTHING = {"instances": [], "spot_requests": [], "security_groups": [], "key_pairs": [], "volumes": []}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return rc, out, err
 
 
 def last_line(err: str) -> str:

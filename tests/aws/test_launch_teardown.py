@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ec2dbn import state
-from ec2dbn.cli import main
+from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import (
     CALLER_IP,
     MotoServer,
@@ -26,15 +26,6 @@ from tests.support.moto_server import (
     inject_error,
     tagged_resources,
 )
-
-NOTHING = {"instances": [], "spot_requests": [], "security_groups": [], "key_pairs": [], "volumes": []}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return rc, out, err
 
 
 def one_instance(aws: MotoServer, stack: str = "g4dn-spot") -> dict[str, Any]:

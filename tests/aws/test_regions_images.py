@@ -8,17 +8,8 @@ import json
 import pytest
 
 from ec2dbn import state
-from ec2dbn.cli import main
+from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import MotoServer, tagged_resources
-
-NOTHING = {"instances": [], "spot_requests": [], "security_groups": [], "key_pairs": [], "volumes": []}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return rc, out, err
 
 
 def test_per_service_endpoint_variables_are_honoured(
