@@ -1,5 +1,7 @@
 """The CuPy fine-tuning step (fused kernels, trainer.cuda_step) gives NumPy's numbers for the same seed,
-and keeps its epoch sums across a stop mid-epoch. Skipped without a usable GPU."""
+replaying it as a CUDA graph changes no number, and it keeps its epoch sums across a stop mid-epoch.
+Skipped without a usable GPU, except the check of how trainer.cublas maps row-major products onto
+column-major sgemm arguments."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 from tests.trainer.test_backend import HAS_GPU
 from tests.trainer.trainer_fixtures import dataset, one_blas_thread  # noqa: F401
-from trainer import cuda_step, loop
+from trainer import cublas, cuda_step, loop
 from trainer.backend import numpy_backend, select_backend
 from trainer.config import parse_model
 from trainer.loop import Stopped, TrainData, TrainState, train
@@ -50,19 +52,11 @@ def _train(be: Any, cfg: Any, data: Any, stop_after: int | None = None) -> Train
 @pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fused_step_gives_numpys_numbers(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    steps: list[Any] = []
-
-    class Recorded(cuda_step.CupyFineTuneStep):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            steps.append(self)
-
-    monkeypatch.setattr(loop, "CupyFineTuneStep", Recorded)
     cfg = parse_model(CONFIGS[name])
     data = dataset("digits")
     np_state = _train(numpy_backend(), cfg, data)
     cp = select_backend("cupy")
-    cp_state = _train(cp, cfg, data)
+    cp_state, steps = _train_recording_steps(monkeypatch, cp, cfg, data, graphs=True)
     assert len(steps) == 1  # the fused step ran (and only on CuPy)
     n_cases = len(data.X_train) // cfg.minibatch_size * cfg.minibatch_size
     for w_np, w_cp in zip(np_state.params.weights, cp_state.params.weights, strict=True):
@@ -88,3 +82,100 @@ def test_stop_mid_epoch_and_continue_on_cupy() -> None:
         np.testing.assert_allclose(cp.to_host(b), cp.to_host(a), rtol=1e-5, atol=1e-6)
     for ra, rb in zip(whole.history, resumed.history, strict=True):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-6) and rb["err"] == ra["err"]
+
+
+def _train_recording_steps(
+    monkeypatch: pytest.MonkeyPatch, be: Any, cfg: Any, data: Any, graphs: bool
+) -> tuple[TrainState, list[Any]]:
+    """`_train` with the CuPy steps made with `graphs`, and the steps it made."""
+    steps: list[Any] = []
+
+    class Chosen(cuda_step.CupyFineTuneStep):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs, graphs=graphs)
+            steps.append(self)
+
+    monkeypatch.setattr(loop, "CupyFineTuneStep", Chosen)
+    return _train(be, cfg, data), steps
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", CONFIGS)
+def test_graph_replay_gives_the_eager_steps_numbers(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The same training with every minibatch launched kernel by kernel, and with all but the first
+    replayed from CUDA graphs (recaptured each epoch, as the learning rates decay): identical weights
+    and epoch records, bit for bit."""
+    cfg = parse_model(CONFIGS[name])
+    data = dataset("digits")
+    cp = select_backend("cupy")
+    eager, eager_steps = _train_recording_steps(monkeypatch, cp, cfg, data, graphs=False)
+    replayed, graph_steps = _train_recording_steps(monkeypatch, cp, cfg, data, graphs=True)
+    n_batches = len(data.X_train) // cfg.minibatch_size
+    assert [s.replays for s in eager_steps] == [0]
+    assert [s.replays for s in graph_steps] == [cfg.epochs * n_batches - 1]  # only the very first is eager
+    for name_, a, b in (("weights", eager.params.weights, replayed.params.weights),
+                        ("biases", eager.params.biases, replayed.params.biases)):  # fmt: skip
+        for x, z in zip(a, b, strict=True):
+            np.testing.assert_array_equal(cp.to_host(z), cp.to_host(x), err_msg=name_)
+    assert [(r["loss"], r["err"]) for r in replayed.history] == [(r["loss"], r["err"]) for r in eager.history]
+
+
+def _column_major_sgemm(
+    op_a: int,
+    op_b: int,
+    m: int,
+    n: int,
+    k: int,
+    alpha: float,
+    a: np.ndarray,
+    lda: int,
+    b: np.ndarray,
+    ldb: int,
+    beta: float,
+    c: np.ndarray,
+    ldc: int,
+) -> None:
+    """BLAS sgemm's definition on flat float32 buffers: C (m, n) = alpha·op(A)·op(B) + beta·C, column-major
+    with leading dimensions; op 0 is as is, 1 transposed."""  # fmt: skip
+
+    def matrix(flat: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
+        return np.lib.stride_tricks.as_strided(flat, (rows, cols), (flat.itemsize, flat.itemsize * ld))
+
+    A = matrix(a, m, k, lda) if op_a == 0 else matrix(a, k, m, lda).T
+    B = matrix(b, k, n, ldb) if op_b == 0 else matrix(b, n, k, ldb).T
+    C = matrix(c, m, n, ldc)
+    C[...] = alpha * (A.astype(np.float64) @ B) + beta * C
+
+
+@pytest.mark.parametrize("transa", ["N", "T"])
+@pytest.mark.parametrize("transb", ["N", "T"])
+def test_cublas_arguments_compute_the_row_major_product(transa: str, transb: str) -> None:
+    """gemm_args turns out = op(a)·op(b) on C-contiguous arrays into column-major sgemm arguments that,
+    fed to sgemm's definition, give NumPy's product (shapes all different, so a swapped m/n/k or leading
+    dimension cannot go unnoticed)."""
+    rng = np.random.default_rng(1)
+    m, n, k = 3, 5, 7
+    a = rng.random((m, k) if transa == "N" else (k, m), dtype=np.float32)
+    b = rng.random((k, n) if transb == "N" else (n, k), dtype=np.float32)
+    out = rng.random((m, n), dtype=np.float32)
+    expected = (
+        0.5 * (a if transa == "N" else a.T).astype(np.float64) @ (b if transb == "N" else b.T) + 2.0 * out
+    )
+    op_b, op_a, n_, m_, k_, ldb, lda, ldc = cublas.gemm_args(transa, transb, a.shape, b.shape, out.shape)
+    # cuBLAS's A is our b and its B our a: sgemm(handle, op_b, op_a, n, m, k, alpha, b, ldb, a, lda, ...)
+    _column_major_sgemm(op_b, op_a, n_, m_, k_, 0.5, b.ravel(), ldb, a.ravel(), lda, 2.0, out.ravel(), ldc)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_cublas_arguments_refuse_shapes_that_do_not_multiply() -> None:
+    with pytest.raises(ValueError, match="do not match"):
+        cublas.gemm_args("N", "N", (3, 4), (5, 6), (3, 6))
+    with pytest.raises(ValueError, match="do not match"):
+        cublas.gemm_args("T", "N", (4, 3), (4, 6), (6, 3))
+
+
+def test_cublas_is_not_found_without_cupy() -> None:
+    if HAS_GPU:
+        pytest.skip("CuPy and a GPU are here")
+    assert cublas.find() is None
