@@ -76,7 +76,8 @@ class Blas:
 @functools.cache
 def find() -> Blas | None:
     """NumPy's BLAS as a `Blas`, or None when it cannot be found or fails a small self-test."""
-    for path in _mapped_libraries():
+    found = [p for p in mapped_libraries() if "blas" in p.rsplit("/", 1)[-1].lower()]
+    for path in sorted(found, key=lambda p: ("numpy" not in p, p)):  # NumPy's own copy first
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -89,15 +90,13 @@ def find() -> Blas | None:
     return None
 
 
-def _mapped_libraries() -> list[str]:
-    """Shared libraries with 'blas' in their file name that this process has mapped (Linux /proc)."""
+def mapped_libraries() -> set[str]:
+    """Paths of the shared libraries this process has mapped (Linux /proc; empty elsewhere)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            paths = {line.split()[-1] for line in fh if ".so" in line and "/" in line}
+            return {line.split()[-1] for line in fh if ".so" in line and "/" in line}
     except OSError:
-        return []
-    found = [p for p in paths if "blas" in p.rsplit("/", 1)[-1].lower()]
-    return sorted(found, key=lambda p: ("numpy" not in p, p))  # NumPy's own copy first
+        return set()
 
 
 def _self_test(blas: Blas) -> bool:

@@ -19,6 +19,8 @@ import ctypes
 import functools
 from typing import Any
 
+from trainer.blas import mapped_libraries
+
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's recommendation for Hopper; plenty for this network's GEMMs
 _OPS = {"N": 0, "T": 1}  # CUBLAS_OP_N, CUBLAS_OP_T
 
@@ -97,7 +99,8 @@ def find() -> Cublas | None:
         cp.cuda.device.get_cublas_handle()  # makes CuPy load its cuBLAS
     except Exception:
         return None
-    for path in _mapped_libraries():
+    names = sorted(p for p in mapped_libraries() if p.rsplit("/", 1)[-1].startswith("libcublas.so"))
+    for path in names:  # libcublas.so.N: cuBLAS itself (cuBLASLt is libcublasLt)
         try:
             blas = Cublas(ctypes.CDLL(path), path, cp)
             if _self_test(blas, cp):
@@ -105,16 +108,6 @@ def find() -> Cublas | None:
         except (OSError, AttributeError, CublasError):
             continue
     return None
-
-
-def _mapped_libraries() -> list[str]:
-    """cuBLAS (not cuBLASLt) shared libraries mapped into this process (Linux /proc)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            paths = {line.split()[-1] for line in fh if ".so" in line and "/" in line}
-    except OSError:
-        return []
-    return sorted(p for p in paths if p.rsplit("/", 1)[-1].startswith("libcublas.so"))
 
 
 def _self_test(blas: Cublas, cp: Any) -> bool:
