@@ -28,7 +28,9 @@ _AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])$")
 
 # A rough, clearly labelled guess of fine-tuning + pre-training seconds per epoch for the seed's
 # 784-800-800-10 DBN on ~47k MNIST images with the CuPy backend, by GPU model. Replace it with a measured
-# figure (`ec2dbn bench`, or a previous run's metrics) through `seconds_per_epoch=`.
+# figure (`ec2dbn bench`, or a previous run's metrics) through `seconds_per_epoch=`. H100 is measured
+# (2026-11-26: 0.07 s/epoch with the CUDA-graph step, plus the per-epoch test score); the other rows
+# predate that step and are likely several times too high, which errs on the side of a higher estimate.
 GUESS_S_PER_EPOCH_BY_GPU: dict[str, float] = {
     "NVIDIA T4": 2.0,
     "NVIDIA Tesla M60": 4.0,
@@ -37,7 +39,7 @@ GUESS_S_PER_EPOCH_BY_GPU: dict[str, float] = {
     "NVIDIA L40S": 0.8,
     "NVIDIA V100": 1.0,
     "NVIDIA A100": 0.7,
-    "NVIDIA H100": 0.5,
+    "NVIDIA H100": 0.1,
 }
 #: The same guess for the NumPy backend on one vCPU; divided by vCPUs**0.8 (BLAS scales sub-linearly).
 GUESS_CPU_S_PER_EPOCH_ONE_VCPU = 40.0
