@@ -81,6 +81,8 @@ class Cublas:
         self, transa: str, transb: str, a: Any, b: Any, out: Any, alpha: float = 1.0, beta: float = 0.0
     ) -> None:
         """out = alpha·op(a)·op(b) + beta·out on the current stream (alpha, beta: read now, by value)."""
+        if not all(x.dtype == "float32" and x.flags.c_contiguous for x in (a, b, out)):
+            raise ValueError("trainer.cublas.gemm takes C-contiguous float32 arrays only")
         self._bind(self._cp.cuda.get_current_stream().ptr)
         op_b, op_a, n, m, k, ldb, lda, ldc = gemm_args(transa, transb, a.shape, b.shape, out.shape)
         status = self._sgemm(

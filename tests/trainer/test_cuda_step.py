@@ -179,3 +179,15 @@ def test_cublas_is_not_found_without_cupy() -> None:
     if HAS_GPU:
         pytest.skip("CuPy and a GPU are here")
     assert cublas.find() is None
+
+
+@pytest.mark.parametrize("bad", ["transposed view", "float64"])
+def test_cublas_gemm_refuses_arrays_it_cannot_pass_by_pointer(bad: str) -> None:
+    """cuBLAS gets raw pointers and leading dimensions: a strided view or another dtype would be read as
+    garbage, so gemm refuses it before any cuBLAS call (NumPy arrays stand in: the check comes first)."""
+    blas = object.__new__(cublas.Cublas)  # no library: nothing past the check may run
+    a = np.ones((4, 3), np.float32)
+    b = np.ones((3, 5), np.float32)
+    out = np.ones((5, 4), np.float32).T if bad == "transposed view" else np.ones((4, 5), np.float64)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        blas.gemm("N", "N", a, b, out)
