@@ -132,8 +132,9 @@ class CupyFineTuneStep(FineTuneStep):
     compiles them); the next one is captured into a CUDA graph that every later minibatch replays with one
     launch. Captured kernels read their inputs from fixed buffers, so a step copies its row indices (and
     dropout noise) into `_idx` (`_noise`) first; what a graph bakes in by value (learning rates, momentum,
-    L2 costs, the data's addresses) is its key, and a new key (the next epoch's decayed rates) is a new
-    capture. Replaying runs exactly the kernels and GEMMs of the eager step, so the numbers are identical.
+    L2 costs, the addresses of the data, parameters and velocities) is its key, and a new key (the next
+    epoch's decayed rates) is a new capture. Replaying runs exactly the kernels and GEMMs of the eager
+    step, so the numbers are identical.
     """
 
     def __init__(
@@ -200,7 +201,9 @@ class CupyFineTuneStep(FineTuneStep):
         def run() -> None:
             self._run(X, y, self._idx, self._noise, learn_rates, momentum, l2_costs)
 
-        key = (X.data.ptr, y.data.ptr, tuple(learn_rates), momentum, tuple(l2_costs))
+        p = self.params
+        arrays = (X, y, *p.weights, *p.biases, *self.vel_w, *self.vel_b)
+        key = (*(x.data.ptr for x in arrays), *learn_rates, momentum, *l2_costs)
         if key != self._graph_key:
             if not self._warm:  # compile and load every kernel outside a capture
                 self._warm = True

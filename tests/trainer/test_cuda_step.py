@@ -121,6 +121,37 @@ def test_graph_replay_gives_the_eager_steps_numbers(monkeypatch: pytest.MonkeyPa
     assert [(r["loss"], r["err"]) for r in replayed.history] == [(r["loss"], r["err"]) for r in eager.history]
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_a_replaced_parameter_array_gets_a_new_graph() -> None:
+    """A graph holds the addresses it was captured with: when a parameter array is swapped for another,
+    the next step captures again and trains the new array (a stale graph would train the old one)."""
+    cfg = parse_model(CONFIGS["sigmoid"])
+    data = dataset("digits")
+    cp = select_backend("cupy")
+    state = TrainState.fresh(cp, cfg)
+    train_data = TrainData.from_host(cp, data.X_train, data.y_train, 10)
+    step = cuda_step.CupyFineTuneStep(
+        cp, state.params, state.vel_w, state.vel_b, cfg.minibatch_size, cfg.dropouts, cfg.use_re_lu
+    )
+    idx = cp.to_device(np.arange(cfg.minibatch_size, dtype=np.int64))
+
+    def one() -> None:
+        d = train_data
+        step.step(d.X, d.Y, d.y, idx, None, state.learn_rates, cfg.momentum, cfg.l2_costs)
+
+    for _ in range(3):  # eager, captured + replayed, replayed
+        one()
+    assert step.replays == 2
+    old = state.params.weights[0]
+    state.params.weights[0] = new = old.copy()
+    old_before, new_before = cp.to_host(old), cp.to_host(new)
+    one()
+    assert step.replays == 3
+    np.testing.assert_array_equal(cp.to_host(old), old_before)  # the replaced array is left alone
+    assert not np.array_equal(cp.to_host(new), new_before)  # and the new one trained
+
+
 def _column_major_sgemm(
     op_a: int,
     op_b: int,
