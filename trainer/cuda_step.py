@@ -12,8 +12,8 @@ network in 0.29-0.33x PyTorch's CUDA time (benchmarks/bench_trainer.py --gpu, th
 
 Then the whole step is replayed as one CUDA graph per minibatch (CupyFineTuneStep's docstring says
 how). CuPy refuses cuBLAS calls during stream capture, so the GEMMs go through trainer.cublas: cuBLAS
-called directly, on a handle with its own workspace. Same H100: 9 µs of host time and 97 µs of GPU time
-per step; the seed network's epoch 0.07 s, 0.08x PyTorch's CUDA time.
+called directly, on a handle with its own workspace. Same H100: 9-11 µs of host time and 97-98 µs of GPU
+time per step; the seed network's epoch 0.07 s, 0.07-0.08x PyTorch's CUDA time.
 
 The numbers are NumPy's within float32 rounding (tests/trainer/test_cuda_step.py, on a GPU).
 """
