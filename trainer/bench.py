@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from trainer import DBN
+from trainer.atomic import atomic_write
 from trainer.backend import cpu_name, select_backend
 from trainer.config import Job, load_job
 from trainer.data import Dataset, load_data
@@ -327,10 +328,8 @@ def _warmup(epochs: int, minibatch_size: int) -> dict[str, Any]:
 
 def _write(out_dir: Path, doc: dict[str, Any]) -> None:
     """bench.json, atomically (a reader never sees half a file)."""
-    path = out_dir / "bench.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(doc, indent=2) + "\n"
+    atomic_write(out_dir / "bench.json", lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _now() -> str:

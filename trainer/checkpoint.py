@@ -12,15 +12,14 @@ so a reader (or a resume after a crash or spot interruption) sees either the old
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trainer.atomic import atomic_write
 from trainer.errors import JobError, TrainerError
 from trainer.loop import TrainState
 from trainer.network import Params
@@ -35,24 +34,8 @@ class CheckpointError(TrainerError):
 
 
 def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
-    """np.savez to `path` via a temporary file + fsync + os.replace (atomic on POSIX)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """np.savez to `path` atomically (trainer.atomic: temporary file, fsync, os.replace)."""
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 #: Model keys that never change the weights: a run may be resumed with them changed (and checkpoints

@@ -65,6 +65,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from trainer.atomic import atomic_write
+
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 IMDS_URL_ENV = "EC2DBN_IMDS_URL"
 TOKEN_PATH = "/latest/api/token"
@@ -210,21 +212,11 @@ def read_interruption(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_interruption(out_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write OUT_DIR/interruption.json atomically (temporary file, fsync, rename): never half a file."""
+    """Write OUT_DIR/interruption.json atomically (trainer.atomic): never half a file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / INTERRUPTION_FILE
-    tmp = out / f".{INTERRUPTION_FILE}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path
+    text = json.dumps(record, indent=2) + "\n"
+    return atomic_write(out / INTERRUPTION_FILE, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def utc_now() -> str:
