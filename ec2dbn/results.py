@@ -7,7 +7,6 @@ trainer produced plus `run.json`: where it ran, what it cost, and how long each 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from trainer.atomic import atomic_write
 
 #: Phases of `ec2dbn train`, in the order they run; run.json lists the time of each one that ran.
 PHASES = ("validate", "launch", "ssh", "bootstrap", "ship", "train", "pull", "teardown")
@@ -55,11 +56,8 @@ class RunRecord:
     def save(self, results_dir: Path) -> Path:
         """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file)."""
         results_dir.mkdir(parents=True, exist_ok=True)
-        path = results_dir / "run.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        return atomic_write(results_dir / "run.json", lambda fh: fh.write(text.encode("utf-8")))
 
     @classmethod
     def load(cls, results_dir: Path) -> RunRecord:
