@@ -3,7 +3,7 @@
 Why a bundled file: AWS's Pricing API needs credentials and a network round trip (and moto has none), yet
 `plan`, `launch --dry-run` and every `train` must show a price before anything is created. So ec2dbn
 ships `data/catalog.yaml`, stamped with the date and source of its prices, and says so wherever a price
-is printed. Live spot prices come from `ec2dbn.cost.spot_price` instead.
+is printed. Live spot prices come from `ec2dbn.aws.prices.spot_price` instead.
 
 Validation lives here too: an instance type is checked against the catalog before any AWS call, and
 families whose GPU is below compute capability 5.0 (the seed's g2 GRID K520 at 3.0, p2's K80 at 3.7) are

@@ -1,8 +1,7 @@
-"""Cost: live spot prices, estimates before a run, and the actual bill after it.
+"""Cost: estimates before a run, and the actual bill after it.
 
-Prices are USD per hour; durations are seconds. This module does no AWS set-up of its own: the one
-function that talks to AWS (`spot_price`) receives a ready boto3 EC2 client, so it runs unchanged against
-moto in tests and against AWS for users.
+Prices are USD per hour; durations are seconds. Pure arithmetic: live spot prices come from
+`ec2dbn.aws.prices`, list prices from the bundled catalog.
 
 The actual cost of a run is the sum over its instance segments (one per instance it ran on: the first
 launch plus one per spot recovery) of billed seconds × price / 3600. EC2 bills Linux instances per
@@ -12,19 +11,16 @@ second with a one-minute minimum per instance, so a segment shorter than a minut
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ec2dbn.catalog import InstanceType, Price, check_region
-from ec2dbn.errors import CloudError, ConfigError, CredentialsError
+from ec2dbn.catalog import InstanceType, Price
+from ec2dbn.errors import ConfigError
 
 #: EC2's minimum billed duration per instance (Linux, per-second billing).
 MINIMUM_BILLED_S = 60.0
-
-_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])$")
 
 # A rough, clearly labelled guess of fine-tuning + pre-training seconds per epoch for the seed's
 # 784-800-800-10 DBN on ~47k MNIST images with the CuPy backend, by GPU model. Replace it with a measured
@@ -45,93 +41,6 @@ GUESS_S_PER_EPOCH_BY_GPU: dict[str, float] = {
 GUESS_CPU_S_PER_EPOCH_ONE_VCPU = 40.0
 #: Launch, boot, bootstrap, shipping and pulling results: billed time outside the training loop.
 GUESS_OVERHEAD_S = 300.0
-
-
-# --------------------------------------------------------------------------------------------------
-# Spot prices
-
-
-def _region_of(az_or_region: str) -> tuple[str, str | None]:
-    """('us-east-1', 'us-east-1b') for an AZ, ('us-east-1', None) for a region; ConfigError otherwise."""
-    text = str(az_or_region).strip().lower()
-    m = _AZ_RE.match(text)
-    if m:
-        return m.group(1), text
-    return check_region(text), None
-
-
-def _cloud_error(exc: Exception, what: str) -> Exception:
-    """A botocore failure as one of our one-line errors, without importing botocore here."""
-    name = type(exc).__name__
-    if name in {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
-        return CredentialsError(
-            f"{what}: no usable AWS credentials ({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or run `aws configure`"
-        )
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        err = response["Error"]
-        return CloudError(f"{what} failed: {err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": "))
-    return CloudError(f"{what} failed: {name}: {exc}")
-
-
-def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: str) -> dict[str, Price]:
-    """The current Linux spot price of each type, in one AZ or (for a region) its cheapest AZ.
-
-    One paginated describe_spot_price_history call for all types. StartTime=now makes EC2 return the
-    price in effect now for each (type, AZ); if more rows come back, only each AZ's latest counts. Types
-    EC2 has no spot price for (not offered there) are absent from the result.
-    Raises CredentialsError / CloudError (one line) when the call fails.
-    """
-    region, az = _region_of(az_or_region)
-    wanted = {t.strip().lower() for t in instance_types}
-    if not wanted:
-        return {}
-    kwargs: dict[str, Any] = {
-        "InstanceTypes": sorted(wanted),
-        "ProductDescriptions": ["Linux/UNIX"],
-        "StartTime": datetime.now(timezone.utc),
-    }
-    if az:
-        kwargs["AvailabilityZone"] = az
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    try:
-        for page in ec2_client.get_paginator("describe_spot_price_history").paginate(**kwargs):
-            for row in page.get("SpotPriceHistory", []):
-                key = (row.get("InstanceType", ""), row.get("AvailabilityZone", ""))
-                # Filter client-side too: not every endpoint applies every filter (moto ignores the AZ).
-                # "Linux/UNIX (Amazon VPC)" is the same Linux price, labelled the EC2-Classic-era way.
-                linux = str(row.get("ProductDescription", "")).startswith("Linux/UNIX")
-                if key[0] not in wanted or not linux:
-                    continue
-                if az and key[1] != az:
-                    continue
-                if key not in latest or row["Timestamp"] > latest[key]["Timestamp"]:
-                    latest[key] = row
-    except Exception as exc:  # botocore's ClientError / NoCredentialsError / EndpointConnectionError
-        raise _cloud_error(exc, "describe_spot_price_history") from exc
-
-    cheapest: dict[str, dict[str, Any]] = {}
-    for (itype, _zone), row in sorted(latest.items()):
-        if itype not in cheapest or float(row["SpotPrice"]) < float(cheapest[itype]["SpotPrice"]):
-            cheapest[itype] = row
-    out: dict[str, Price] = {}
-    for itype, row in cheapest.items():
-        stamp: datetime = row["Timestamp"]
-        where = row["AvailabilityZone"] if az else f"cheapest AZ {row['AvailabilityZone']}"
-        out[itype] = Price(
-            usd_per_hour=float(row["SpotPrice"]),
-            source=f"live spot price ({where}, describe_spot_price_history, {stamp.isoformat()})",
-            date=stamp.date().isoformat(),
-            region=region,
-            market="spot",
-        )
-    return out
-
-
-def spot_price(ec2_client: Any, instance_type: str, az_or_region: str) -> Price | None:
-    """The current Linux spot price of one type in an AZ (or the cheapest AZ of a region); None if none."""
-    return spot_prices(ec2_client, [instance_type], az_or_region).get(instance_type.strip().lower())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,3 +233,30 @@ def format_usd(x: float) -> str:
     if round(a, 4) < 1:
         return f"{sign}${a:.4f}"
     return f"{sign}${a:,.2f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# A job on a stack
+
+
+def job_epochs(job: Any) -> int:
+    """All epochs a trainer job trains (fine-tuning plus each layer's pretraining), for estimates."""
+    pretrain = job.model.epochs_pretrain
+    pretrain_epochs = sum(pretrain) if isinstance(pretrain, (tuple, list)) else int(pretrain or 0)
+    return int(job.model.epochs) + pretrain_epochs
+
+
+def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
+    """The cost estimate printed before launch: the stack's first candidate at `price` (default: its
+    on-demand list price, or the stack's spot max_price — an upper bound for spot)."""
+    from ec2dbn import catalog
+
+    itype = stack.candidates[0]
+    bound = ""
+    if price is None:
+        price = catalog.on_demand_price(itype, stack.region)
+        if stack.market == "spot":
+            bound = " (an upper bound: spot usually costs less)"
+            if stack.max_price is not None:
+                price = Price(stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot")
+    return f"{estimate_job(catalog.lookup(itype), price, epochs).describe()}{bound}"

@@ -38,3 +38,11 @@ class HostKeyMismatchError(RemoteError):
 
 class JobFailedError(Ec2dbnError):
     """The trainer ran and failed (crashed, or was stopped)."""
+
+
+class StackBusyError(ConfigError):
+    """The stack is leased to another run (`ec2dbn train` in progress). Nothing was created or changed."""
+
+
+class StackTornDownError(Ec2dbnError):
+    """`ec2dbn teardown` ended the stack while a run was using it: a deliberate stop, not a loss."""

@@ -60,11 +60,12 @@ def run_local(
 
 
 def plot_quietly(results_dir: Path, reporter: Reporter) -> None:
-    """The learning curve is a bonus: a missing matplotlib or odd metrics is a warning, not a failure."""
+    """The learning curve is a bonus: a missing matplotlib, odd metrics or a plotting bug is a warning,
+    never the run's failure (its results are already safe on disk)."""
     try:
         png = plot_run(results_dir)
-    except Ec2dbnError as exc:
-        reporter.warn(f"no learning-curve plot: {exc}")
+    except Exception as exc:
+        reporter.warn(f"no learning-curve plot: {exc if isinstance(exc, Ec2dbnError) else repr(exc)}")
         return
     if png is not None:
         reporter.step(f"learning curve: {png}")

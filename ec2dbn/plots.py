@@ -32,6 +32,12 @@ def _figure(width_in: float, height_in: float) -> Any:
     return Figure(figsize=(width_in, height_in), dpi=110, layout="constrained")
 
 
+def literal(text: str) -> str:
+    """Text from files or the instance shown as is: a `$` would start matplotlib's mathtext (and a
+    name like `cost_$5_$10.npz` fails to parse there), so every one is escaped."""
+    return text.replace("$", r"\$")
+
+
 def _save(fig: Any, out_png: str | Path) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +130,7 @@ def plot_learning_curve(metrics: str | Path | Mapping[str, Any], out_png: str | 
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper right")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(_run_title(m))
+    fig.suptitle(literal(_run_title(m)))
     return _save(fig, out_png)
 
 
@@ -255,7 +261,7 @@ def plot_bench(
     notes = sorted(
         {f"{r.backend}: {r.status} ({_shorten(r.reason or 'no reason given')})" for r in rows if not r.ok}
     )
-    fig.suptitle(title)
+    fig.suptitle(literal(title))
     if notes:
         shown = notes[:3] + ([f"… and {len(notes) - 3} more"] if len(notes) > 3 else [])
         fig.supxlabel("\n".join(shown), fontsize=8, color="dimgrey")

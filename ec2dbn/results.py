@@ -7,6 +7,7 @@ trainer produced plus `run.json`: where it ran, what it cost, and how long each 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,14 +18,25 @@ from typing import Any
 
 from trainer.atomic import atomic_write
 
-#: Phases of `ec2dbn train`, in the order they run; run.json lists the time of each one that ran.
-PHASES = ("validate", "launch", "ssh", "bootstrap", "ship", "train", "pull", "teardown")
-
 
 def new_run_id(job_path: Path, now: datetime | None = None) -> str:
-    """`<job stem>-<UTC timestamp>`: sortable, readable, unique for runs started a second apart."""
+    """`<job stem>-<UTC timestamp>-<4 hex digits>`: sortable by time, readable, and distinct for runs of
+    one job started in the same second (on this machine or another)."""
     now = now or datetime.now(timezone.utc)
-    return f"{job_path.stem}-{now.strftime('%Y%m%d-%H%M%S')}"
+    return f"{job_path.stem}-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def claim_run_dir(results_root: Path, job_path: Path) -> tuple[str, Path]:
+    """A new run id and its results folder, created here and now: a folder that exists already (another
+    run took that id) is never shared, a new id is drawn instead."""
+    results_root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(job_path)
+        try:
+            (results_root / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, results_root / run_id
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
+from ec2dbn.aws.prices import spot_price
 from ec2dbn.bench import (
     BenchRow,
     find_break_even,
@@ -29,7 +30,6 @@ from ec2dbn.bench import (
 )
 from ec2dbn.catalog import Price, on_demand_price
 from ec2dbn.cli import main
-from ec2dbn.cost import spot_price
 from ec2dbn.errors import ConfigError
 from tests.support.spot_moto import Row, SpotReplies, ec2_client, history_xml, spot_moto
 from tests.support.trained_runs import write_job

@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from ec2dbn import cost
+from ec2dbn.aws.prices import spot_price, spot_prices
 from ec2dbn.catalog import Price, lookup, on_demand_price
 from ec2dbn.cost import (
     InstanceSegment,
@@ -16,8 +17,6 @@ from ec2dbn.cost import (
     estimate,
     estimate_job,
     format_usd,
-    spot_price,
-    spot_prices,
 )
 from ec2dbn.errors import CloudError, ConfigError, CredentialsError
 from tests.support.spot_moto import Row, SpotReplies, ec2_client, error_xml, history_xml, spot_moto

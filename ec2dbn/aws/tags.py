@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 STACK_TAG = "ec2dbn:stack"
@@ -13,6 +14,19 @@ DEADLINE_TAG = "ec2dbn:deadline"
 HOST_KEY_TAG = "ec2dbn:host-key"
 #: spot | on-demand, as launched.
 MARKET_TAG = "ec2dbn:market"
+#: The image the stack asked for (an alias such as dlami-ubuntu22, or an ami- id), as launched.
+IMAGE_TAG = "ec2dbn:image"
+#: The lease: the id of the `ec2dbn train` run using the instance. It outlives the local state dir, so a
+#: second run on the same stack is refused even from another machine or after the state dir is gone.
+RUN_TAG = "ec2dbn:run"
+#: Set by `ec2dbn teardown` (an ISO-8601 UTC time) just before it terminates the instance: a run that
+#: then loses its instance knows it was ended on purpose and does not relaunch.
+TEARDOWN_TAG = "ec2dbn:teardown"
+
+
+def utc_stamp() -> str:
+    """Now as ISO-8601 UTC with a Z and whole seconds, the form used in tags."""
+    return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def base_tags(stack: str, extra: Mapping[str, str] | None = None) -> list[dict[str, str]]:

@@ -1,11 +1,13 @@
 """The `ec2dbn` command: the only place that prints or exits.
 
 Verbs live in sibling modules (one per family) and register on `cli`. Errors below `Ec2dbnError` become
-one line on stderr and their exit code; anything else is a bug and shows a traceback only with --debug.
+one line on stderr and their exit code; anything else is a bug: one line and exit code 1, the traceback
+only with --debug.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         from ec2dbn.cli.output import stderr
 
         # Escaped: messages quote remote output ("[check] ...") that rich would take for markup.
-        stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -66,4 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except Exception as exc:  # a bug: still one line (and a final run.json), the traceback on --debug
+        if "--debug" in args:
+            raise
+        from rich.markup import escape
+
+        from ec2dbn.cli.output import stderr
+
+        message = (
+            f"unexpected {type(exc).__name__}: {exc} — a bug in ec2dbn; rerun with --debug for the traceback"
+        )
+        with contextlib.suppress(OSError):
+            stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+        return 1
     return result if isinstance(result, int) else 0

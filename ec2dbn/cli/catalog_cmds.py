@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ec2dbn import catalog
+from ec2dbn.aws.prices import spot_prices
 from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import stdout
-from ec2dbn.cost import spot_prices
 
 
 def _default_region() -> str:

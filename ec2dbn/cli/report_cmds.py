@@ -90,25 +90,22 @@ def run_remote_bench(
 ) -> tuple[bench_mod.Price, str]:
     """`trainer.bench` on the stack's instance through the train flow (launch, bootstrap, ship, run
     detached, follow, pull bench.json, tear down); returns the instance's price for $/epoch."""
-    from ec2dbn import jobs
-    from ec2dbn.config import load_for_launch
-    from ec2dbn.results import RunRecord
+    from ec2dbn.pipeline import Pipeline
+    from ec2dbn.validation import validate
 
-    stack = load_for_launch(stack_ref)
     args = f"--widths {','.join(map(str, widths))} --epochs {epochs} --backends {backends}"
     bench_line = f'exec "$PY" -u -m trainer.bench job.yaml --out out {args}'
-    record = RunRecord(run_id=out_dir.name, job=str(job), mode="ec2", stack_ref=stack_ref)
-    flow = jobs.TrainFlow(
+    v = validate(
         job,
-        stack,
-        record,
-        out_dir,
-        reporter,
-        stack_source=stack_ref,
-        command=lambda run, _resume: run.python() + bench_line,
+        stack_ref=stack_ref,
+        results_dir=out_dir,
+        run_command=lambda run, _resume: run.python() + bench_line,
         result_files=(bench_mod.BENCH_FILE,),
     )
+    stack = v.stack
+    flow = Pipeline(v, reporter)
     flow.run()
+    record = flow.record
     st_price = record.price_usd_per_hour
     if st_price is None:
         raise JobFailedError(f"bench on {stack.name} recorded no instance price; see {out_dir / 'run.json'}")

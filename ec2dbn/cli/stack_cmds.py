@@ -7,6 +7,7 @@ region of the bundled stack of that name (or of the default stack).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ec2dbn import state
+from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import ConsoleReporter, stdout
@@ -47,21 +48,21 @@ def _duration(seconds: int | None) -> str:
 # ---------------------------------------------------------------------------------------------- launch
 
 
-def bootstrap_after_launch(stack: Stack, record: provision.LaunchRecord, reporter: Reporter) -> None:
+def bootstrap_after_launch(stack: Stack, record: stacks.Up, reporter: Reporter) -> None:
     """`launch` without --no-bootstrap: wait for SSH (pinned host key), then run the bootstrap scripts.
 
     A failure here leaves the instance running (the user asked for it) and says how to remove it.
     """
-    from ec2dbn import jobs
     from ec2dbn.bootstrap import run_bootstrap
+    from ec2dbn.connect import remote_for, ssh_timeout_s
 
     if not stack.bootstrap:
         return
     st = record.state
     log = state.stack_dir(st.name) / "bootstrap.log"
     try:
-        with jobs.remote_for(st) as remote:
-            remote.wait_until_reachable(jobs.ssh_timeout_s(), reporter)
+        with remote_for(st) as remote:
+            remote.wait_until_reachable(ssh_timeout_s(), reporter)
             result = run_bootstrap(remote, stack.bootstrap, st.remote_dir, reporter, log)
     except Ec2dbnError as exc:
         raise type(exc)(
@@ -70,7 +71,7 @@ def bootstrap_after_launch(stack: Stack, record: provision.LaunchRecord, reporte
     reporter.step(f"bootstrapped in {result.total_s:.1f}s (log: {log})")
 
 
-def _print_launch(record: provision.LaunchRecord) -> None:
+def _print_launch(record: stacks.Up) -> None:
     st = record.state
     verb = "reusing" if record.reused else "launched"
     stdout.print(
@@ -186,11 +187,11 @@ def launch(
         image=image,
     )
     if dry_run:
-        p = provision.plan(stack, reporter=reporter)
+        p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
         print_plan(p)
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
-    record = provision.launch(stack, reporter=reporter, stack_source=stack_ref or DEFAULT_STACK)
+    record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
         stdout.print_json(json.dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
     else:
@@ -198,6 +199,27 @@ def launch(
     if not no_bootstrap:
         bootstrap_after_launch(stack, record, reporter)
     return 0
+
+
+def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
+    """Bring the stack up (or reuse it when it is free and what was asked for). A launch that fails once
+    something exists tears the stack down again, so nothing is left half-made."""
+    from ec2dbn.lease import check_free
+
+    check_free(stack.name)
+    existing = stacks.reusable_instance(stack)
+    if existing is not None:
+        return stacks.bring_up(stack, existing=existing, reporter=reporter, stack_source=source)
+    launched: list[str] = []
+    try:
+        return stacks.bring_up(
+            stack, reporter=reporter, stack_source=source, on_launched=lambda st: launched.append(st.name)
+        )
+    except BaseException:
+        if launched:  # this call made an instance: remove the stack rather than leave it half-made
+            with contextlib.suppress(Ec2dbnError, KeyboardInterrupt):
+                stacks.tear_down(stack.name, stack.region, reporter=reporter)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -228,7 +250,7 @@ def _regions(name: str | None, flag: str | None) -> list[str]:
         return [flag]
     if name:
         return [_region_of(name)]
-    return sorted({*provision.local_regions().values(), _default_region()})
+    return sorted({*stacks.local_regions().values(), _default_region()})
 
 
 @cli.command()
@@ -246,9 +268,9 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     """
     if name:
         state.check_name(name)
-    rows: list[provision.StackStatus] = []
+    rows: list[stack_status.StackStatus] = []
     for r in _regions(name, region):
-        rows.extend(provision.query(r, name))
+        rows.extend(stack_status.query(r, name))
     if as_json:
         click.echo(json.dumps([row.as_json() for row in rows], indent=2))
         return 0
@@ -302,7 +324,7 @@ def _confirm(what: str, yes: bool) -> None:
     click.confirm(f"Terminate and delete everything ec2dbn created for {what}?", abort=True)
 
 
-def _print_report(rep: provision.TeardownReport) -> None:
+def _print_report(rep: provision.TeardownReport) -> None:  # a clean one
     done = []
     if rep.cancelled_spot_requests:
         done.append(f"cancelled {', '.join(rep.cancelled_spot_requests)}")
@@ -348,21 +370,39 @@ def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) 
     if all_stacks:
         regions = _regions(None, region)
         _confirm(f"ALL stacks in {', '.join(regions)}", yes)
-        for r in regions:
-            for n in provision.stacks_in(r):
-                _print_report(provision.teardown(n, r, reporter=reporter))
-            _verify(r)
-        return 0
+        return _teardown_all(regions, reporter)
     target = state.check_name(name) if name else _single_default()
     r = _regions(target, region)[0]
     _confirm(f"stack {target} in {r}", yes)
-    rep = provision.teardown(target, r, reporter=reporter)
+    rep = stacks.tear_down(target, r, reporter=reporter)
     _print_report(rep)
     return 0
 
 
-def _verify(region: str) -> None:
-    left = provision.verify_clean(region)
-    if left != "nothing":
-        raise Ec2dbnError(f"still tagged ec2dbn in {region} after teardown: {left}")
-    stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {region}")
+def _teardown_all(regions: list[str], reporter: Reporter) -> int:
+    """Every stack in every region, one failure at a time: a stack that can't be removed is reported and
+    the rest still go; exit 1 at the end, listing what remains."""
+    failures: list[str] = []
+    for r in regions:
+        try:
+            names = stacks.stacks_in(r)
+        except Ec2dbnError as exc:
+            failures.append(f"{r}: {exc}")
+            continue
+        for n in names:
+            try:
+                _print_report(stacks.tear_down(n, r, reporter=reporter))
+            except Ec2dbnError as exc:
+                failures.append(str(exc))
+                reporter.warn(str(exc))
+        try:
+            left = provision.verify_clean(r)
+        except Ec2dbnError as exc:
+            left = f"unknown ({exc})"
+        if left != "nothing":
+            failures.append(f"still tagged ec2dbn in {r}: {left}")
+        else:
+            stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {r}")
+    if failures:
+        raise Ec2dbnError(f"teardown --all left resources behind: {' | '.join(failures)}")
+    return 0

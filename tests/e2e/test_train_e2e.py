@@ -18,6 +18,7 @@ import pytest
 
 from ec2dbn import resources
 from ec2dbn.cli import main
+from ec2dbn.pipeline import PHASES
 from tests.e2e.helpers import SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import tagged_resources
 
@@ -54,7 +55,7 @@ def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, 
     assert record["status"] == "finished" and record["exit_code"] == 0
     assert record["instance_type"] == "g4dn.xlarge" and record["market"] == "spot"
     assert record["availability_zone"].startswith("us-east-1")
-    for phase in ("validate", "launch", "ssh", "bootstrap", "ship", "train", "pull", "teardown"):
+    for phase in PHASES:
         assert record["phases"][phase] >= 0, phase
     assert record["cost_usd"] is not None and record["cost_usd"] >= 0
     assert "no GPU: the job will run on the CPU" in (run_dir / "bootstrap.log").read_text()
@@ -124,7 +125,7 @@ def test_crashing_trainer_exits_1_with_its_last_lines_and_tears_down(
         'print("Epoch 1:  loss 2.0  err 0.5  (0:00:01)", flush=True)\n'
         'raise RuntimeError("injected crash in the trainer")\n'
     )
-    monkeypatch.setattr("ec2dbn.jobs.trainer_dir", lambda: broken)
+    monkeypatch.setattr("ec2dbn.remote_run.trainer_dir", lambda: broken)
 
     code = train_in_process(tmp_path)
     assert code == 1

@@ -1,0 +1,100 @@
+"""Live spot prices from EC2's spot price history (describe_spot_price_history).
+
+The functions receive a ready boto3 EC2 client, so they run unchanged against moto in tests and against
+AWS for users. Prices are USD per hour.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ec2dbn.catalog import Price, check_region
+from ec2dbn.errors import CloudError, CredentialsError
+
+_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])\Z")
+
+
+def _region_of(az_or_region: str) -> tuple[str, str | None]:
+    """('us-east-1', 'us-east-1b') for an AZ, ('us-east-1', None) for a region; ConfigError otherwise."""
+    text = str(az_or_region).strip().lower()
+    m = _AZ_RE.match(text)
+    if m:
+        return m.group(1), text
+    return check_region(text), None
+
+
+def _cloud_error(exc: Exception, what: str) -> Exception:
+    """A botocore failure as one of our one-line errors, without importing botocore here."""
+    name = type(exc).__name__
+    if name in {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
+        return CredentialsError(
+            f"{what}: no usable AWS credentials ({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run `aws configure`"
+        )
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return CloudError(f"{what} failed: {err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": "))
+    return CloudError(f"{what} failed: {name}: {exc}")
+
+
+def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: str) -> dict[str, Price]:
+    """The current Linux spot price of each type, in one AZ or (for a region) its cheapest AZ.
+
+    One paginated describe_spot_price_history call for all types. StartTime=now makes EC2 return the
+    price in effect now for each (type, AZ); if more rows come back, only each AZ's latest counts. Types
+    EC2 has no spot price for (not offered there) are absent from the result.
+    Raises CredentialsError / CloudError (one line) when the call fails.
+    """
+    region, az = _region_of(az_or_region)
+    wanted = {t.strip().lower() for t in instance_types}
+    if not wanted:
+        return {}
+    kwargs: dict[str, Any] = {
+        "InstanceTypes": sorted(wanted),
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": datetime.now(timezone.utc),
+    }
+    if az:
+        kwargs["AvailabilityZone"] = az
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    try:
+        for page in ec2_client.get_paginator("describe_spot_price_history").paginate(**kwargs):
+            for row in page.get("SpotPriceHistory", []):
+                key = (row.get("InstanceType", ""), row.get("AvailabilityZone", ""))
+                # Filter client-side too: not every endpoint applies every filter (moto ignores the AZ).
+                # "Linux/UNIX (Amazon VPC)" is the same Linux price, labelled the EC2-Classic-era way.
+                linux = str(row.get("ProductDescription", "")).startswith("Linux/UNIX")
+                if key[0] not in wanted or not linux:
+                    continue
+                if az and key[1] != az:
+                    continue
+                if key not in latest or row["Timestamp"] > latest[key]["Timestamp"]:
+                    latest[key] = row
+    except Exception as exc:  # botocore's ClientError / NoCredentialsError / EndpointConnectionError
+        raise _cloud_error(exc, "describe_spot_price_history") from exc
+
+    cheapest: dict[str, dict[str, Any]] = {}
+    for (itype, _zone), row in sorted(latest.items()):
+        if itype not in cheapest or float(row["SpotPrice"]) < float(cheapest[itype]["SpotPrice"]):
+            cheapest[itype] = row
+    out: dict[str, Price] = {}
+    for itype, row in cheapest.items():
+        stamp: datetime = row["Timestamp"]
+        where = row["AvailabilityZone"] if az else f"cheapest AZ {row['AvailabilityZone']}"
+        out[itype] = Price(
+            usd_per_hour=float(row["SpotPrice"]),
+            source=f"live spot price ({where}, describe_spot_price_history, {stamp.isoformat()})",
+            date=stamp.date().isoformat(),
+            region=region,
+            market="spot",
+        )
+    return out
+
+
+def spot_price(ec2_client: Any, instance_type: str, az_or_region: str) -> Price | None:
+    """The current Linux spot price of one type in an AZ (or the cheapest AZ of a region); None if none."""
+    return spot_prices(ec2_client, [instance_type], az_or_region).get(instance_type.strip().lower())

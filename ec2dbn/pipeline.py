@@ -1,0 +1,480 @@
+"""One run on EC2 as named, timed phases — the single place where teardown is guaranteed and recovery
+decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go through it:
+
+    validate → plan → provision → connect → bootstrap → ship → run → follow → pull → teardown
+
+- validate: the job and the stack, parsed once, with no AWS call; bad input stops here, nothing created.
+- plan: the stack is leased to this run (a local lock), then AWS is asked what exists and what a launch
+  would cost. Nothing is created yet, so a failure up to here needs no teardown.
+- provision … pull: from here on something may exist in AWS. Every way out — any exception, Ctrl-C,
+  SIGTERM, SIGHUP — goes through the one `finally` in `Pipeline.run`, which tears the stack down (unless
+  --keep) and writes a final run.json.
+- recovery: whatever goes wrong after launch, the pipeline asks AWS about the instance. Gone → a
+  recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
+  `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ec2dbn import cost, detached, stacks, state
+from ec2dbn.aws import provision
+from ec2dbn.bootstrap import run_bootstrap
+from ec2dbn.connect import remote_for, ssh_timeout_s
+from ec2dbn.errors import Ec2dbnError, JobFailedError, StackTornDownError
+from ec2dbn.events import Reporter
+from ec2dbn.lease import LocalLease
+from ec2dbn.local import plot_quietly, trainer_status
+from ec2dbn.remote import Remote
+from ec2dbn.remote_run import (
+    CheckpointCopier,
+    RemoteRun,
+    log_size,
+    pull_results,
+    save_pointer,
+    set_aside_notice,
+    shipped_files,
+    spot_notice,
+    upload_resume_files,
+)
+from ec2dbn.results import timed_phase
+from ec2dbn.validation import Validated, open_record
+
+PHASES = (
+    "validate",
+    "plan",
+    "provision",
+    "connect",
+    "bootstrap",
+    "ship",
+    "run",
+    "follow",
+    "pull",
+    "teardown",
+)
+
+#: Test seam: callables told the name of each phase as it starts (teardown excepted: it is the guarantee
+#: itself). Tests append one that raises to prove every way out tears down; production code never does.
+PHASE_HOOKS: list[Callable[[str], None]] = []
+
+#: Lines of the trainer's log quoted when it fails.
+TAIL_LINES = 10
+
+#: Seconds a stopped (Ctrl-C) trainer gets to write its checkpoint before results are pulled.
+STOP_GRACE_S = 60.0
+
+#: Exit codes for a run ended by a signal: 128 + the signal number, as shells report them.
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived: stop as Ctrl-C does (checkpoint, pull, tear down)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) raise `Interrupted` like Ctrl-C does, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _QuietOnClosedTerminal:
+    """A reporter that keeps working when the terminal is gone (SIGHUP): output errors are dropped."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def step(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.step(message)
+
+    def warn(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.warn(message)
+
+    def stream(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.stream(line)
+
+    @contextlib.contextmanager
+    def waiting(self, what: str) -> Iterator[None]:
+        try:
+            cm = self.inner.waiting(what)
+            cm.__enter__()
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        with contextlib.suppress(OSError):
+            cm.__exit__(None, None, None)
+
+
+@dataclass
+class Planned:
+    """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
+
+    existing: provision.InstanceRecord | None
+    plan: provision.Plan | None
+
+
+def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Planned, str]:
+    """What the stack would become for this run, and the estimate line. Creates nothing.
+
+    Raises StackBusyError when another run holds the stack, ConfigError when the running instance is
+    not what the stack asks for.
+    """
+    existing = stacks.reusable_instance(v.stack, run_id)
+    if existing is not None:
+        price = provision.prices(v.stack.region, existing.instance_type, existing.market, None, None)[1]
+        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price)
+    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
+    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly)
+
+
+class Pipeline:
+    """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N."""
+
+    def __init__(self, v: Validated, reporter: Reporter) -> None:
+        self.v = v
+        self.stack = v.stack
+        self.reporter: Reporter = _QuietOnClosedTerminal(reporter)
+        self.record, self.results_dir = open_record(v)
+        self.run_dir = RemoteRun(self.stack.remote_dir, self.record.run_id)
+        self.st: state.StackState | None = None
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.segments: list[cost.InstanceSegment] = []
+        self._remote: Remote | None = None
+        self._lease: LocalLease | None = None
+        self._provisioning = False
+        self._copier = CheckpointCopier(self.run_dir, self.results_dir, self.reporter)
+        self._reattach = v.resume is not None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        for hook in PHASE_HOOKS:
+            hook(name)
+        with timed_phase(self.record, name):
+            yield
+        self.record.save(self.results_dir)
+
+    # -- the guarantee ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run every phase; whatever happens, end in teardown (unless --keep) and a final run.json."""
+        self.record.save(self.results_dir)
+        with signals_as_interrupts():
+            try:
+                return self._phases()
+            except KeyboardInterrupt as exc:
+                signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+                why = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                self.reporter.warn(f"interrupted ({why})")
+                self._finish_record(_SIGNAL_EXIT.get(signum, 130), "interrupted")
+                if self._remote is not None:
+                    self._remote.abandon()  # closing a connection wedged by the interrupt could hang
+                return int(self.record.exit_code or 130)
+            except StackTornDownError:
+                self._finish_record(1, "torn-down")
+                raise
+            except BaseException:
+                self._finish_record(1, "failed")
+                raise
+            finally:
+                self._end()
+
+    def _finish_record(self, exit_code: int, status: str) -> None:
+        if self.record.exit_code is None:
+            self.record.finish(exit_code, status)
+
+    def _phases(self) -> int:
+        with self.phase("plan"):
+            self._lease = LocalLease(self.stack.name, self.record.run_id).acquire()
+            planned, estimate = plan_stack(self.v, self.reporter, self.record.run_id)
+            candidates = ", ".join(self.stack.candidates)
+            self.reporter.step(
+                f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}"
+            )
+            self.reporter.step(estimate)
+        resume = (self.results_dir / "checkpoint.npz").is_file()
+        avoid: list[str] = []
+        current: Planned | None = planned
+        while True:
+            try:
+                status = self._attempt(current, resume=resume, avoid_zones=avoid)
+            except Exception as exc:
+                reason = self._loss_reason(exc)
+            else:
+                exit_code = status.exit_code if status.exit_code is not None else 1
+                notice = spot_notice(self.results_dir) if exit_code == 3 else None
+                if notice is None:
+                    return self._finish(exit_code, status)
+                reason = (
+                    f"spot interruption notice ({notice.get('action', '?')} at {notice.get('time', '?')})"
+                )
+            avoid = [self.st.availability_zone] if self.st and self.st.availability_zone else []
+            self._recover(reason)
+            current, resume = None, True
+
+    def _loss_reason(self, exc: Exception) -> str:
+        """Decide from what AWS says about the instance, not from the exception: gone → the reason to
+        recover; marked by `ec2dbn teardown` → stop; running (or unknown, or none yet) → re-raise."""
+        fate = self._instance_fate()
+        if fate == "torn-down":
+            raise StackTornDownError(
+                f"stack {self.stack.name} was torn down by `ec2dbn teardown` during the run; "
+                f"not relaunching; what was pulled so far is in {self.results_dir}"
+            ) from None
+        if fate != "lost":
+            raise exc
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Ec2dbnError) else str(exc)
+        return f"the instance {self.st.instance_id if self.st else '?'} went away ({what})"
+
+    def _instance_fate(self) -> str:
+        """'alive', 'lost', 'torn-down', 'unknown' (EC2 can't be asked) or 'none' (nothing launched)."""
+        if self.st is None or not self.st.instance_id:
+            return "none"
+        try:
+            inst = provision.describe_instance(self.stack.region, self.st.instance_id)
+        except Ec2dbnError:
+            return "unknown"
+        if inst is not None and inst.torn_down:
+            return "torn-down"
+        if inst is not None and inst.state in provision.REUSABLE_STATES:
+            return "alive"
+        return "lost"
+
+    # -- one instance ----------------------------------------------------------------------------------
+
+    def _attempt(
+        self, planned: Planned | None, *, resume: bool, avoid_zones: list[str]
+    ) -> detached.JobStatus:
+        """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance."""
+        run = self.run_dir
+        with self.phase("provision"):
+            self._provisioning = True
+            up = stacks.bring_up(
+                self.stack,
+                plan=planned.plan if planned else None,
+                existing=planned.existing if planned else None,
+                run_id=self.record.run_id,
+                reporter=self.reporter,
+                avoid_zones=avoid_zones,
+                stack_source=self.v.stack_ref or "",
+                on_launched=self._launched,
+            )
+        self._launched(up.state)
+        remote = self._remote = remote_for(up.state)
+        with self.phase("connect"):
+            remote.wait_until_reachable(ssh_timeout_s(), self.reporter)
+        if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
+            self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
+        else:
+            with self.phase("bootstrap"):
+                log = self.results_dir / "bootstrap.log"
+                run_bootstrap(remote, self.stack.bootstrap, up.state.remote_dir, self.reporter, log)
+            with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
+                remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
+                if resume:
+                    upload_resume_files(remote, run, self.results_dir, self.reporter)
+            with self.phase("run"):
+                detached.start_detached(remote, self.v.command(run, resume), run.workdir)
+        self._reattach = False
+        try:
+            with self.phase("follow"):
+                status = self._follow(remote, run)
+        except KeyboardInterrupt:
+            remote.abandon()  # the interrupted SSH call may have left the connection wedged: use a new one
+            self._stop(remote, run)
+            with self.phase("pull"):
+                pull_results(remote, run, self.results_dir, self.v.result_files, self.reporter)
+            raise
+        with self.phase("pull"):
+            pull_results(remote, run, self.results_dir, self.v.result_files, self.reporter)
+        return status
+
+    def _launched(self, st: state.StackState) -> None:
+        """The instance exists: remember it (for recovery decisions and cost) before anything else."""
+        self.st = st
+        if st.price is not None and not (self.segments and self.segments[-1].instance_id == st.instance_id):
+            started = state.parse_iso(st.launched_at) if st.launched_at else state.utc_now()
+            self.segments.append(
+                cost.InstanceSegment(
+                    st.instance_id or "?",
+                    st.instance_type or "?",
+                    st.market or "?",
+                    st.price.usd_per_hour,
+                    started,
+                )
+            )
+        for key in ("region", "availability_zone", "instance_id", "instance_type", "market"):
+            setattr(self.record, key, getattr(st, key))
+        self.record.stack = st.name
+        if st.price is not None:
+            self.record.price_usd_per_hour = st.price.usd_per_hour
+            self.record.price_source = f"{st.price.source} ({st.price.date})"
+        save_pointer(st.name, self.run_dir, self.results_dir)
+        self.record.save(self.results_dir)
+
+    def _follow(self, remote: Remote, run: RemoteRun) -> detached.JobStatus:
+        """Follow the trainer's log until it ends; returns its final status."""
+        self.reporter.step(f"training on {self.st.instance_id if self.st else '?'}: following {run.log}")
+
+        def on_line(line: str) -> None:
+            self.tail.append(line)
+            self.reporter.stream(line)
+            notice = line.startswith("Spot interruption notice")
+            if notice or line.startswith("Epoch "):
+                self._copier.maybe_copy(remote, force=notice)
+
+        return detached.follow_log(
+            remote,
+            run.log,
+            on_line=on_line,
+            workdir=run.workdir,
+            reporter=self.reporter,
+            on_disconnect=lambda _err: self._instance_fate() in ("alive", "unknown"),
+        ).status
+
+    def _stop(self, remote: Remote, run: RemoteRun) -> None:
+        """Interrupted: ask the trainer to checkpoint and stop, and wait (bounded) for it to do so."""
+        self.reporter.warn("stopping the remote trainer (it writes a checkpoint first)")
+        with contextlib.suppress(Ec2dbnError):
+            start = log_size(remote, run.log)  # before the signal, so its "stopped by SIGTERM" line shows
+            detached.stop_job(remote, run.workdir, "TERM")
+            give_up = time.monotonic() + STOP_GRACE_S
+            detached.follow_log(
+                remote,
+                run.log,
+                start_offset=start,
+                on_line=self.reporter.stream,
+                is_done=lambda status: status.state != "running" or time.monotonic() > give_up,
+                workdir=run.workdir,
+                reconnect_timeout_s=STOP_GRACE_S,
+            )
+
+    def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
+        self.record.finish(0 if exit_code == 0 else 1, trainer_status(exit_code))
+        plot_quietly(self.results_dir, self.reporter)
+        if exit_code != 0:
+            last = " | ".join(line.strip() for line in self.tail if line.strip()) or "no output"
+            raise JobFailedError(
+                f"the trainer failed (exit {exit_code}, {status.state}); last lines: {last}; "
+                f"full output in {self.results_dir / detached.LOG_NAME}"
+            )
+        return 0
+
+    # -- recovery --------------------------------------------------------------------------------------
+
+    def _recover(self, reason: str) -> None:
+        used = len(self.record.recoveries)
+        old = self.st
+        if used >= self.stack.max_recoveries:
+            raise JobFailedError(
+                f"{reason}; giving up after {used} recoveries (max_recoveries {self.stack.max_recoveries}); "
+                f"the last checkpoint is in {self.results_dir}: `ec2dbn train --resume {self.record.run_id}`"
+            )
+        self.reporter.warn(f"{reason}: recovering ({used + 1}/{self.stack.max_recoveries})")
+        if self._remote is not None:
+            self._remote.abandon()
+            self._remote = None
+        with self.phase("teardown"):
+            stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
+        self._end_segment()
+        segment_cost = cost.actual_cost(self.segments[-1:]).total_usd if self.segments else 0.0
+        self.record.recoveries.append(
+            {
+                "at": state.iso(state.utc_now()),
+                "reason": reason,
+                "instance_id": old.instance_id if old else None,
+                "instance_type": old.instance_type if old else None,
+                "market": old.market if old else None,
+                "availability_zone": old.availability_zone if old else None,
+                "checkpoint": (self.results_dir / "checkpoint.npz").is_file(),
+                "cost_usd": round(segment_cost, 6),
+            }
+        )
+        set_aside_notice(self.results_dir, used + 1)
+        self.record.save(self.results_dir)
+        self.st = None
+
+    # -- ending ----------------------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        """Tear down (unless --keep) once anything may exist in AWS, cost the run and write the final
+        record; never lets a teardown error hide the run's own."""
+        if self._remote is not None:
+            self._remote.close()
+        try:
+            if self._provisioning and self.v.keep:
+                self._keep()
+            elif self._provisioning:
+                with self.phase("teardown"):
+                    report = stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
+                self.reporter.step(
+                    f"teardown: {report.remaining} ec2dbn-tagged remains for {self.stack.name}"
+                )
+        except (Ec2dbnError, KeyboardInterrupt) as exc:
+            self.reporter.warn(
+                f"teardown did not finish ({exc or 'interrupted'}): resources of stack {self.stack.name} may "
+                f"still be running; run `ec2dbn teardown {self.stack.name} --yes`"
+            )
+        finally:
+            self._end_segment()
+            if self.segments:
+                breakdown = cost.actual_cost(self.segments)
+                self.record.segments = breakdown.to_dict()["segments"]
+                self.record.cost_usd = round(breakdown.total_usd, 6)
+            self._finish_record(1, "failed")  # a way out that set no status is a failure
+            self.record.save(self.results_dir)
+            if self._lease is not None:
+                self._lease.release()
+
+    def _keep(self) -> None:
+        if self.st is None:
+            return
+        stacks.release(self.st, self.record.run_id)
+        self.reporter.step(
+            f"--keep: {self.st.instance_id} is still running; `ec2dbn teardown {self.stack.name}` removes it"
+        )
+
+    def _end_segment(self) -> None:
+        if self.segments and self.segments[-1].ended_at is None:
+            self.segments[-1] = dataclasses.replace(self.segments[-1], ended_at=state.utc_now())
+
+
+def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
+    """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
+    and the estimate. Creates nothing, takes no lease."""
+    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
+    checks = provision.dry_run(p, reporter=reporter)
+    return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly)

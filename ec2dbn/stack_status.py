@@ -1,0 +1,137 @@
+"""`ec2dbn status`: every stack as AWS reports it (found by tags), joined with local state and priced.
+
+AWS is the source of truth: a stack whose local state is gone still shows, and local state whose
+resources are gone says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ec2dbn import cost, stacks, state
+from ec2dbn.aws import provision
+from ec2dbn.aws.discovery import Inventory
+from ec2dbn.aws.tags import DEADLINE_TAG, MARKET_TAG, STACK_TAG, as_dict
+from ec2dbn.catalog import Price
+
+
+@dataclass
+class StackStatus:
+    """One stack as AWS reports it (by tags), reconciled with local state. Prices USD/h, times UTC ISO."""
+
+    name: str
+    region: str
+    state: str
+    instance_id: str | None = None
+    instance_type: str | None = None
+    market: str | None = None
+    availability_zone: str | None = None
+    public_ip: str | None = None
+    public_dns: str | None = None
+    launched_at: str | None = None
+    deadline: str | None = None
+    seconds_left: int | None = None
+    price: Price | None = None
+    cost_so_far_usd: float | None = None
+    security_groups: list[str] = field(default_factory=list)
+    key_pairs: list[str] = field(default_factory=list)
+    local_state: bool = False
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        if self.price is not None:
+            d["price"] = {
+                "usd_per_hour": self.price.usd_per_hour,
+                "source": self.price.source,
+                "date": self.price.date,
+                "market": self.price.market,
+            }
+        return d
+
+
+def _status_for(region: str, name: str, inv: Inventory, local: state.StackState | None) -> list[StackStatus]:
+    def mine(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [i for i in items if as_dict(i.get("Tags")).get(STACK_TAG) == name]
+
+    sgs = [g["GroupId"] for g in mine(inv.security_groups)]
+    kps = [k["KeyName"] for k in mine(inv.key_pairs)]
+    rows: list[StackStatus] = []
+    now = state.utc_now()
+    for inst in mine(inv.instances):
+        iid = inst["InstanceId"]
+        tags = as_dict(inst.get("Tags"))
+        market = tags.get(MARKET_TAG) or ("spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand")
+        zone = inst.get("Placement", {}).get("AvailabilityZone")
+        price, _ = provision.prices(region, inst["InstanceType"], market, zone, None)
+        launch_time = inst.get("LaunchTime")
+        launched = launch_time if isinstance(launch_time, datetime) else None
+        deadline = tags.get(DEADLINE_TAG) or (
+            local.deadline if local and local.instance_id == inst["InstanceId"] else None
+        )
+        left = None
+        if deadline:
+            with contextlib.suppress(ValueError):
+                left = max(0, int((state.parse_iso(deadline) - now).total_seconds()))
+        so_far = None
+        if launched is not None:
+            segment = cost.InstanceSegment(iid, inst["InstanceType"], market, price.usd_per_hour, launched)
+            so_far = round(cost.actual_cost([segment], now=now).total_usd, 6)
+        rows.append(
+            StackStatus(
+                name=name,
+                region=region,
+                state=inst["State"]["Name"],
+                instance_id=inst["InstanceId"],
+                instance_type=inst["InstanceType"],
+                market=market,
+                availability_zone=zone,
+                public_ip=inst.get("PublicIpAddress"),
+                public_dns=inst.get("PublicDnsName") or None,
+                launched_at=state.iso(launched) if launched else None,
+                deadline=deadline,
+                seconds_left=left,
+                price=price,
+                cost_so_far_usd=so_far,
+                security_groups=sgs,
+                key_pairs=kps,
+                local_state=local is not None,
+            )
+        )
+    if not rows:
+        note = "local state only: nothing tagged remains in AWS" if local and not (sgs or kps) else ""
+        if sgs or kps:
+            note = "no instance; leftover resources (run teardown)"
+        rows.append(
+            StackStatus(
+                name=name,
+                region=region,
+                state="none",
+                security_groups=sgs,
+                key_pairs=kps,
+                local_state=local is not None,
+                note=note,
+            )
+        )
+    elif local is not None and local.instance_id and local.instance_id not in {r.instance_id for r in rows}:
+        rows[0].note = f"local state named {local.instance_id}, which is gone"
+    return rows
+
+
+def query(region: str, name: str | None = None) -> list[StackStatus]:
+    """Every ec2dbn stack in `region` (or just `name`), from tags, joined with local state."""
+    inv = provision.inventory(region, name)
+    names = set(inv.stacks())
+    if name is not None:
+        names.add(name)
+    else:
+        names.update(n for n in state.names() if stacks.local_region(n) == region)
+    out: list[StackStatus] = []
+    for n in sorted(names):
+        out.extend(_status_for(region, n, inv, stacks.local_state(n)))
+    if name is None:
+        out = [r for r in out if r.state != "none" or r.local_state or r.security_groups or r.key_pairs]
+    return out

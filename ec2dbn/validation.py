@@ -1,0 +1,143 @@
+"""The validate phase: the job and the stack parsed once, before anything touches AWS, and the run's
+results folder and record opened for what passed.
+
+What passes travels on as a `Validated` request: the parsed trainer `Job` (the shipped job.yaml is
+written from it, never re-read from the user's file), the strict `Stack`, and how the run was asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ec2dbn import cost
+from ec2dbn.config import Stack, load_for_launch
+from ec2dbn.errors import ConfigError
+from ec2dbn.remote_run import RESULT_FILES, RemoteRun
+from ec2dbn.results import RunRecord, claim_run_dir
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A run that passed validation. `results_dir` None: results_root/<a new run id>/."""
+
+    job_path: Path
+    job: Any  # trainer.config.Job
+    stack: Stack
+    stack_ref: str | None = None
+    keep: bool = False
+    backend: str | None = None
+    results_root: Path = Path("results")
+    results_dir: Path | None = None
+    resume: RunRecord | None = None
+    seconds: float = 0.0
+    run_command: Callable[[RemoteRun, bool], str] | None = None
+    result_files: tuple[str, ...] = RESULT_FILES
+
+    @property
+    def epochs(self) -> int:
+        return cost.job_epochs(self.job)
+
+    def command(self, run: RemoteRun, resume: bool) -> str:
+        """What runs on the instance: the trainer on the job (resuming when asked), unless overridden
+        (`ec2dbn bench --stack` runs trainer.bench through the same pipeline)."""
+        if self.run_command is not None:
+            return self.run_command(run, resume)
+        return run.trainer_command(self.backend, resume=resume)
+
+
+def load_job_file(job_path: Path) -> Any:
+    """The job file checked with the trainer's own schema; ConfigError (one line) when it is bad."""
+    from trainer.config import load_job
+    from trainer.errors import TrainerError
+
+    if not job_path.is_file():
+        raise ConfigError(f"job file {job_path} not found")
+    try:
+        return load_job(job_path)
+    except TrainerError as exc:
+        raise ConfigError(f"{job_path}: {exc}") from None
+
+
+def check_local_data(name: str) -> None:
+    """A job naming a local data file must find it here, before anything is launched to ship it to."""
+    from trainer.data import check_data_name
+    from trainer.errors import TrainerError
+
+    try:
+        check_data_name(name)
+    except TrainerError as exc:
+        raise ConfigError(f"data.name: {exc}") from None
+
+
+def validate(
+    job_path: Path,
+    *,
+    stack_ref: str | None = None,
+    name: str | None = None,
+    spot: bool | None = None,
+    **request: Any,
+) -> Validated:
+    """The job file and the stack it runs on (`stack_ref`, else the job's `stack:`), with the command
+    line's overrides. Raises ConfigError; touches no AWS."""
+    start = time.monotonic()
+    job = load_job_file(job_path)
+    ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
+    stack = load_for_launch(ref, name=name, spot=spot)
+    check_local_data(str(job.data.name))
+    return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
+
+
+def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str | None) -> Validated:
+    """`train --resume RUN_ID`: the run's own job and stack, from its results folder."""
+    start = time.monotonic()
+    results_dir = results_root / run_id
+    try:
+        record = RunRecord.load(results_dir)
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
+    if record.mode != "ec2":
+        raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
+    if record.status == "finished":
+        raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
+    job_path = results_dir / "job.yaml"
+    job = load_job_file(job_path)
+    stack = load_for_launch(record.stack_ref, name=record.stack)
+    return Validated(
+        job_path,
+        job,
+        stack,
+        record.stack_ref,
+        keep=keep,
+        backend=backend,
+        results_root=results_root,
+        results_dir=results_dir,
+        resume=record,
+        seconds=time.monotonic() - start,
+    )
+
+
+def open_record(v: Validated) -> tuple[RunRecord, Path]:
+    """The run's record and results folder: a new, never-shared folder for a new run (its job.yaml
+    written from the validated job, for `--resume`), the run's own folder when resuming."""
+    if v.resume is not None:
+        record = v.resume
+        record.status, record.exit_code, record.finished_at = "running", None, None
+        results_dir = v.results_dir or v.results_root / record.run_id
+    else:
+        if v.results_dir is not None:
+            results_dir = v.results_dir
+            results_dir.mkdir(parents=True, exist_ok=True)
+            run_id = results_dir.name
+        else:
+            run_id, results_dir = claim_run_dir(v.results_root, v.job_path)
+        record = RunRecord(run_id=run_id, job=str(v.job_path), mode="ec2", stack_ref=v.stack_ref)
+        text = yaml.safe_dump(v.job.to_dict(), sort_keys=False)
+        (results_dir / "job.yaml").write_text(text, encoding="utf-8")
+    record.phases["validate"] = round(record.phases.get("validate", 0.0) + v.seconds, 3)
+    return record, results_dir
