@@ -31,7 +31,7 @@ from ec2dbn import cost, detached, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.connect import remote_for, ssh_timeout_s
-from ec2dbn.errors import Ec2dbnError, JobFailedError, StackTornDownError
+from ec2dbn.errors import Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
 from ec2dbn.events import Reporter
 from ec2dbn.lease import LocalLease
 from ec2dbn.local import plot_quietly, trainer_status
@@ -280,8 +280,8 @@ class Pipeline:
     ) -> detached.JobStatus:
         """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance."""
         run = self.run_dir
+        self._provisioning = True  # from here on something may exist in AWS: `_end` tears down
         with self.phase("provision"):
-            self._provisioning = True
             up = stacks.bring_up(
                 self.stack,
                 plan=planned.plan if planned else None,
@@ -295,7 +295,9 @@ class Pipeline:
         self._launched(up.state)
         remote = self._remote = remote_for(up.state)
         with self.phase("connect"):
-            remote.wait_until_reachable(ssh_timeout_s(), self.reporter)
+            remote.wait_until_reachable(
+                ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
+            )
         if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
             self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
         else:
@@ -319,7 +321,10 @@ class Pipeline:
                 pull_results(remote, run, self.results_dir, self.v.result_files, self.reporter)
             raise
         with self.phase("pull"):
-            pull_results(remote, run, self.results_dir, self.v.result_files, self.reporter)
+            if not pull_results(remote, run, self.results_dir, self.v.result_files, self.reporter):
+                # Nothing came back. Gone → recover (the resumed run ends at once from its last
+                # checkpoint and writes the results again); still there → the failure is real.
+                raise RemoteError(f"nothing could be pulled from {run.out}")
         return status
 
     def _launched(self, st: state.StackState) -> None:

@@ -187,12 +187,18 @@ class Remote:
 
     # -- connection ---------------------------------------------------------------------------------
 
-    def wait_until_reachable(self, timeout_s: float, reporter: Reporter | None = None) -> float:
+    def wait_until_reachable(
+        self,
+        timeout_s: float,
+        reporter: Reporter | None = None,
+        still_there: Callable[[], bool] | None = None,
+    ) -> float:
         """Retry (with backoff) until sshd answers and our key is accepted; return the seconds waited.
 
         A booting instance refuses connections, then may accept before cloud-init installed the keys:
-        both are retried. A host key mismatch is not (it will not fix itself). Raises RemoteError with
-        the last error after `timeout_s`.
+        both are retried. A host key mismatch is not (it will not fix itself), nor is an instance that
+        `still_there()` says is gone (asked between retries). Raises RemoteError with the last error
+        after `timeout_s`.
         """
         say: Reporter = reporter or NullReporter()
         start = time.monotonic()
@@ -209,6 +215,8 @@ class Remote:
                 except RemoteError as exc:
                     last = exc
                 remaining = deadline - time.monotonic()
+                if still_there is not None and not still_there():
+                    raise RemoteError(f"the instance behind {self.address} is gone (last error: {last})")
                 if remaining <= 0:
                     raise RemoteError(
                         f"SSH on {self.address} did not become reachable within {timeout_s:.0f}s "

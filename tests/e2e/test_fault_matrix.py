@@ -38,6 +38,7 @@ from ec2dbn.cli import main
 from tests.e2e.helpers import JOB, SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
 from tests.support.moto_server import (
     MotoServer,
+    add_hook,
     inject_error,
     inject_http_error,
     tagged_resources,
@@ -417,7 +418,7 @@ def test_bootstrap_script_fails(
         "[check] python: ",  # the script's last lines, verbatim
         "check: injected failure",
     )
-    assert "train" not in outcome.record["phases"]
+    assert "run" not in outcome.record["phases"]  # the trainer never started
     assert "check.sh failed with exit code 7" in (outcome.run_dir / "bootstrap.log").read_text()
 
 
@@ -599,3 +600,111 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
         assert weights
         for key in weights:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+# ---------------------------------------------------------------------------- issue 13: the one pipeline
+
+
+@pytest.fixture
+def phase_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], None]], None]:
+    """Install a callable told each pipeline phase as it starts (ec2dbn.pipeline.PHASE_HOOKS)."""
+    from ec2dbn import pipeline
+
+    hooks: list[Callable[[str], None]] = []
+    monkeypatch.setattr(pipeline, "PHASE_HOOKS", hooks)
+    return hooks.append
+
+
+def running_instances(aws: MotoServer) -> list[str]:
+    return [i["InstanceId"] for i in all_instances(aws) if i["State"]["Name"] in ("pending", "running")]
+
+
+FAULT_PHASES = ("plan", "provision", "connect", "bootstrap", "ship", "run", "follow", "pull")
+
+
+@pytest.mark.parametrize("phase", FAULT_PHASES)
+def test_an_unexpected_exception_in_any_phase_tears_down(
+    phase: str, phase_hook, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys
+) -> None:
+    """A bug (a plain RuntimeError, not one of ec2dbn's errors) at the start of each phase in turn: one
+    error line, exit 1, nothing tagged left, and a final run.json that says failed."""
+
+    def bug(name: str) -> None:
+        if name == phase:
+            raise RuntimeError(f"injected bug at the start of {phase}")
+
+    phase_hook(bug)
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    outcome = check_row(
+        f"unexpected RuntimeError at the start of {phase}",
+        train(tmp_path, stack, job_file(tmp_path, f"bug-{phase}"), capsys),
+        aws,
+        1,
+        "unexpected RuntimeError",
+        f"injected bug at the start of {phase}",
+    )
+    record = outcome.record
+    assert (record["status"], record["exit_code"]) == ("failed", 1)
+    assert ("teardown" in record["phases"]) == (phase != "plan")  # nothing to remove before provisioning
+    assert record["recoveries"] == []  # the instance was still running: a real failure, not a loss
+
+
+@pytest.mark.parametrize("phase", ("connect", "bootstrap", "ship", "run"))
+def test_an_instance_lost_in_any_phase_is_recovered(
+    phase: str, phase_hook, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys
+) -> None:
+    """EC2 takes the instance back just as a phase starts (the fake cloud powers it off: its sshd and
+    every session die): the run recovers on a new instance and finishes."""
+    lost: list[str] = []
+
+    def reclaim(name: str) -> None:
+        if name == phase and not lost:
+            lost.extend(running_instances(aws))
+            for iid in lost:
+                fake_cloud.reclaim(iid)
+
+    phase_hook(reclaim)
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    outcome = check_row(
+        f"instance lost at the start of {phase}",
+        train(tmp_path, stack, job_file(tmp_path, f"lost-{phase}", epochs=2), capsys),
+        aws,
+        0,
+        "finished",
+    )
+    (recovery,) = outcome.record["recoveries"]
+    assert recovery["instance_id"] == lost[0] and "went away" in recovery["reason"]
+    assert outcome.record["instance_id"] not in lost
+    metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+
+
+def reclaim_at_launch(aws: MotoServer, times: int) -> list[str]:
+    """Make EC2 take back the first `times` instances the moment RunInstances returns them (before they
+    ever run: spot capacity reclaimed at once). Returns the ids taken, as they are."""
+    taken: list[str] = []
+
+    def after_run(parsed: dict[str, Any], **_: Any) -> None:
+        if len(taken) < times:
+            ids = [i["InstanceId"] for i in parsed.get("Instances", [])]
+            taken.extend(ids)
+            aws.client("ec2", REGION).terminate_instances(InstanceIds=ids)
+
+    add_hook("after-call.ec2.RunInstances", after_run)
+    return taken
+
+
+@pytest.mark.parametrize("times", (1, 2), ids=("before-running", "replacement-reclaimed-too"))
+def test_an_instance_lost_before_it_runs_is_recovered(
+    times: int, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys
+) -> None:
+    taken = reclaim_at_launch(aws, times)
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    label = "instance lost before running" if times == 1 else "its replacement lost before running too"
+    outcome = check_row(
+        label, train(tmp_path, stack, job_file(tmp_path, f"gone-{times}"), capsys), aws, 0, "finished"
+    )
+    assert len(taken) == times
+    assert [r["instance_id"] for r in outcome.record["recoveries"]] == taken
+    assert outcome.record["instance_id"] not in taken
+    assert len(all_instances(aws)) == times + 1

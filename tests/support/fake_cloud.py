@@ -11,7 +11,9 @@ next instance with the wrong host key (a man in the middle) or not boot one at a
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -26,6 +28,29 @@ from tests.support.moto_server import MotoServer
 from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
 
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+
+#: Every command run on a fake instance carries this variable (sshd SetEnv) naming the instance, so that
+#: powering it off can find what its sessions started, detached jobs included (they leave sshd's tree).
+MARK = "EC2DBN_FAKE_INSTANCE"
+
+
+def power_off(instance_id: str) -> list[int]:
+    """Kill every process started on the fake instance, as a real power-off would: sshd's own tree dies
+    with it, but a `setsid nohup` job has left that tree; it still carries the instance's mark."""
+    needle = f"{MARK}={instance_id}".encode()
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+    return killed
 
 
 def _free_port() -> int:
@@ -51,6 +76,7 @@ class FakeCloudInit:
         #: reach through EC2DBN_IMDS_URL, as the spot watcher on a real instance reaches 169.254.169.254.
         self.with_imds = False
         self.imds: dict[str, FakeImds] = {}
+        self.reclaimed: set[str] = set()
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -71,6 +97,17 @@ class FakeCloudInit:
                 server.stop()
             for imds in self.imds.values():
                 imds.stop()
+
+    def reclaim(self, instance_id: str) -> None:
+        """EC2 takes the instance back: it is powered off here at once (its sshd and everything started
+        on it killed; never booted later from a describe that predates this) and terminated in moto."""
+        with self._lock:
+            self.reclaimed.add(instance_id)
+            server = self.servers.pop(instance_id, None)
+            if server is not None:
+                server.stop()
+            power_off(instance_id)
+        self.moto.client("ec2", self.region).terminate_instances(InstanceIds=[instance_id])
 
     def restart_sshd(self, instance_id: str | None = None) -> None:
         """Kill and restart an instance's sshd (same port and keys): the connection drops, then returns."""
@@ -96,11 +133,14 @@ class FakeCloudInit:
             with self._lock:
                 if status == "running" and not self.boot:
                     continue
+                if iid in self.reclaimed:
+                    continue
                 if status == "running" and iid not in self.servers and iid not in self.booted:
                     self.servers[iid] = self._boot(ec2, inst)
                     self.booted.append(iid)
                 elif status in GONE_STATES and iid in self.servers:
                     self.servers.pop(iid).stop()
+                    power_off(iid)
 
     def _boot(self, ec2: object, inst: dict) -> SshServer:
         iid = inst["InstanceId"]
@@ -117,10 +157,10 @@ class FakeCloudInit:
         pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
             KeyNames=[inst["KeyName"]], IncludePublicKey=True
         )["KeyPairs"][0]
-        env = None
+        env = {**default_env(), MARK: iid}
         if self.with_imds:
             self.imds[iid] = FakeImds()
-            env = {**default_env(), "EC2DBN_IMDS_URL": self.imds[iid].url}
+            env["EC2DBN_IMDS_URL"] = self.imds[iid].url
         return start_sshd(
             folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port, env=env
         )
