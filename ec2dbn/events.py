@@ -6,6 +6,7 @@ one that draws with rich, tests pass `RecordingReporter` and read back what was 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -67,3 +68,40 @@ class RecordingReporter:
 
     def lines(self, kind: str) -> list[str]:
         return [text for _, k, text in self.events if k == kind]
+
+
+class QuietOnClosedTerminal:
+    """Wraps a reporter so that it keeps working when the terminal is gone (SIGHUP): what it cannot
+    print is dropped, the work goes on (run.json and the logs still get everything)."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def step(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.step(message)
+
+    def warn(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.warn(message)
+
+    def stream(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.stream(line)
+
+    @contextmanager
+    def waiting(self, what: str) -> Iterator[None]:
+        try:
+            cm = self.inner.waiting(what)
+            cm.__enter__()
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        with contextlib.suppress(OSError):
+            cm.__exit__(None, None, None)

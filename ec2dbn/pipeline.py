@@ -31,8 +31,8 @@ from ec2dbn import cost, detached, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.connect import remote_for, ssh_timeout_s
-from ec2dbn.errors import Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
-from ec2dbn.events import Reporter
+from ec2dbn.errors import CloudError, Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
+from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.lease import LocalLease
 from ec2dbn.local import plot_quietly, trainer_status
 from ec2dbn.remote import Remote
@@ -103,42 +103,6 @@ def signals_as_interrupts() -> Iterator[None]:
             signal.signal(s, h)
 
 
-class _QuietOnClosedTerminal:
-    """A reporter that keeps working when the terminal is gone (SIGHUP): output errors are dropped."""
-
-    def __init__(self, inner: Reporter) -> None:
-        self.inner = inner
-
-    def step(self, message: str) -> None:
-        with contextlib.suppress(OSError):
-            self.inner.step(message)
-
-    def warn(self, message: str) -> None:
-        with contextlib.suppress(OSError):
-            self.inner.warn(message)
-
-    def stream(self, line: str) -> None:
-        with contextlib.suppress(OSError):
-            self.inner.stream(line)
-
-    @contextlib.contextmanager
-    def waiting(self, what: str) -> Iterator[None]:
-        try:
-            cm = self.inner.waiting(what)
-            cm.__enter__()
-        except OSError:
-            yield
-            return
-        try:
-            yield
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                cm.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        with contextlib.suppress(OSError):
-            cm.__exit__(None, None, None)
-
-
 @dataclass
 class Planned:
     """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
@@ -167,7 +131,7 @@ class Pipeline:
     def __init__(self, v: Validated, reporter: Reporter) -> None:
         self.v = v
         self.stack = v.stack
-        self.reporter: Reporter = _QuietOnClosedTerminal(reporter)
+        self.reporter: Reporter = QuietOnClosedTerminal(reporter)
         self.record, self.results_dir = open_record(v)
         self.run_dir = RemoteRun(self.stack.remote_dir, self.record.run_id)
         self.st: state.StackState | None = None
@@ -480,6 +444,10 @@ class Pipeline:
 def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
     """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
     and the estimate. Creates nothing, takes no lease."""
-    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
+    try:
+        cidr = stacks.resolve_cidr(v.stack, reporter)
+    except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
+        cidr = "your public IP as /32 (resolved at launch)"
+    p = provision.plan(v.stack, cidr=cidr, reporter=reporter)
     checks = provision.dry_run(p, reporter=reporter)
     return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly)

@@ -81,6 +81,7 @@ def validate(
     stack_ref: str | None = None,
     name: str | None = None,
     spot: bool | None = None,
+    ssh_cidr: str | None = None,
     **request: Any,
 ) -> Validated:
     """The job file and the stack it runs on (`stack_ref`, else the job's `stack:`), with the command
@@ -88,7 +89,7 @@ def validate(
     start = time.monotonic()
     job = load_job_file(job_path)
     ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot)
+    stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
     check_local_data(str(job.data.name))
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
 

