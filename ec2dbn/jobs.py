@@ -27,19 +27,26 @@ from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.config import Stack
 from ec2dbn.errors import Ec2dbnError, JobFailedError, RemoteError
 from ec2dbn.events import Reporter
-from ec2dbn.local import plot_quietly, trainer_status
+from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
 from ec2dbn.remote import Remote
 from ec2dbn.resources import trainer_dir
 from ec2dbn.results import RunRecord, timed_phase
-
-#: Files the trainer writes into its --out folder that are pulled back, in this order.
-RESULT_FILES = ("metrics.json", "metrics.jsonl", "report.txt", "train.log", "model.npz", "checkpoint.npz")
+from trainer.contract import (
+    CHECKPOINT_FILE,
+    EPOCH_MARKER,
+    EXIT_DIVERGED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    INTERRUPTION_FILE,
+    RESULT_FILES,  # files the trainer writes into its --out folder that are pulled back, in this order
+    RESUME_FILES,
+    SPOT_KIND,
+    SPOT_NOTICE_MARKER,
+)
+from trainer.strict_json import dumps
 
 #: Seconds to wait for sshd on a fresh instance (boot plus cloud-init); EC2DBN_SSH_TIMEOUT overrides.
 DEFAULT_SSH_TIMEOUT_S = 600.0
-
-#: Lines of the trainer's log quoted when it fails.
-TAIL_LINES = 10
 
 #: Seconds between checks for a newer remote checkpoint while following the log.
 CHECKPOINT_PULL_INTERVAL_S = 1.0
@@ -139,7 +146,7 @@ def pointer_path(stack_name: str) -> Path:
 
 def save_pointer(stack_name: str, run: RemoteRun, results_dir: Path) -> None:
     pointer_path(stack_name).write_text(
-        json.dumps({"run_id": run.run_id, "remote_dir": run.remote_dir, "results_dir": str(results_dir)})
+        dumps({"run_id": run.run_id, "remote_dir": run.remote_dir, "results_dir": str(results_dir)})
     )
 
 
@@ -271,7 +278,7 @@ class TrainFlow:
             else:
                 exit_code = status.exit_code if status.exit_code is not None else 1
                 notice = self._interruption()
-                if exit_code == 3 and notice is not None:
+                if exit_code == EXIT_STOPPED and notice is not None:
                     reason = (
                         f"spot interruption notice ({notice.get('action', '?')} at {notice.get('time', '?')})"
                     )
@@ -356,16 +363,18 @@ class TrainFlow:
         self.reporter.stream(line)
         # After an epoch (at most once a second, so catching up on a backlog of fast epochs does not
         # copy every one) and always on a spot notice; the final pull takes the last one anyway.
-        notice = line.startswith("Spot interruption notice")
+        notice = line.startswith(SPOT_NOTICE_MARKER)
         due = time.monotonic() - self._checkpoint_checked >= CHECKPOINT_PULL_INTERVAL_S
-        if notice or (line.startswith("Epoch ") and due):
+        if notice or (line.startswith(EPOCH_MARKER) and due):
             self._checkpoint_checked = time.monotonic()
             self._pull_checkpoint(remote, run)
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
-        self.record.finish(0 if exit_code == 0 else 1, trainer_status(exit_code))
+        self.record.finish(0 if exit_code == EXIT_OK else 1, trainer_status(exit_code))
         plot_quietly(self.results_dir, self.reporter)
-        if exit_code != 0:
+        if exit_code == EXIT_DIVERGED:  # the job's fault, not the machine's: no recovery, the trainer's words
+            raise diverged_error(self.results_dir, self.tail)
+        if exit_code != EXIT_OK:
             last = " | ".join(line.strip() for line in self.tail if line.strip()) or "no output"
             raise JobFailedError(
                 f"the trainer failed (exit {exit_code}, {status.state}); last lines: {last}; "
@@ -413,39 +422,39 @@ class TrainFlow:
                 "cost_usd": round(segment_cost, 6),
             }
         )
-        notice = self.results_dir / "interruption.json"
+        notice = self.results_dir / INTERRUPTION_FILE
         if notice.is_file():  # kept for the record, out of the way of the next attempt's
-            notice.replace(self.results_dir / f"interruption-{used + 1}.json")
+            notice.replace(notice.with_name(f"{notice.stem}-{used + 1}{notice.suffix}"))
         self.record.save(self.results_dir)
         self.st = None
 
     def _interruption(self) -> dict[str, Any] | None:
-        path = self.results_dir / "interruption.json"
+        path = self.results_dir / INTERRUPTION_FILE
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return data if data.get("kind") == "spot-interruption" else None
+        return data if data.get("kind") == SPOT_KIND else None
 
     def _has_checkpoint(self) -> bool:
-        return (self.results_dir / "checkpoint.npz").is_file()
+        return (self.results_dir / CHECKPOINT_FILE).is_file()
 
     def _pull_checkpoint(self, remote: Remote, run: RemoteRun) -> None:
         """Copy the remote checkpoint back when it changed since the last copy (size and mtime)."""
         from ec2dbn.remote import quote_path
 
-        path = str(PurePosixPath(run.out) / "checkpoint.npz")
+        path = str(PurePosixPath(run.out) / CHECKPOINT_FILE)
         try:
             stamp = remote.run(f"stat -c '%s %Y' {quote_path(path)} 2>/dev/null", check=False).stdout.strip()
             if stamp and stamp != self._checkpoint_seen:
-                remote.get_file(path, self.results_dir / "checkpoint.npz")
+                remote.get_file(path, self.results_dir / CHECKPOINT_FILE)
                 self._checkpoint_seen = stamp
         except Ec2dbnError as exc:
             self.reporter.warn(f"could not copy the checkpoint back: {exc}")
 
     def _upload_checkpoint(self, remote: Remote, run: RemoteRun) -> None:
         """Give the new instance what `--resume` continues from: the checkpoint and the logs so far."""
-        for name in ("checkpoint.npz", "metrics.jsonl", "train.log"):
+        for name in RESUME_FILES:
             local = self.results_dir / name
             if local.is_file():
                 remote.put_file(local, str(PurePosixPath(run.out) / name))
@@ -474,7 +483,7 @@ class TrainFlow:
         """Copy the trainer's results (whichever exist) into results/<run-id>/."""
         from ec2dbn.remote import quote_path
 
-        wanted = (*self.result_files, "interruption.json")
+        wanted = (*self.result_files, INTERRUPTION_FILE)
         try:  # one round trip to learn which exist, rather than one per file
             listing = remote.run(
                 f"cd {quote_path(run.out)} 2>/dev/null && ls -1 -- {' '.join(wanted)} 2>/dev/null",

@@ -96,9 +96,10 @@ def train(
     with timed_phase(record, "validate"):
         validate_job(job)
     if local:
-        code = run_local(job, results_dir, record, reporter, backend=backend)
-        _print_outcome(record, results_dir)
-        return code
+        try:
+            return run_local(job, results_dir, record, reporter, backend=backend)
+        finally:
+            _print_outcome(record, results_dir)
     from ec2dbn import jobs
     from ec2dbn.config import load_for_launch
     from trainer.config import load_job
@@ -179,6 +180,13 @@ def _resume(run_id: str, results_root: Path, keep: bool, backend: str | None) ->
         raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
     if record.status == "finished":
         raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
+    if record.status == "diverged":
+        from trainer.contract import TRAIN_LOG
+
+        raise ConfigError(
+            f"run {run_id} diverged: resuming it would diverge again; change the job's learn_rates, scales "
+            f"or momentum (see {results_dir / TRAIN_LOG}) and start a new run"
+        )
     job = results_dir / "job.yaml"
     validate_job(job)
     stack = load_for_launch(record.stack_ref, name=record.stack)
