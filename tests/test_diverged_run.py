@@ -1,5 +1,6 @@
 """ec2dbn's side of a diverged run (issue 20): `train --local` fails with the trainer's message first,
-run.json and `report` say `diverged`, bad hyperparameters never start, and run.json is strict JSON."""
+run.json and `report` say `diverged`, a bench goes on past diverged widths, bad hyperparameters never start,
+and run.json is strict JSON."""
 
 from __future__ import annotations
 
@@ -87,3 +88,20 @@ def test_run_json_is_strict_json(tmp_path: Path) -> None:
     data = loads_strict((tmp_path / "run.json").read_text())
     assert (data["price_usd_per_hour"], data["cost_usd"], data["phases"]) == (None, None, {"train": None})
     assert RunRecord.load(tmp_path).cost_usd is None
+
+
+def test_a_bench_whose_widths_diverge_finishes_and_its_summary_says_diverged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of widths goes on past a diverged point, and the summary names it as such."""
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    out = tmp_path / "bench"
+    args = ["--local", "--widths", "8,16", "--epochs", "2", "--backends", "numpy", "--out", str(out)]
+    code = main(["bench", str(_job(tmp_path, DIVERGING)), *args, "--no-plot"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    summary = (out / "summary.md").read_text()
+    row = "| {} | numpy | — | — | — | — | diverged: Training diverged in fine-tuning epoch 1"
+    assert row.format(8) in summary and row.format(16) in summary
+    assert set(check_folder(out)) == {"bench.json"}

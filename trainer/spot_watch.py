@@ -65,13 +65,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from trainer.contract import (
-    INTERRUPTION_FILE,
-    REBALANCE_KIND,
-    SPOT_KIND,
-    SPOT_NOTICE_MARKER,
-    TRAIN_LOG,
-)
+from trainer.contract import INTERRUPTION_FILE, REBALANCE_KIND, SPOT_KIND, SPOT_NOTICE_MARKER, TRAIN_LOG
 from trainer.strict_json import write_json
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
