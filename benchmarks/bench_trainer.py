@@ -54,7 +54,6 @@ if __name__ == "__main__":
 import argparse
 import contextlib
 import itertools
-import json
 import platform
 import statistics
 import time
@@ -71,6 +70,7 @@ from trainer.config import DataConfig, parse_model
 from trainer.errors import BackendError
 from trainer.loop import Stopped, TrainData, TrainState, train
 from trainer.network import FineTuneStep
+from trainer.strict_json import dumps
 
 LAYERS = (784, 800, 800, 10)
 THREADS: int | None = None  # --threads: BLAS and PyTorch threads (default: all CPUs)
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     say(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from ec2dbn.catalog import Price
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
+from trainer.contract import BENCH_FILE
 
-BENCH_FILE = "bench.json"
 SUMMARY_FILE = "summary.md"
 PLOT_FILE = "bench.png"
 
@@ -36,7 +36,8 @@ LOCAL_PRICE_NOTE = "local run: this machine is not billed by AWS, so $/epoch is 
 class BenchRow:
     """One (width, backend) measurement, priced.
 
-    status: "ok", "skipped" (backend unavailable; `reason` says why) or "failed" (e.g. out of GPU memory).
+    status: "ok", "skipped" (backend unavailable; `reason` says why), "failed" (e.g. out of GPU memory) or
+    "diverged" (the loss stopped being finite at this width; `reason` is the trainer's message).
     seconds_per_epoch: median over the timed epochs (s). samples_per_second: training samples per second.
     usd_per_epoch: at the price given to `summarize` (None without one, or when the row did not run).
     """

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from ec2dbn import state
 from ec2dbn.errors import StackBusyError
+from trainer.strict_json import dumps
 
 
 def _path(stack: str) -> Path:
@@ -55,7 +56,7 @@ class LocalLease:
             raise StackBusyError(busy_message(self.stack, holder.get("run_id"), where)) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(json.dumps({"run_id": self.run_id, "pid": os.getpid()}))
+        fh.write(dumps({"run_id": self.run_id, "pid": os.getpid()}))
         fh.flush()
         self._fh = fh
         return self

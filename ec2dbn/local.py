@@ -15,22 +15,52 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
 
-from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.results import RunRecord, claim_run_dir, plot_run, timed_phase
+from trainer.contract import DIVERGED_MARKER, EXIT_DIVERGED, RUN_STATUS, TRAIN_LOG, run_status
 
-#: The trainer's exit codes (trainer/__main__.py), and what each one means for a run's status.
-TRAINER_STATUS = {0: "finished", 1: "failed", 2: "failed", 3: "interrupted"}
+#: The trainer's exit codes (trainer.contract), and what each one means for a run's status.
+TRAINER_STATUS = RUN_STATUS
+
+#: Lines of the trainer's output kept to quote when it fails (here and on EC2).
+TAIL_LINES = 10
 
 
 def trainer_status(exit_code: int) -> str:
-    """Run status for a trainer exit code: finished, failed, or interrupted (checkpoint written)."""
-    return TRAINER_STATUS.get(exit_code, "failed")
+    """Run status for a trainer exit code: finished, failed, interrupted (checkpoint written) or diverged."""
+    return run_status(exit_code)
+
+
+def diverged_error(results_dir: Path, lines: Iterable[str] = ()) -> JobFailedError:
+    """The error for a run whose trainer exited EXIT_DIVERGED, the trainer's own account first.
+
+    That account is its DIVERGED_MARKER line (the epoch and the likely causes), taken from `lines` (the
+    output just streamed) or else from results_dir/train.log. A diverged run is a failure of the job, not
+    of the machine: it is not retried (it would diverge again from the same checkpoint).
+    """
+    message = _diverged_line(lines) or _diverged_line(_read_lines(results_dir / TRAIN_LOG))
+    if message is None:
+        message = f"{DIVERGED_MARKER} (the trainer exited {EXIT_DIVERGED}; no message in its log)"
+    return JobFailedError(f"{message}; results in {results_dir}")
+
+
+def _diverged_line(lines: Iterable[str]) -> str | None:
+    found = [line.strip() for line in lines if line.strip().startswith(DIVERGED_MARKER)]
+    return found[-1] if found else None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def start_local(job_path: Path, results_root: Path) -> tuple[RunRecord, Path]:
@@ -49,7 +79,7 @@ def start_local(job_path: Path, results_root: Path) -> tuple[RunRecord, Path]:
 
 def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path]:
     """A local run to continue from its checkpoint: (record, results folder, its job.yaml)."""
-    from ec2dbn.validation import load_job_file
+    from ec2dbn.validation import load_job_file, refuse_finished
 
     results_dir = results_root / run_id
     try:
@@ -58,8 +88,7 @@ def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path
         raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
     if record.mode != "local":
         raise ConfigError(f"run {run_id} ran on EC2; resume it with `ec2dbn train --resume {run_id}`")
-    if record.status == "finished":
-        raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
+    refuse_finished(record, results_dir)
     job_path = results_dir / "job.yaml"
     load_job_file(job_path)
     record.status, record.exit_code, record.finished_at = "running", None, None
@@ -95,7 +124,9 @@ def run_local(
 ) -> int:
     """Train `job_path` here into `results_dir`, streaming the trainer's output; return its exit code.
 
-    Never leaves the trainer behind: every stop reaches it and this waits for its checkpoint.
+    Never leaves the trainer behind: every stop reaches it and this waits for its checkpoint. A
+    diverged run (exit 4) is recorded as "diverged" with exit code 1 and raised as JobFailedError
+    carrying the trainer's message.
     """
     reporter = QuietOnClosedTerminal(reporter)
     cmd = [sys.executable, "-u", "-m", "trainer", "run", str(job_path), "--out", str(results_dir)]
@@ -105,20 +136,26 @@ def run_local(
         cmd.append("--resume")
     reporter.step(f"training {job_path} locally into {results_dir}")
     record.save(results_dir)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     with timed_phase(record, "train"):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         with _forward_stops(proc):
             try:
                 assert proc.stdout is not None
-                for line in proc.stdout:
-                    reporter.stream(line.rstrip("\n"))
+                for raw in proc.stdout:
+                    line = raw.rstrip("\n")
+                    tail.append(line)
+                    reporter.stream(line)
                 code = proc.wait()
             except KeyboardInterrupt:
                 proc.send_signal(signal.SIGINT)
                 code = proc.wait()
-    record.finish(code, trainer_status(code))
+    diverged = code == EXIT_DIVERGED
+    record.finish(1 if diverged else code, trainer_status(code))
     record.save(results_dir)
     plot_quietly(results_dir, reporter)
+    if diverged:
+        raise diverged_error(results_dir, tail)
     return code
 
 

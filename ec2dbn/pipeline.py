@@ -34,7 +34,7 @@ from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import CloudError, Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.lease import LocalLease
-from ec2dbn.local import plot_quietly, trainer_status
+from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
 from ec2dbn.remote import Remote
 from ec2dbn.remote_run import (
     CheckpointCopier,
@@ -49,6 +49,14 @@ from ec2dbn.remote_run import (
 )
 from ec2dbn.results import timed_phase
 from ec2dbn.validation import Validated, open_record
+from trainer.contract import (
+    CHECKPOINT_FILE,
+    EPOCH_MARKER,
+    EXIT_DIVERGED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    SPOT_NOTICE_MARKER,
+)
 
 PHASES = (
     "validate",
@@ -66,9 +74,6 @@ PHASES = (
 #: Test seam: callables told the name of each phase as it starts (teardown excepted: it is the guarantee
 #: itself). Tests append one that raises to prove every way out tears down; production code never does.
 PHASE_HOOKS: list[Callable[[str], None]] = []
-
-#: Lines of the trainer's log quoted when it fails.
-TAIL_LINES = 10
 
 #: Seconds a stopped (Ctrl-C) trainer gets to write its checkpoint before results are pulled.
 STOP_GRACE_S = 60.0
@@ -189,7 +194,7 @@ class Pipeline:
                 f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}"
             )
             self.reporter.step(estimate)
-        resume = (self.results_dir / "checkpoint.npz").is_file()
+        resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
         current: Planned | None = planned
         while True:
@@ -199,7 +204,7 @@ class Pipeline:
                 reason = self._loss_reason(exc)
             else:
                 exit_code = status.exit_code if status.exit_code is not None else 1
-                notice = spot_notice(self.results_dir) if exit_code == 3 else None
+                notice = spot_notice(self.results_dir) if exit_code == EXIT_STOPPED else None
                 if notice is None:
                     return self._finish(exit_code, status)
                 reason = (
@@ -321,8 +326,8 @@ class Pipeline:
         def on_line(line: str) -> None:
             self.tail.append(line)
             self.reporter.stream(line)
-            notice = line.startswith("Spot interruption notice")
-            if notice or line.startswith("Epoch "):
+            notice = line.startswith(SPOT_NOTICE_MARKER)
+            if notice or line.startswith(EPOCH_MARKER):
                 self._copier.maybe_copy(remote, force=notice)
 
         return detached.follow_log(
@@ -352,9 +357,11 @@ class Pipeline:
             )
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
-        self.record.finish(0 if exit_code == 0 else 1, trainer_status(exit_code))
+        self.record.finish(0 if exit_code == EXIT_OK else 1, trainer_status(exit_code))
         plot_quietly(self.results_dir, self.reporter)
-        if exit_code != 0:
+        if exit_code == EXIT_DIVERGED:  # the job's fault, not the machine's: no recovery, the trainer's words
+            raise diverged_error(self.results_dir, self.tail)
+        if exit_code != EXIT_OK:
             last = " | ".join(line.strip() for line in self.tail if line.strip()) or "no output"
             raise JobFailedError(
                 f"the trainer failed (exit {exit_code}, {status.state}); last lines: {last}; "
@@ -388,7 +395,7 @@ class Pipeline:
                 "instance_type": old.instance_type if old else None,
                 "market": old.market if old else None,
                 "availability_zone": old.availability_zone if old else None,
-                "checkpoint": (self.results_dir / "checkpoint.npz").is_file(),
+                "checkpoint": (self.results_dir / CHECKPOINT_FILE).is_file(),
                 "cost_usd": round(segment_cost, 6),
             }
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
+from trainer.contract import METRICS_JSON
 
 INSTALL_HINT = "pip install 'ec2dbn[plot]'"
 
@@ -53,7 +54,7 @@ def _load_metrics(metrics: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
         return metrics
     path = Path(metrics)
     if path.is_dir():
-        path = path / "metrics.json"
+        path = path / METRICS_JSON
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

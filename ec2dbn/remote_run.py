@@ -20,15 +20,8 @@ from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.remote import Remote, quote_path
 from ec2dbn.resources import trainer_dir
-
-#: Files the trainer writes into its --out folder that are pulled back, in this order.
-RESULT_FILES = ("metrics.json", "metrics.jsonl", "report.txt", "train.log", "model.npz", "checkpoint.npz")
-
-#: What a resumed run needs from the last one: the checkpoint and the logs so far.
-RESUME_FILES = ("checkpoint.npz", "metrics.jsonl", "train.log")
-
-#: The trainer's record of a spot notice (trainer/spot_watch.py writes it into out/).
-INTERRUPTION_FILE = "interruption.json"
+from trainer.contract import CHECKPOINT_FILE, INTERRUPTION_FILE, RESUME_FILES, SPOT_KIND
+from trainer.strict_json import dumps
 
 #: Seconds between checks for a newer remote checkpoint while following the log.
 CHECKPOINT_PULL_INTERVAL_S = 1.0
@@ -121,11 +114,11 @@ class CheckpointCopier:
         if not force and time.monotonic() - self._checked < CHECKPOINT_PULL_INTERVAL_S:
             return
         self._checked = time.monotonic()
-        path = str(PurePosixPath(self.run.out) / "checkpoint.npz")
+        path = str(PurePosixPath(self.run.out) / CHECKPOINT_FILE)
         try:
             stamp = remote.run(f"stat -c '%s %Y' {quote_path(path)} 2>/dev/null", check=False).stdout.strip()
             if stamp and stamp != self._seen:
-                remote.get_file(path, self.results_dir / "checkpoint.npz")
+                remote.get_file(path, self.results_dir / CHECKPOINT_FILE)
                 self._seen = stamp
         except Ec2dbnError as exc:
             self.reporter.warn(f"could not copy the checkpoint back: {exc}")
@@ -172,14 +165,14 @@ def spot_notice(results_dir: Path) -> dict[str, Any] | None:
     from trainer.spot_watch import read_interruption
 
     record = read_interruption(results_dir)
-    return record if record is not None and record.get("kind") == "spot-interruption" else None
+    return record if record is not None and record.get("kind") == SPOT_KIND else None
 
 
 def set_aside_notice(results_dir: Path, index: int) -> None:
     """Keep a handled notice for the record, out of the way of the next attempt's."""
     notice = results_dir / INTERRUPTION_FILE
     if notice.is_file():
-        notice.replace(results_dir / f"interruption-{index}.json")
+        notice.replace(notice.with_name(f"{notice.stem}-{index}{notice.suffix}"))
 
 
 # ------------------------------------------------------------------------------------------- pointer
@@ -192,7 +185,7 @@ def _pointer_path(stack_name: str) -> Path:
 def save_pointer(stack_name: str, run: RemoteRun, results_dir: Path) -> None:
     """The stack's pointer to its current run, so `ec2dbn logs` can re-attach."""
     _pointer_path(stack_name).write_text(
-        json.dumps({"run_id": run.run_id, "remote_dir": run.remote_dir, "results_dir": str(results_dir)})
+        dumps({"run_id": run.run_id, "remote_dir": run.remote_dir, "results_dir": str(results_dir)})
     )
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from ec2dbn.bench import usd_small
 from ec2dbn.errors import ConfigError
+from trainer.contract import METRICS_JSON as METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 
 
@@ -147,7 +147,8 @@ def load_row(path: Path) -> ReportRow:
         usd_per_epoch = spe * float(price) / 3600.0
     elif mode == "local" and spe is not None:
         usd_per_epoch = 0.0
-    status = run.get("status") or ("finished" if metrics is not None else "unknown")
+    # run.json's (ec2dbn's) word first; a trainer-only folder has metrics.json's: finished or diverged
+    status = run.get("status") or m.get("status") or ("finished" if metrics is not None else "unknown")
     if metrics is None and status == "finished":
         status = "finished (no metrics.json)"
     n_epochs = len([e for e in m.get("epochs") or [] if isinstance(e, Mapping)])

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write
+from trainer.contract import METRICS_JSON
+from trainer.strict_json import write_json
 
 
 def new_run_id(job_path: Path, now: datetime | None = None) -> str:
@@ -48,7 +49,7 @@ class RunRecord:
     mode: str  # "local" or "ec2"
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     finished_at: str | None = None
-    status: str = "running"  # running | finished | failed | interrupted
+    status: str = "running"  # running | finished | failed | interrupted | diverged (trainer.contract)
     exit_code: int | None = None
     stack: str | None = None
     stack_ref: str | None = None  # what --stack / the job's `stack:` named: `--resume` loads it again
@@ -66,10 +67,10 @@ class RunRecord:
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, results_dir: Path) -> Path:
-        """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file)."""
+        """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file), as
+        strict JSON (a non-finite number, e.g. a cost from a NaN price, is written as null)."""
         results_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
-        return atomic_write(results_dir / "run.json", lambda fh: fh.write(text.encode("utf-8")))
+        return write_json(results_dir / "run.json", asdict(self))
 
     @classmethod
     def load(cls, results_dir: Path) -> RunRecord:
@@ -102,7 +103,7 @@ def plot_run(results_dir: Path) -> Path | None:
     """
     from ec2dbn.plots import plot_learning_curve
 
-    metrics = results_dir / "metrics.json"
+    metrics = results_dir / METRICS_JSON
     if not metrics.is_file():
         return None
     return plot_learning_curve(metrics, results_dir / "learning_curve.png")

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ec2dbn.errors import ConfigError, Ec2dbnError
+from trainer.strict_json import dumps
 
 #: Overrides the address used for SSH (`host:port`): tunnels, bastions, and tests with a loopback sshd.
 SSH_ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
@@ -182,7 +183,7 @@ def _atomic_write(path: Path, text: str, mode: int = _FILE_MODE) -> None:
 def save(state: StackState) -> Path:
     """Write the stack's state.json atomically (0600)."""
     path = _state_file(state.name)
-    _atomic_write(path, json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    _atomic_write(path, dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     return path
 
 

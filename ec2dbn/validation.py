@@ -18,8 +18,9 @@ import yaml
 from ec2dbn import cost
 from ec2dbn.config import Stack, load_for_launch
 from ec2dbn.errors import ConfigError
-from ec2dbn.remote_run import RESULT_FILES, RemoteRun
+from ec2dbn.remote_run import RemoteRun
 from ec2dbn.results import RunRecord, claim_run_dir
+from trainer.contract import RESULT_FILES
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,7 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
         raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
     if record.mode != "ec2":
         raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
-    if record.status == "finished":
-        raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
+    refuse_finished(record, results_dir)
     job_path = results_dir / "job.yaml"
     job = load_job_file(job_path)
     stack = load_for_launch(record.stack_ref, name=record.stack)
@@ -121,6 +121,19 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
         resume=record,
         seconds=time.monotonic() - start,
     )
+
+
+def refuse_finished(record: RunRecord, results_dir: Path) -> None:
+    """A run that finished, or diverged, has nothing to resume (a diverged one would diverge again)."""
+    if record.status == "finished":
+        raise ConfigError(f"run {record.run_id} already finished; its results are in {results_dir}")
+    if record.status == "diverged":
+        from trainer.contract import TRAIN_LOG
+
+        raise ConfigError(
+            f"run {record.run_id} diverged: resuming it would diverge again; change the job's learn_rates, "
+            f"scales or momentum (see {results_dir / TRAIN_LOG}) and start a new run"
+        )
 
 
 def open_record(v: Validated) -> tuple[RunRecord, Path]:

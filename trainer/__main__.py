@@ -3,8 +3,10 @@
     python -m trainer run JOB.yaml --out DIR [--backend auto|numpy|cupy] [--resume]
     python -m trainer predict DIR/model.npz DATA
 
-Exit codes: 0 finished, 1 crashed (traceback on stderr and in train.log), 2 bad job/data/usage
-(one line `error: ...` on stderr), 3 stopped by SIGTERM/SIGINT after writing a checkpoint.
+Exit codes (trainer.contract): 0 finished, 1 crashed (traceback on stderr and in train.log), 2 bad
+job/data/usage (one line `error: ...` on stderr), 3 stopped by SIGTERM/SIGINT after writing a checkpoint,
+4 diverged (an epoch's loss went NaN/inf: a line naming the epoch and the likely causes; the checkpoint keeps
+the last finite state).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from trainer.contract import EXIT_CRASH
 from trainer.errors import TrainerError
 
 EXAMPLES = """examples:
@@ -35,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train the job in JOB.yaml",
         description="Train the job in JOB.yaml; results (train.log, metrics.jsonl, metrics.json, report.txt, "
-        "model.npz, checkpoint.npz) go to --out. SIGTERM/SIGINT write a checkpoint and exit 3.",
+        "model.npz, checkpoint.npz) go to --out. SIGTERM/SIGINT write a checkpoint and exit 3; a loss that "
+        "turns NaN/inf stops training with exit 4 (diverged).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:
         traceback.print_exc()
-        return 1
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

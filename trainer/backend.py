@@ -51,10 +51,12 @@ class Backend:
             np.take(src, idx, axis=0, out=out, mode="clip")
 
     def errstate(self) -> contextlib.AbstractContextManager[Any]:
-        """Silence float overflow warnings (exp(-z) -> inf -> sigmoid 0 is intended) for a whole epoch."""
+        """Silence float warnings for a whole epoch: overflow is intended (exp(-z) -> inf -> sigmoid 0), and
+        invalid values (NaN) are a diverged run, which the loop detects once per epoch (trainer.divergence)
+        and reports in one line instead of a warning per minibatch."""
         if self.name == "cupy":
             return contextlib.nullcontext()
-        return np.errstate(over="ignore", under="ignore")
+        return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
 
     def synchronize(self) -> None:
         """Wait for queued device work (so wall-clock timings mean something); a no-op on NumPy."""

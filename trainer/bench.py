@@ -3,7 +3,9 @@
 For each hidden width w it trains the job's network with every hidden layer set to w (784-800-800-10
 becomes 784-w-w-10) on each backend asked for — NumPy (BLAS on all the vCPUs it is allowed) and CuPy (the
 GPU; recorded as skipped, with the reason, where no GPU is usable) — on the same data with the same seed,
-and writes DIR/bench.json: s/epoch, samples/s and test accuracy per (width, backend), plus the machine.
+and writes DIR/bench.json (strict JSON): s/epoch, samples/s and test accuracy per (width, backend), plus the
+machine. A (width, backend) whose training diverges (trainer.divergence) is a row with status "diverged" and
+the trainer's message as its reason; the other rows are still measured.
 
 Timing: only fine-tuning epochs are trained and timed (pretraining is switched off: it is a different
 kernel mix and the seed experiment has none). The first epoch pays one-off costs — CuPy compiling its
@@ -20,7 +22,6 @@ Runs on the instance: imports only numpy, pyyaml and `trainer`. Exit codes: 0 do
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -36,11 +37,13 @@ from typing import Any
 import numpy as np
 
 from trainer import DBN
-from trainer.atomic import atomic_write
 from trainer.backend import cpu_name, select_backend
 from trainer.config import Job, load_job
+from trainer.contract import BENCH_FILE, EXIT_STOPPED
 from trainer.data import Dataset, load_data
+from trainer.divergence import Diverged
 from trainer.errors import BackendError, JobError, TrainerError
+from trainer.strict_json import write_json
 
 BENCH_SCHEMA = "ec2dbn-bench/1"
 DEFAULT_WIDTHS = (100, 300, 800, 1600, 3200)
@@ -56,7 +59,6 @@ BLAS_ENV = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
 )
-EXIT_STOPPED = 3
 
 
 class _Stop(Exception):
@@ -179,7 +181,7 @@ def estimator_params(job: Job, layers: Sequence[int], epochs: int, backend: str)
 def measure(
     job: Job, data: Dataset, width: int, backend: str, epochs: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Train one (width, backend) row and return it (status "ok", or "failed" with the reason)."""
+    """Train one (width, backend) row and return it (status "ok", or "failed" / "diverged" with why)."""
     layers = layers_for(job.model.layers, width)
     row: dict[str, Any] = {"width": width, "backend": backend, "layers": layers}
     b = job.model.minibatch_size
@@ -191,6 +193,9 @@ def measure(
         clf = DBN(**estimator_params(job, layers, epochs, backend)).fit(data.X_train, data.y_train)
         fit_seconds = time.perf_counter() - t0
         accuracy = clf.score(data.X_test, data.y_test)
+    except Diverged as exc:  # this width's steps are too large: a result, and the next row may not diverge
+        log(f"width {width} {backend}: diverged ({exc})")
+        return {**row, "status": "diverged", "reason": str(exc)}
     except TrainerError:
         raise  # a bad job or data set: every row would fail the same way
     except (MemoryError, RuntimeError, ValueError) as exc:  # e.g. CuPy's OutOfMemoryError (a MemoryError)
@@ -327,9 +332,8 @@ def _warmup(epochs: int, minibatch_size: int) -> dict[str, Any]:
 
 
 def _write(out_dir: Path, doc: dict[str, Any]) -> None:
-    """bench.json, atomically (a reader never sees half a file)."""
-    text = json.dumps(doc, indent=2) + "\n"
-    atomic_write(out_dir / "bench.json", lambda fh: fh.write(text.encode("utf-8")))
+    """bench.json, atomically (a reader never sees half a file), as strict JSON."""
+    write_json(out_dir / BENCH_FILE, doc)
 
 
 def _now() -> str:
@@ -379,13 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (_Stop, KeyboardInterrupt) as exc:
         why = str(exc) or "SIGINT"
-        print(
-            f"bench: stopped by {why}; {args.out / 'bench.json'} holds the rows finished so far", flush=True
-        )
+        print(f"bench: stopped by {why}; {args.out / BENCH_FILE} holds the rows finished so far", flush=True)
         return EXIT_STOPPED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    log(f"bench: wrote {args.out / 'bench.json'}")
+    log(f"bench: wrote {args.out / BENCH_FILE}")
     return 0
 
 

@@ -23,6 +23,7 @@ from trainer.atomic import atomic_write
 from trainer.errors import JobError, TrainerError
 from trainer.loop import TrainState
 from trainer.network import Params
+from trainer.strict_json import dumps
 
 FORMAT = "ec2dbn-trainer-checkpoint/1"
 
@@ -77,7 +78,7 @@ def save_checkpoint(
         "resumes": resumes,
         "fingerprint": fingerprint,
     }
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(dumps(meta))
     atomic_savez(path, arrays)
 
 

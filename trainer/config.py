@@ -4,6 +4,11 @@ Hand-written rather than pydantic because the trainer must run with numpy + pyya
 `JobError` whose one-line message starts with the key path, e.g.
 `model.learn_rates: expected a number > 0 or a list of 3 numbers, got 'fast'`.
 
+Values the model cannot hold are refused here, before anything runs: a number the trainer computes with in
+float32 must survive the conversion (`scales: 1e308` would be inf, `l2_costs: 1e-50` would be 0), and a
+layer or minibatch size must fit the 32-bit ints the CUDA kernels index with. Values that are legal but
+unwise (`learn_rates: 1e30`) are not second-guessed: such a run diverges and says so (trainer.divergence).
+
 `stack` and `run` belong to the orchestrator (ec2dbn): they are carried through untouched as `Job.stack` and
 `Job.run`. Any other top-level key is an error.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +29,11 @@ import yaml
 from trainer.errors import JobError
 
 BACKENDS = ("auto", "numpy", "cupy")
+#: The largest layer or minibatch size: the CUDA kernels index rows and units with 32-bit ints.
+MAX_SIZE = 2**31 - 1
+#: float32's range: the largest finite value and the smallest non-zero (subnormal) magnitude.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45
 TOP_LEVEL_KEYS = ("data", "model", "backend", "stack", "run")
 
 
@@ -269,6 +280,8 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
             f"{key('layers')}: expected a list of at least 2 integers >= 1 "
             f"(input, hidden..., output), got {_describe(layers)}"
         )
+    for i, n in enumerate(layers):
+        _check_size(n, f"{key('layers')}[{i}]")
     n_w = len(layers) - 1
     values: dict[str, Any] = {}
     for name, (default, check, what, convert) in _PER_LAYER.items():
@@ -278,10 +291,13 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
         raw = m.get(name, 0.9 if name == "momentum" else None)
         if raw is not None and (not _is_number(raw) or not 0 <= raw < 1):
             raise JobError(f"{key(name)}: expected a number in [0, 1), got {_describe(raw)}")
+        if raw is not None:
+            _check_float32(raw, key(name))
         values[name] = None if raw is None else float(raw)
     minibatch_size = m.get("minibatch_size", 64)
     if not _is_int(minibatch_size) or minibatch_size < 1:
         raise JobError(f"{key('minibatch_size')}: expected an integer >= 1, got {_describe(minibatch_size)}")
+    _check_size(minibatch_size, key("minibatch_size"))
     epochs = _nonneg_int(m.get("epochs", 10), key("epochs"))
     for name, default in (("real_valued_vis", True), ("use_re_lu", False), ("eval_test_every_epoch", True)):
         raw = m.get(name, default)
@@ -346,10 +362,36 @@ def _per_layer(
         for i, x in enumerate(raw):
             if not check(x):
                 raise JobError(f"{path}[{i}]: expected {what}, got {_describe(x)}")
+            if convert is float:
+                _check_float32(x, f"{path}[{i}]")
         return tuple(convert(x) for x in raw)
     if not check(raw):
         raise JobError(f"{path}: {expected}, got {_describe(raw)}")
+    if convert is float:
+        _check_float32(raw, path)
     return (convert(raw),) * n
+
+
+def _check_size(n: int, path: str) -> None:
+    """JobError for a size the CUDA kernels cannot index (they use 32-bit ints)."""
+    if n > MAX_SIZE:
+        raise JobError(
+            f"{path}: {n:,} is more than the {MAX_SIZE:,} the trainer can index; use a smaller size"
+        )
+
+
+def _check_float32(x: float, path: str) -> None:
+    """JobError unless the finite number x survives conversion to float32 (no overflow to inf, and no
+    non-zero value rounding to 0): the trainer's weights, rates and costs are float32 on the device."""
+    try:
+        as_f32 = struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        as_f32 = math.inf
+    if math.isinf(as_f32) or (as_f32 == 0) != (x == 0):
+        raise JobError(
+            f"{path}: {_describe(x)} cannot be represented in float32, the precision the trainer computes "
+            f"in (magnitudes from {FLOAT32_TINY:.2g} to {FLOAT32_MAX:.3g}, or 0); use a value in that range"
+        )
 
 
 def _is_int(x: Any) -> bool:

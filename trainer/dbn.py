@@ -30,6 +30,7 @@ from trainer.errors import DataError, JobError
 from trainer.loop import TrainData, TrainState, train
 from trainer.network import Params, predict_proba
 from trainer.progress import epoch_line
+from trainer.strict_json import dumps
 
 MODEL_FORMAT = "ec2dbn-trainer-model/1"
 
@@ -130,7 +131,11 @@ class DBN:
 
     # ------------------------------------------------------------------ training and prediction
     def fit(self, X: Any, y: Any) -> DBN:
-        """Train on X (n, layer_sizes[0]) and labels y (n,). Returns self."""
+        """Train on X (n, layer_sizes[0]) and labels y (n,). Returns self.
+
+        Raises trainer.divergence.Diverged (a TrainerError) when an epoch's loss or the weights stop being
+        finite (Keras's TerminateOnNaN): its message names the epoch and the likely causes.
+        """
         cfg = self.config()
         X = _check_X(X, cfg.layers[0])
         y = np.asarray(y)
@@ -239,7 +244,7 @@ def save_model(
     arrays: dict[str, Any] = dict(params.to_host(backend))
     arrays["classes"] = np.asarray(classes)
     meta = {"format": MODEL_FORMAT, "config": cfg.to_dict(), "history": history}
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(dumps(meta))
     atomic_savez(Path(path), arrays)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from trainer import rng
 from trainer.config import ModelConfig
 from trainer.cuda_step import CupyFineTuneStep
+from trainer.divergence import check as check_finite
 from trainer.errors import DataError
 from trainer.network import FineTuneStep, Params
 from trainer.rbm import CD1Step
@@ -124,6 +125,9 @@ def train(
     (mean cross-entropy, error rate) go into the record as test_loss / test_err, its time as eval_seconds.
     should_stop() is polled after every minibatch; when it turns true, the current minibatch is finished,
     `state` records the exact position and `Stopped` is raised.
+    At the end of every epoch (and when stopped mid-epoch) the loss and the parameters are checked: when
+    either is no longer finite, `trainer.divergence.Diverged` is raised before on_epoch runs, so a checkpoint
+    written by on_epoch only ever holds a finite state (the state itself is then the diverged one).
     """
     b = cfg.minibatch_size
     if data.n < b:
@@ -215,16 +219,18 @@ class _Run:
                     st.batch = k + 1
                     st.sums = {name: _scalar(getattr(owner, name)) for name, owner in sums.items()}
                     st.epoch_seconds += time.perf_counter() - t0
+                    self._check(phase_id, st.sums, st.batch * b, st.batch)  # never checkpoint a NaN
                     raise Stopped
         totals = {name: _scalar(getattr(owner, name)) for name, owner in sums.items()}  # waits for the device
         seconds = st.epoch_seconds + time.perf_counter() - t0
         cases = n_batches * b
         finetune = phase_id == rng.FINETUNE
+        loss = self._check(phase_id, totals, cases)
         record = {
             "phase": "finetune" if finetune else "pretrain",
             "layer": None if finetune else st.layer + 1,
             "epoch": st.epoch + 1,
-            "loss": totals["loss_sum"] / cases if finetune else totals["rec_sum"] / cases,
+            "loss": loss,
             "err": totals["mistakes"] / cases if finetune else None,
             "seconds": seconds,
             "time": time.time(),
@@ -242,6 +248,25 @@ class _Run:
             self.on_epoch(st, record)
         if self.should_stop():
             raise Stopped
+
+    def _check(self, phase_id: int, sums: dict[str, float], cases: int, batch: int = 0) -> float:
+        """The mean loss of the `cases` samples in `sums`; raises Diverged when it or a parameter is not
+        finite (see trainer.divergence)."""
+        finetune = phase_id == rng.FINETUNE
+        loss = sums["loss_sum" if finetune else "rec_sum"] / cases
+        st = self.state
+        check_finite(
+            self.backend,
+            self.cfg,
+            st.params,
+            phase="finetune" if finetune else "pretrain",
+            layer=st.layer,
+            epoch=st.epoch,
+            loss=loss,
+            batch=batch,
+            learn_rates=st.learn_rates,
+        )
+        return loss
 
 
 def _decay(learn_rates: list[float], cfg: ModelConfig) -> None:

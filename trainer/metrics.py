@@ -57,7 +57,7 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, digits: int = 
 
 def metrics_document(
     *,
-    test_accuracy: float,
+    test_accuracy: float | None,
     backend: str,
     device: str,
     history: list[dict[str, Any]],
@@ -67,17 +67,23 @@ def metrics_document(
     config: dict[str, Any],
     data: dict[str, Any],
     resumes: int,
+    diverged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """metrics.json: the result, the per-epoch curve, the timings and the job that produced them.
 
     samples_per_second is fine-tuning throughput: samples trained per second of fine-tuning (an epoch's
     `seconds` is its training only). An epoch scored on the test set also carries test_loss (mean
     cross-entropy per sample), test_err (error rate) and eval_seconds (the scoring's time).
+    status is "finished", or "diverged" when `diverged` (trainer.divergence.Diverged.record(): phase,
+    layer, epoch, batch, loss, message) says where training stopped; then test_accuracy is None and the
+    epochs are the finite ones before it. Written as strict JSON: non-finite numbers become null.
     """
     finetune = [r for r in history if r["phase"] == "finetune"]
     pretrain = [r for r in history if r["phase"] == "pretrain"]
     ft_seconds = sum(r["seconds"] for r in finetune)
     return {
+        "status": "finished" if diverged is None else "diverged",
+        "diverged": diverged,
         "test_accuracy": test_accuracy,
         "backend": backend,
         "device": device,

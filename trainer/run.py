@@ -3,16 +3,20 @@
 DIR receives train.log and metrics.jsonl (appended live, one line per epoch), checkpoint.npz (after every
 epoch and on SIGTERM/SIGINT), and at the end report.txt, model.npz and metrics.json. Unless the job sets
 model.eval_test_every_epoch: false, every fine-tuning epoch is also scored on the test set (test_loss,
-test_err and eval_seconds in its record; its `seconds` stay training time only).
+test_err and eval_seconds in its record; its `seconds` stay training time only). The file names and exit
+codes are the trainer's contract with the orchestrator (trainer.contract); JSON is strict (non-finite
+numbers are written as null, trainer.strict_json).
 
 Exit codes: 0 finished; 2 bad job or data (a TrainerError, one line); 3 stopped by SIGTERM/SIGINT after
 writing a checkpoint at the exact minibatch reached (`--resume` continues to bitwise the same weights as an
-uninterrupted run on NumPy); 1 a crash (the traceback goes to train.log and stderr).
+uninterrupted run on NumPy); 4 diverged: an epoch's loss (or the weights) stopped being finite, so training
+stopped there; checkpoint.npz keeps the last finite state (it is never overwritten with the diverged one),
+train.log and stdout name the epoch and the likely causes, and metrics.json has status "diverged" (no
+model.npz, no report.txt); 1 a crash (the traceback goes to train.log and stderr).
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -27,14 +31,25 @@ import numpy as np
 from trainer.backend import Backend, select_backend
 from trainer.checkpoint import job_fingerprint, load_checkpoint, save_checkpoint
 from trainer.config import Job, ModelConfig, load_job
+from trainer.contract import (
+    CHECKPOINT_FILE,
+    EXIT_BAD,
+    EXIT_CRASH,
+    EXIT_DIVERGED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    METRICS_JSON,
+    MODEL_FILE,
+    REPORT_FILE,
+)
 from trainer.dbn import DBN, save_model
+from trainer.divergence import Diverged
 from trainer.errors import JobError, TrainerError
 from trainer.loop import Stopped, TrainData, TrainState, train
 from trainer.metrics import accuracy, classification_report, metrics_document
 from trainer.network import HeldOutScore, predict_proba
 from trainer.progress import RunLog, record_key
-
-EXIT_OK, EXIT_CRASH, EXIT_BAD, EXIT_STOPPED = 0, 1, 2, 3
+from trainer.strict_json import write_json
 
 
 class StopSignals:
@@ -71,7 +86,7 @@ def run_job(
     resume: bool = False,
     echo: bool = True,
 ) -> int:
-    """Run the job in `job_path`, writing results to `out_dir`; returns the exit code (0 or 3).
+    """Run the job in `job_path`, writing results to `out_dir`; returns the exit code (0, 3 or 4).
 
     Raises TrainerError for bad input (after logging it to train.log when the folder is already in use);
     any other exception is a crash and is logged with its traceback before propagating.
@@ -80,9 +95,9 @@ def run_job(
     job = load_job(job_path)
     be = select_backend(backend or job.backend)  # before anything is written: a bad choice leaves no trace
     out = Path(out_dir)
-    if not resume and (out / "checkpoint.npz").exists():
+    if not resume and (out / CHECKPOINT_FILE).exists():
         raise JobError(
-            f"{out} already holds a run (checkpoint.npz); "
+            f"{out} already holds a run ({CHECKPOINT_FILE}); "
             "pass --resume to continue it or choose another --out"
         )
     try:
@@ -108,9 +123,10 @@ class _Job:
     ) -> None:
         self.job, self.path, self.out, self.log = job, path, out, log
         self.backend, self.resume, self.started = backend, resume, started
-        self.ckpt = out / "checkpoint.npz"
+        self.ckpt = out / CHECKPOINT_FILE
         self.fingerprint = job_fingerprint(job.to_dict())
         self.resumes = 0
+        self.saved_at: str | None = None  # where checkpoint.npz stands (None: there is none)
 
     def run(self) -> int:
         from trainer.data import load_data  # the data module pulls in downloads: only when running a job
@@ -128,9 +144,7 @@ class _Job:
             evaluate = _test_scorer(be, cfg, data) if cfg.eval_test_every_epoch else None
 
             def on_epoch(st: TrainState, record: dict[str, Any]) -> None:
-                save_checkpoint(
-                    self.ckpt, st, be, self.fingerprint, self.resumes
-                )  # first: logs never run ahead
+                self._save(st)  # first: logs never run ahead
                 log.epoch(record)
 
             try:
@@ -146,20 +160,43 @@ class _Job:
                     evaluate=evaluate,
                 )
             except Stopped:
-                save_checkpoint(self.ckpt, state, be, self.fingerprint, self.resumes)
+                self._save(state)
                 log.line(
                     f"stopped by {stop.signame} at {_position(state, cfg.epochs)}; checkpoint written to "
                     f"{self.ckpt}; continue with --resume"
                 )
                 return EXIT_STOPPED
-        save_checkpoint(self.ckpt, state, be, self.fingerprint, self.resumes)
+            except Diverged as exc:  # `state` is the diverged one: nothing of it is saved
+                return self._diverged(state, data, exc)
+        self._save(state)
         self._finish(be, state, data)
         return EXIT_OK
+
+    def _save(self, state: TrainState) -> None:
+        save_checkpoint(self.ckpt, state, self.backend, self.fingerprint, self.resumes)
+        self.saved_at = _position(state, self.job.model.epochs)
+
+    def _diverged(self, state: TrainState, data: Any, exc: Diverged) -> int:
+        """metrics.json with status "diverged" and the finite epochs; the cause in train.log and stdout.
+
+        No model.npz or report.txt: the weights are NaN. checkpoint.npz is left as the last epoch wrote it.
+        """
+        self._write_metrics(state, data, test_accuracy=None, diverged=exc.record())
+        self.log.line(str(exc))
+        if self.saved_at is None:
+            kept = f"no epoch ended with finite numbers, so there is no {CHECKPOINT_FILE} to keep"
+        else:
+            kept = f"{self.ckpt} keeps the last finite state ({self.saved_at})"
+        self.log.line(
+            f"{kept}; resuming would diverge again: change the job and start a new run in another --out"
+        )
+        return EXIT_DIVERGED
 
     def _initial_state(self, be: Backend) -> TrainState:
         if self.resume and self.ckpt.exists():
             state, self.resumes = load_checkpoint(self.ckpt, be, self.fingerprint)
             self.resumes += 1
+            self.saved_at = _position(state, self.job.model.epochs)
             self.log.line(f"resuming from {self.ckpt} at {_position(state, self.job.model.epochs)}")
             self._catch_up_logs(state)
             return state
@@ -181,18 +218,33 @@ class _Job:
         y_pred = np.argmax(proba, axis=1)
         acc = accuracy(data.y_test, y_pred)
         report = classification_report(data.y_test, y_pred)
-        (self.out / "report.txt").write_text(report, encoding="utf-8")
+        (self.out / REPORT_FILE).write_text(report, encoding="utf-8")
         classes = np.arange(cfg.layers[-1])
-        save_model(self.out / "model.npz", be, state.params, cfg, classes, state.history)
-        n_batches = len(data.y_train) // cfg.minibatch_size
+        save_model(self.out / MODEL_FILE, be, state.params, cfg, classes, state.history)
+        self._write_metrics(state, data, test_accuracy=acc)
+        log.line("")
+        for line in report.rstrip("\n").split("\n"):
+            log.line(line)
+        log.line("")
+        log.line(f"Test accuracy: {acc:.4f} ({len(data.y_test):,} samples); results in {self.out}")
+
+    def _write_metrics(
+        self,
+        state: TrainState,
+        data: Any,
+        test_accuracy: float | None,
+        diverged: dict[str, Any] | None = None,
+    ) -> None:
+        """metrics.json (strict JSON): the finished epochs, timings, the job, and how the run ended."""
+        cfg, be = self.job.model, self.backend
         doc = metrics_document(
-            test_accuracy=acc,
+            test_accuracy=test_accuracy,
             backend=be.name,
             device=be.device,
             history=state.history,
             train_seconds=state.train_seconds,
             total_seconds=time.perf_counter() - self.started,
-            samples_per_epoch=n_batches * cfg.minibatch_size,
+            samples_per_epoch=len(data.y_train) // cfg.minibatch_size * cfg.minibatch_size,
             config=self.job.to_dict(),
             data={
                 "name": data.name,
@@ -203,13 +255,9 @@ class _Job:
                 "source": data.source,
             },
             resumes=self.resumes,
+            diverged=diverged,
         )
-        (self.out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        log.line("")
-        for line in report.rstrip("\n").split("\n"):
-            log.line(line)
-        log.line("")
-        log.line(f"Test accuracy: {acc:.4f} ({len(data.y_test):,} samples); results in {self.out}")
+        write_json(self.out / METRICS_JSON, doc)
 
 
 def _test_scorer(be: Backend, cfg: ModelConfig, data: Any) -> HeldOutScore | None:
@@ -286,4 +334,13 @@ def predict_file(
     return EXIT_OK
 
 
-__all__ = ["EXIT_BAD", "EXIT_CRASH", "EXIT_OK", "EXIT_STOPPED", "StopSignals", "predict_file", "run_job"]
+__all__ = [
+    "EXIT_BAD",
+    "EXIT_CRASH",
+    "EXIT_DIVERGED",
+    "EXIT_OK",
+    "EXIT_STOPPED",
+    "StopSignals",
+    "predict_file",
+    "run_job",
+]

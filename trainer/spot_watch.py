@@ -39,7 +39,7 @@ shell all get it. The shell must outlive the trainer to report its exit code, so
 trapped signal makes `wait` return early (status > 128), hence the loop that waits again until `wait`
 returns the trainer's real status (bash keeps it even when the child was reaped meanwhile). Children get
 default dispositions for trapped signals, so the trainer still handles them itself. The watcher is
-stopped once the trainer is gone, and the composed command exits with the trainer's code: 0, 1, 2 or 3.
+stopped once the trainer is gone, and the composed command exits with the trainer's code (trainer.contract).
 
 In ec2dbn, `RemoteRun.trainer_command` would become
 `'PY=...; [ -x "$PY" ] || PY=python3; ' + shell_command('"$PY"', "job.yaml --out out", "out")` (no
@@ -65,7 +65,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from trainer.atomic import atomic_write
+from trainer.contract import INTERRUPTION_FILE, REBALANCE_KIND, SPOT_KIND, SPOT_NOTICE_MARKER, TRAIN_LOG
+from trainer.strict_json import write_json
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 IMDS_URL_ENV = "EC2DBN_IMDS_URL"
@@ -74,9 +75,6 @@ SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
-INTERRUPTION_FILE = "interruption.json"
-SPOT_KIND = "spot-interruption"
-REBALANCE_KIND = "rebalance-recommendation"
 NO_IMDS_LINE = "no EC2 instance metadata service: spot notices are not watched"
 
 MAX_TOKEN_TTL_S = 21600  # what IMDS allows (6 h)
@@ -212,11 +210,10 @@ def read_interruption(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_interruption(out_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write OUT_DIR/interruption.json atomically (trainer.atomic): never half a file."""
+    """Write OUT_DIR/interruption.json atomically, as strict JSON (trainer.strict_json): never half a file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2) + "\n"
-    return atomic_write(out / INTERRUPTION_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    return write_json(out / INTERRUPTION_FILE, record)
 
 
 def utc_now() -> str:
@@ -332,7 +329,7 @@ class Watcher:
         action = str(doc.get("action") or "unknown action")
         when = doc.get("time")
         self._record(SPOT_KIND, action, when, SPOT_ACTION_PATH)
-        self._log(f"Spot interruption notice: {action} at {when or 'an unknown time'}; checkpointing now")
+        self._log(f"{SPOT_NOTICE_MARKER}: {action} at {when or 'an unknown time'}; checkpointing now")
         self._stop_trainer()
 
     def _on_rebalance(self, body: bytes) -> None:
@@ -370,10 +367,10 @@ class Watcher:
         """A line in DIR/train.log (appended: the trainer appends too, line by line) and on stdout."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "train.log", "a", encoding="utf-8") as fh:
+            with open(self.out_dir / TRAIN_LOG, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         except OSError as exc:
-            self._err(f"spot watch: could not append to {self.out_dir / 'train.log'}: {exc}")
+            self._err(f"spot watch: could not append to {self.out_dir / TRAIN_LOG}: {exc}")
         self._out(line)
 
     def _stop_trainer(self) -> None:

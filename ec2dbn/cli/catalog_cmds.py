@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -15,6 +14,7 @@ from ec2dbn.aws.prices import spot_prices
 from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import stdout
+from trainer.strict_json import dumps
 
 
 def _default_region() -> str:
@@ -110,7 +110,7 @@ def catalog_cmd(gpu_only: bool, region: str | None, as_json: bool, live: bool) -
             "live": live,
             "types": [_row_dict(t, od, sp, live) for t, od, sp in rows],
         }
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(dumps(doc, indent=2))
         return 0
 
     table = Table(title=f"EC2 instance types — {region}", title_justify="left")

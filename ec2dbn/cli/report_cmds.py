@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,9 +17,14 @@ from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import ConsoleReporter, stdout
 from ec2dbn.errors import ConfigError, JobFailedError
+from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
+from trainer.strict_json import dumps
 
 #: trainer.bench's exit codes other than 0 (done), and what they mean here.
-_BENCH_EXIT = {2: "bad job or arguments", 3: "stopped by a signal (bench.json holds the rows measured)"}
+_BENCH_EXIT = {
+    EXIT_BAD: "bad job or arguments",
+    EXIT_STOPPED: f"stopped by a signal ({BENCH_FILE} holds the rows measured)",
+}
 
 
 def _check_widths(text: str) -> list[int]:
@@ -196,7 +200,7 @@ def bench_cmd(
         code = run_local_bench(job, out_dir, width_list, epochs, backends, reporter)
     if code != 0:
         what = _BENCH_EXIT.get(code, "crashed")
-        raise (ConfigError if code == 2 else JobFailedError)(
+        raise (ConfigError if code == EXIT_BAD else JobFailedError)(
             f"bench {what} (exit {code}); see the output above"
         )
 
@@ -235,7 +239,7 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
         raise ConfigError("--json and --markdown exclude each other: pick one")
     report = report_mod.build_report(list(results))
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(dumps(report.to_dict(), indent=2))
         return 0
     if markdown:
         click.echo(report_mod.to_markdown(report), nl=False)

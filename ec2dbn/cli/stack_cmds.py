@@ -8,7 +8,6 @@ region of the bundled stack of that name (or of the default stack).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
+from trainer.strict_json import dumps
 
 
 def _money(usd: float) -> str:
@@ -193,7 +193,7 @@ def launch(
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
     record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
-        stdout.print_json(json.dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
+        stdout.print_json(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
     else:
         _print_launch(record)
     if not no_bootstrap:
@@ -272,7 +272,7 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     for r in _regions(name, region):
         rows.extend(stack_status.query(r, name))
     if as_json:
-        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        click.echo(dumps([row.as_json() for row in rows], indent=2))
         return 0
     if not rows:
         stdout.print(f"no ec2dbn stacks in {', '.join(_regions(name, region))}")

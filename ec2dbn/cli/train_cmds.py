@@ -115,9 +115,10 @@ def _run_local(
     backend: str | None,
     **kw: bool,
 ) -> int:
-    code = run_local(job, results_dir, record, reporter, backend=backend, **kw)
-    _print_outcome(record, results_dir)
-    return code
+    try:
+        return run_local(job, results_dir, record, reporter, backend=backend, **kw)
+    finally:
+        _print_outcome(record, results_dir)
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:

@@ -130,6 +130,43 @@ def test_bad_values_name_the_key(mapping: object, message: str) -> None:
     assert "\n" not in text
 
 
+FLOAT32 = "cannot be represented in float32"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"scales": 1e308}, f"model.scales: 1e+308 {FLOAT32}"),
+        ({"learn_rates": 1e40}, f"model.learn_rates: 1e+40 {FLOAT32}"),
+        ({"learn_rates": [0.1, 3.5e38]}, f"model.learn_rates[1]: 3.5e+38 {FLOAT32}"),
+        ({"l2_costs": 1e-50}, f"model.l2_costs: 1e-50 {FLOAT32}"),  # would silently become 0
+        ({"learn_rates_pretrain": 10**39}, f"model.learn_rates_pretrain: {10**39!r} {FLOAT32}"),
+        ({"momentum": 1e-60}, f"model.momentum: 1e-60 {FLOAT32}"),
+        ({"layers": [64, 2**31, 10]}, "model.layers[1]: 2,147,483,648 is more than the 2,147,483,647"),
+        ({"minibatch_size": 2**40}, "model.minibatch_size: 1,099,511,627,776 is more than the"),
+    ],
+)
+def test_values_the_model_cannot_hold_are_refused(model: dict[str, object], message: str) -> None:
+    with pytest.raises(JobError) as err:
+        parse_job(job(**model))
+    text = str(err.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"learn_rates": 1e30},  # diverges, but is a float32: the run says so, validation does not guess
+        {"scales": 3.4028234663852886e38},  # float32's largest value
+        {"l2_costs": 1.5e-45, "learn_rate_minimums": 0},  # its smallest, and zero
+        {"momentum": 0.999999},
+    ],
+)
+def test_legal_but_unwise_values_are_accepted(model: dict[str, object]) -> None:
+    parse_job(job(**model))
+
+
 def test_estimator_prefix_has_no_section_name() -> None:
     with pytest.raises(JobError, match=r"^learn_rates: expected"):
         parse_model({"layers": [2, 2], "learn_rates": "x"}, prefix="")
