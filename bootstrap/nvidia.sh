@@ -14,7 +14,9 @@
 #   - anything else (another OS, no prebuilt modules for this kernel, apt failing, a driver that does not
 #     answer) fails with the reason.
 # The CUDA libraries CuPy needs come with CuPy itself (python.sh), so only the driver is installed here.
-# Idempotent: a re-run after success stops at the first check; a re-run after a failure tries again.
+# Idempotent: a re-run after success stops at the first check; a re-run after a failure tries again. An
+# image's own driver (nvidia-smi present before this script installed anything) that does not answer is
+# reported, not replaced.
 # Environment: EC2DBN_REMOTE_DIR (required), EC2DBN_SYSROOT; see _lib.sh. Also:
 #   EC2DBN_NVIDIA_DRIVER  optional  the Ubuntu driver series, default 580-server (NVIDIA's long-term
 #                                   support branch, supported to June 2028; it drives every GPU ec2dbn
@@ -32,6 +34,11 @@ fi
 if ! has_nvidia_device; then
   log "no NVIDIA GPU on this machine: skipping the driver (the job will run on the CPU)"
   exit 0
+fi
+# A driver this script did not install (the image's) that does not answer is not replaced by a second one.
+attempted="$STATE_DIR/nvidia.attempted"
+if command -v nvidia-smi >/dev/null 2>&1 && [ ! -f "$attempted" ]; then
+  die "the image's NVIDIA driver does not answer ($(nvidia-smi -L 2>&1 | head -n 1)): reboot the instance (sudo reboot) or launch a fresh one; ec2dbn installs no second driver over it"
 fi
 
 os_release="$SYSROOT/etc/os-release"
@@ -55,6 +62,7 @@ log "installing the NVIDIA $driver driver: Ubuntu's prebuilt modules for kernel 
 apt_get_or_die update
 apt-cache show "$modules" >/dev/null 2>&1 ||
   die "Ubuntu has no prebuilt NVIDIA $driver modules for the running kernel $kernel (no package $modules in the restricted archive): launch a current Ubuntu image or the Deep Learning AMI (image: dlami-ubuntu22)"
+touch "$attempted"
 apt_get_or_die install -y --no-install-recommends "${packages[@]}"
 
 for module in nvidia nvidia_uvm; do

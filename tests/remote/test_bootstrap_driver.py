@@ -41,6 +41,23 @@ def test_deep_learning_ami_with_its_driver_is_left_alone(tmp_path: Path) -> None
     assert machine.calls("apt-get") == [] and machine.calls("modprobe") == []
 
 
+def test_deep_learning_ami_whose_driver_does_not_answer_is_reported_not_replaced(tmp_path: Path) -> None:
+    machine = ubuntu(tmp_path)
+    machine.driver_loaded()
+    (machine.root / "proc/driver/nvidia/version").unlink()  # e.g. a kernel update without its module
+
+    result = machine.run("nvidia")
+
+    assert result.returncode == 1
+    assert _err_line(result) == (
+        "[nvidia] ERROR: the image's NVIDIA driver does not answer (NVIDIA-SMI has failed because it "
+        "couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed "
+        "and running.): reboot the instance (sudo reboot) or launch a fresh one; ec2dbn installs no second "
+        "driver over it"
+    )
+    assert machine.calls("apt-get") == [] and machine.installed() == []
+
+
 def test_no_gpu_skips_the_driver(tmp_path: Path) -> None:
     machine = ubuntu(tmp_path, gpu="none")
     machine.no_gpu()
