@@ -68,7 +68,7 @@ apt_get_or_die install -y --no-install-recommends "${packages[@]}"
 for module in nvidia nvidia_uvm; do
   if ! err="$(as_root modprobe "$module" 2>&1)"; then
     if [ -d "$SYSROOT/sys/module/nouveau" ]; then
-      die "modprobe $module failed because the nouveau driver holds the GPU: reboot the instance (sudo reboot; the NVIDIA packages blacklist nouveau), then run ec2dbn train again"
+      die "modprobe $module failed because the nouveau driver holds the GPU: blacklist it (echo blacklist nouveau | sudo tee /etc/modprobe.d/ec2dbn-nouveau.conf), reboot the instance, then run ec2dbn train again"
     fi
     die "modprobe $module failed: ${err:-no message} (kernel $kernel, package $modules)"
   fi

@@ -197,7 +197,7 @@ def test_nouveau_holding_the_gpu_asks_for_a_reboot(tmp_path: Path) -> None:
     result = machine.run("nvidia")
 
     assert result.returncode == 1
-    assert "nouveau driver holds the GPU: reboot the instance" in _err_line(result)
+    assert "the nouveau driver holds the GPU: blacklist it (echo blacklist nouveau" in _err_line(result)
 
 
 @pytest.mark.parametrize(
