@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # check: say what the job will run on. With a working GPU: its name, the driver, the CUDA version the
-# driver supports, and the CuPy and CUDA runtime versions seen from the venv (fails if CuPy cannot
-# use the GPU). Without one: says plainly that the job will run on the CPU with NumPy.
-# Always runs (it takes about a second); it installs nothing.
+# driver supports, and proof that CuPy works from the venv: the CUDA version CuPy sees and a small
+# float32 matmul on the GPU checked against NumPy (fails, with the reason, if CuPy cannot use the GPU or
+# gets a different answer). Without one: says plainly that the job will run on the CPU with NumPy.
+# Always runs (a few seconds); it installs nothing.
 # Environment: EC2DBN_REMOTE_DIR (required), EC2DBN_PYTHON, EC2DBN_VENV; see _lib.sh.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=_lib.sh
@@ -17,12 +18,27 @@ if gpu_works; then
   cuda="$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n 1)"
   log "driver supports CUDA ${cuda:-unknown}"
   "$VPY" - <<'PY' || die "CuPy cannot use the GPU: see the error above"
+import sys
+
 import cupy
+import numpy
+
 rt = cupy.cuda.runtime
+v = rt.runtimeGetVersion()  # 12040 is CUDA 12.4
 name = rt.getDeviceProperties(0)["name"]
 name = name.decode() if isinstance(name, bytes) else name
-v = rt.runtimeGetVersion()
-print(f"[check] CuPy {cupy.__version__}, CUDA runtime {v // 1000}.{v % 1000 // 10}, device 0: {name}")
+print(f"[check] CuPy {cupy.__version__} sees CUDA {v // 1000}.{v % 1000 // 10}, device 0: {name}")
+# Large enough to run on the GPU's GEMM kernels; the reference is NumPy in float64.
+rng = numpy.random.default_rng(0)
+a = rng.standard_normal((512, 256), dtype=numpy.float32)
+b = rng.standard_normal((256, 384), dtype=numpy.float32)
+got = cupy.asnumpy(cupy.asarray(a) @ cupy.asarray(b))
+want = a.astype(numpy.float64) @ b.astype(numpy.float64)
+err = float(numpy.max(numpy.abs(got - want)) / numpy.max(numpy.abs(want)))
+what = "a 512x256 @ 256x384 float32 matmul on the GPU"
+if not err <= 1e-4:  # NaN fails too
+    sys.exit(f"[check] {what} disagrees with NumPy (max relative error {err:.1e})")
+print(f"[check] {what} matches NumPy (max relative error {err:.1e})")
 PY
 else
   log "no GPU: the job will run on the CPU (NumPy)"

@@ -6,8 +6,11 @@ ships `data/catalog.yaml`, stamped with the date and source of its prices, and s
 is printed. Live spot prices come from `ec2dbn.aws.prices.spot_price` instead.
 
 Validation lives here too: an instance type is checked against the catalog before any AWS call, and
-families whose GPU is below compute capability 5.0 (the seed's g2 GRID K520 at 3.0, p2's K80 at 3.7) are
-refused with a suggestion, because CUDA 12 and CuPy cannot run them.
+families whose GPU current software cannot drive are retired (listed, flagged, refused with a suggestion):
+below compute capability 5.0 (the seed's g2 GRID K520 at 3.0, p2's K80 at 3.7) CUDA 12 and CuPy cannot
+run them; below 7.5 (g3's Maxwell M60 at 5.2, p3's Volta V100 at 7.0) no current driver does, because
+NVIDIA's R580 is the last driver branch for Maxwell, Pascal and Volta and the Deep Learning AMIs ship newer
+branches. Retirement follows from the compute capability alone, so a new entry cannot forget it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from ec2dbn.errors import ConfigError
 #: Oldest CUDA compute capability CUDA 12.x (and so the CuPy wheels the trainer uses) can run.
 MIN_COMPUTE_CAPABILITY = "5.0"
 
+#: Oldest compute capability (Turing) that NVIDIA's current driver branches support. "The release 580
+#: series will be the last to support GPUs based on the Maxwell, Pascal, and Volta architectures" (NVIDIA,
+#: Unix graphics feature deprecation schedule); current Deep Learning AMIs ship R595 or newer.
+MIN_DRIVER_COMPUTE_CAPABILITY = "7.5"
+
+#: Architecture names of the compute capabilities from 5.0 to below 7.5, by major version.
+_DRIVER_RETIRED_ARCHITECTURES = {5: "Maxwell", 6: "Pascal", 7: "Volta"}
+
 #: The region whose prices every catalog entry has; other regions fall back to it, labelled as such.
 BASE_REGION = "us-east-1"
 
@@ -37,8 +48,9 @@ class InstanceType:
     """One EC2 instance type as the catalog knows it.
 
     Memory is in GiB; `gpu_memory_gib` is per GPU. CPU types have gpu_model None, gpu_count 0,
-    gpu_memory_gib 0 and gpu_compute_capability None. `retired` types are listed (so `ec2dbn catalog`
-    can show them flagged) but `lookup` refuses them and `suggestion` names the type to use instead.
+    gpu_memory_gib 0 and gpu_compute_capability None. `retired` types (GPU below compute capability
+    MIN_DRIVER_COMPUTE_CAPABILITY) are listed, so `ec2dbn catalog` can show them flagged, but `lookup`
+    refuses them and `suggestion` names the type to use instead.
     """
 
     name: str
@@ -83,6 +95,11 @@ def _cc_tuple(cc: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+def _is_retired(cc: str | None) -> bool:
+    """A GPU no current driver (or, below 5.0, no current CUDA) supports."""
+    return cc is not None and _cc_tuple(cc) < _cc_tuple(MIN_DRIVER_COMPUTE_CAPABILITY)
+
+
 def _parse(doc: dict[str, Any]) -> _Catalog:
     """Turn the YAML document into records; a malformed data file is a bug, so it fails loudly."""
     types: dict[str, InstanceType] = {}
@@ -91,7 +108,9 @@ def _parse(doc: dict[str, Any]) -> _Catalog:
         gpu = fam.get("gpu")
         for name, spec in fam["types"].items():
             cc = str(gpu["compute_capability"]) if gpu else None
-            retired = bool(fam.get("retired", False))
+            retired = _is_retired(cc)
+            if retired and not spec.get("suggest", fam.get("suggest")):
+                raise ValueError(f"catalog entry {name} ({group}) is retired but suggests no type to use")
             types[name] = InstanceType(
                 name=name,
                 family=name.split(".", 1)[0],
@@ -144,9 +163,16 @@ def _retired_families() -> dict[str, InstanceType]:
     return out
 
 
-def _too_old(t: InstanceType) -> bool:
-    return t.gpu_compute_capability is not None and _cc_tuple(t.gpu_compute_capability) < _cc_tuple(
-        MIN_COMPUTE_CAPABILITY
+def _why_retired(t: InstanceType) -> str:
+    """Why a retired type's GPU cannot be used, in a clause ("its V100 GPU ...")."""
+    gpu = (t.gpu_model or "GPU").removeprefix("NVIDIA ")
+    cc = t.gpu_compute_capability or "?"
+    if _cc_tuple(cc) < _cc_tuple(MIN_COMPUTE_CAPABILITY):
+        return f"its {gpu} GPU is compute capability {cc}, which current CUDA and CuPy cannot run"
+    arch = _DRIVER_RETIRED_ARCHITECTURES.get(_cc_tuple(cc)[0], "pre-Turing")
+    return (
+        f"its {gpu} GPU ({arch}, compute capability {cc}) is not supported by NVIDIA drivers after R580 "
+        "(the last branch for Maxwell, Pascal and Volta), and current Deep Learning AMIs ship newer ones"
     )
 
 
@@ -154,25 +180,24 @@ def _refusal(name: str, t: InstanceType) -> ConfigError:
     suggestion = t.suggestion or "g4dn.xlarge"
     modern = _catalog().types.get(suggestion)
     modern_gpu = f" ({modern.gpu_model})" if modern and modern.gpu_model else ""
-    gpu = (t.gpu_model or "GPU").removeprefix("NVIDIA ")
+    why = _why_retired(t)
     return ConfigError(
-        f"{name} is a retired previous-generation family: its {gpu} GPU is compute capability "
-        f"{t.gpu_compute_capability}, which current CUDA and CuPy cannot run; "
-        f"use {suggestion}{modern_gpu} instead"
+        f"{name} is a retired previous-generation family: {why}; use {suggestion}{modern_gpu} instead"
     )
 
 
 def lookup(instance_type: str) -> InstanceType:
     """The catalog entry for `instance_type` (case and surrounding spaces ignored).
 
-    Raises ConfigError, one line each: for a retired family (g2.*, p2.*: GPU below compute capability
-    5.0), checked before anything else and for any size of that family, with a modern type to use;
-    for a type not in the catalog, with the closest known name when there is one.
+    Raises ConfigError, one line each: for a retired family (g2, p2, g3, g3s, p3, p3dn: GPU below
+    compute capability 7.5), checked before anything else and for any size of that family, with the
+    reason and a modern type to use; for a type not in the catalog, with the closest known name when
+    there is one.
     """
     name = str(instance_type).strip().lower()
     cat = _catalog()
     entry = cat.types.get(name)
-    if entry is not None and (entry.retired or _too_old(entry)):
+    if entry is not None and entry.retired:
         raise _refusal(name, entry)
     if entry is None:
         # Sizes we do not list of a retired family (g2.4xlarge) get the retirement reason, not "unknown".

@@ -4,9 +4,12 @@ Two jobs:
 
 1. SSH host keys. ec2dbn generates the instance's ed25519 host key pair here and hands it to cloud-init
    (`ssh_keys: {ed25519_private, ed25519_public}`); the public half is pinned locally before the instance
-   even exists, so the first SSH connection is already verified (no trust-on-first-use). Trade-off: the
-   private host key travels in user-data, which root on the instance and IAM principals allowed
-   `ec2:DescribeInstanceAttribute` can read; it protects against network attackers, which is its job.
+   even exists, so the first SSH connection is already verified (no trust-on-first-use). cloud-init
+   generates host keys only when `ssh_keys` is absent (`ssh_genkeytypes` is read in that case alone, and
+   its schema refuses an empty list), and `ssh_deletekeys` removes the image's own keys first, so the
+   pinned key is the instance's only host key. Trade-off: the private host key travels in user-data,
+   which root on the instance and IAM principals allowed `ec2:DescribeInstanceAttribute` can read; it
+   protects against network attackers, which is its job.
 2. A deadline. The instance powers itself off at `deadline` and, because ec2dbn launches it with
    InstanceInitiatedShutdownBehavior=terminate, that terminates it: a forgotten instance stops billing even
    if the user's machine is gone. `bootcmd` runs early on every boot (before anything that could fail later
@@ -77,9 +80,9 @@ _Dumper.add_representer(str, _str)
 def render(host_key: HostKey, deadline: datetime, *, stack: str) -> str:
     """The cloud-config user-data (a '#cloud-config' YAML document, well under EC2's 16 KiB limit)."""
     config = {
-        # Only our host key: no generated RSA/ECDSA keys that nobody pinned.
+        # Only our host key: the image's keys are deleted and, because ssh_keys is given, cloud-init
+        # generates none of its own (no RSA/ECDSA keys that nobody pinned).
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
         "ssh_keys": {"ed25519_private": host_key.private_openssh, "ed25519_public": host_key.public},
         "ssh_pwauth": False,
         "disable_root": True,

@@ -46,7 +46,6 @@ def test_lookup_is_frozen_and_normalises_case_and_spaces() -> None:
     [
         ("g6.xlarge", "NVIDIA L4", 1, "8.9"),
         ("g6e.xlarge", "NVIDIA L40S", 1, "8.9"),
-        ("p3.2xlarge", "NVIDIA V100", 1, "7.0"),
         ("p4d.24xlarge", "NVIDIA A100", 8, "8.0"),
         ("p5.48xlarge", "NVIDIA H100", 8, "9.0"),
         ("g4dn.12xlarge", "NVIDIA T4", 4, "7.5"),
@@ -88,6 +87,67 @@ def test_p2_k80_is_refused_below_compute_capability_5(name: str, suggestion: str
     assert "compute capability 3.7" in msg and "CuPy cannot run" in msg
     assert msg.endswith(f"use {suggestion} (NVIDIA T4) instead")
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu", "suggestion"),
+    [
+        ("p3.2xlarge", "V100 GPU (Volta, compute capability 7.0)", "g5.2xlarge (NVIDIA A10G)"),
+        ("p3.16xlarge", "V100 GPU (Volta, compute capability 7.0)", "g5.48xlarge (NVIDIA A10G)"),
+        ("p3dn.24xlarge", "V100 GPU (Volta, compute capability 7.0)", "p4d.24xlarge (NVIDIA A100)"),
+        ("g3s.xlarge", "Tesla M60 GPU (Maxwell, compute capability 5.2)", "g4dn.xlarge (NVIDIA T4)"),
+        ("g3.8xlarge", "Tesla M60 GPU (Maxwell, compute capability 5.2)", "g4dn.12xlarge (NVIDIA T4)"),
+        (
+            "p3.4xlarge",
+            "V100 GPU (Volta, compute capability 7.0)",
+            "g5.2xlarge (NVIDIA A10G)",
+        ),  # no such size
+    ],
+)
+def test_volta_and_maxwell_are_refused_for_want_of_a_current_driver(
+    name: str, gpu: str, suggestion: str
+) -> None:
+    # NVIDIA's R580 is the last driver branch for Maxwell, Pascal and Volta; the DLAMIs ship newer ones.
+    with pytest.raises(ConfigError) as exc:
+        lookup(name)
+    assert str(exc.value) == (
+        f"{name} is a retired previous-generation family: its {gpu} is not supported by NVIDIA drivers "
+        "after R580 (the last branch for Maxwell, Pascal and Volta), and current Deep Learning AMIs ship "
+        f"newer ones; use {suggestion} instead"
+    )
+    assert exc.value.exit_code == 2
+
+
+def test_retirement_follows_from_the_compute_capability_alone() -> None:
+    # A new family with a Pascal GPU and no `retired` flag anywhere is still refused, and must say
+    # what to use instead or the data file does not load.
+    doc = {
+        "date": "2025-01-01",
+        "source": "test",
+        "families": {
+            "x9": {
+                "gpu": {"model": "NVIDIA P100", "memory_gib": 16, "compute_capability": "6.0"},
+                "note": "n",
+                "suggest": "x10.large",
+                "types": {
+                    "x9.large": {"vcpus": 4, "memory_gib": 8, "gpus": 1, "usd_per_hour": {"us-east-1": 1}}
+                },
+            },
+            "x10": {
+                "gpu": {"model": "NVIDIA T4", "memory_gib": 16, "compute_capability": "7.5"},
+                "note": "n",
+                "types": {
+                    "x10.large": {"vcpus": 4, "memory_gib": 8, "gpus": 1, "usd_per_hour": {"us-east-1": 1}}
+                },
+            },
+        },
+    }
+    parsed = catalog._parse(doc)
+    assert parsed.types["x9.large"].retired and parsed.types["x9.large"].previous_generation
+    assert not parsed.types["x10.large"].retired
+    del doc["families"]["x9"]["suggest"]
+    with pytest.raises(ValueError, match=r"x9\.large \(x9\) is retired but suggests no type"):
+        catalog._parse(doc)
 
 
 def test_unknown_type_suggests_the_closest_name() -> None:
@@ -132,11 +192,11 @@ def test_every_entry_is_well_formed() -> None:
             assert t.gpu_model and t.gpu_model.startswith("NVIDIA "), t.name
             assert t.gpu_memory_gib > 0 and t.gpu_compute_capability, t.name
             if t.retired:
-                assert _cc(t.gpu_compute_capability) < (5, 0), t.name
+                assert _cc(t.gpu_compute_capability) < (7, 5), t.name
                 assert t.previous_generation and t.suggestion, t.name
                 assert not lookup(t.suggestion).retired, t.name
             else:
-                assert _cc(t.gpu_compute_capability) >= (5, 0), t.name
+                assert _cc(t.gpu_compute_capability) >= (7, 5), t.name
                 assert lookup(t.name) == t
         else:
             assert t.gpu_model is None and t.gpu_count == 0 and t.gpu_compute_capability is None
@@ -187,7 +247,6 @@ def test_parse_rejects_an_entry_without_a_base_region_price() -> None:
         ("g5.2xlarge", 1.212),
         ("g6.xlarge", 0.8048),
         ("g6e.xlarge", 1.861),
-        ("p3.2xlarge", 3.06),
         ("c6i.2xlarge", 0.34),
         ("c7i.2xlarge", 0.357),
     ],
@@ -209,11 +268,14 @@ def test_other_region_falls_back_to_us_east_1_and_says_so() -> None:
     )
 
 
-def test_price_of_retired_type_is_refused_but_listable() -> None:
-    with pytest.raises(ConfigError, match="GRID K520"):
-        on_demand_price("g2.2xlarge", "us-east-1")
-    g2 = next(t for t in catalog.all_types() if t.name == "g2.2xlarge")
-    assert g2.retired and catalog.list_price(g2, "us-east-1").usd_per_hour == pytest.approx(0.65)
+@pytest.mark.parametrize(
+    ("name", "why", "usd"), [("g2.2xlarge", "GRID K520", 0.65), ("p3.2xlarge", "after R580", 3.06)]
+)
+def test_price_of_retired_type_is_refused_but_listable(name: str, why: str, usd: float) -> None:
+    with pytest.raises(ConfigError, match=why):
+        on_demand_price(name, "us-east-1")
+    entry = next(t for t in catalog.all_types() if t.name == name)
+    assert entry.retired and catalog.list_price(entry, "us-east-1").usd_per_hour == pytest.approx(usd)
 
 
 @pytest.mark.parametrize("region", ["us-east-1a", "virginia", "", "US EAST 1"])

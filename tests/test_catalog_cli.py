@@ -50,7 +50,8 @@ def test_catalog_table_offline(offline: None, capsys: pytest.CaptureFixture[str]
     assert "0.526" in rows["g4dn.xlarge"] and "7.5" in rows["g4dn.xlarge"]
     assert "0.34" in rows["c6i.2xlarge"] and "—" in rows["c6i.2xlarge"]
     assert "retired (refused): use g4dn.xlarge" in rows["g2.2xlarge"]
-    assert "previous generation" in rows["g3s.xlarge"]
+    assert "retired (refused): use g4dn.xlarge" in rows["g3s.xlarge"]
+    assert "retired (refused): use g5.2xlarge" in rows["p3.2xlarge"]
     assert "previous" not in rows["g5.xlarge"]
     assert "us-east-1" in out  # default region without AWS_REGION
     assert catalog.catalog_date() in out

@@ -83,8 +83,9 @@ def _num(x: float) -> str:
 def catalog_cmd(gpu_only: bool, region: str | None, as_json: bool, live: bool) -> int:
     """List instance types: GPU, vCPUs, memory, on-demand price (bundled, dated) and spot price (--live).
 
-    Without --live nothing touches AWS, so it works offline. Retired families (g2, p2: GPUs below
-    compute capability 5.0) are listed, flagged, and refused by launch.
+    Without --live nothing touches AWS, so it works offline. Retired families (g2, p2: GPUs CUDA 12
+    cannot run; g3, p3: Maxwell and Volta, which no NVIDIA driver after R580 supports) are listed,
+    flagged, and refused by launch.
 
     \b
     Examples:
