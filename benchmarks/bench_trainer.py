@@ -318,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             result["data"] = write_rows(args.rows, Path(tmp))
             say(f"data: {args.rows:,} x 784 float32 from {result['data']}")
             say(f"each side in its own process; {args.rounds} rounds, medians of {args.epochs} epoch(s) each")
-            say(f"load average (1 min) at start: {result['load_average_start'][0]:.2f}")
+            load, cores = result["load_average_start"][0], result["machine"]["cores"]
+            say(f"load average (1 min) at start: {load:.2f} on {cores} cores")
+            if load > cores / 2:
+                say("  the machine is busy: other processes share the cores, so the figures (wall seconds")
+                say("  above all, and most at all threads) carry their load; rerun on a quiet machine")
             result["settings"] = [
                 measure_setting(args, pairs, t, envs[t], Path(tmp), result["probes"][t])
                 for t in args.thread_counts
