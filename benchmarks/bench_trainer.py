@@ -323,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             if load > cores / 2:
                 say("  the machine is busy: other processes share the cores, so the figures (wall seconds")
                 say("  above all, and most at all threads) carry their load; rerun on a quiet machine")
-            result["settings"] = [
-                measure_setting(args, pairs, t, envs[t], Path(tmp), result["probes"][t])
-                for t in args.thread_counts
-            ]
+            result["settings"] = []
+            for t in args.thread_counts:  # the JSON after each setting: a long run stopped early keeps them
+                setting = measure_setting(args, pairs, t, envs[t], Path(tmp), result["probes"][t])
+                result["settings"].append(setting)
+                save(args.json, result)
     except SideFailed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code if exc.exit_code == 2 else 1
@@ -342,9 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average_end"] = load_average()
     start, end = result["load_average_start"][0], result["load_average_end"][0]
     say(f"load average (1 min): {start:.2f} at start, {end:.2f} at end")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save(args.json, result)
     return 0
+
+
+def save(path: Path | None, result: dict[str, Any]) -> None:
+    """Write the figures so far to --json (complete once "load_average_end" is in)."""
+    if path is not None:
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def make_pairs(args: argparse.Namespace, has_torch: bool, has_sklearn: bool) -> list[Pair]:
