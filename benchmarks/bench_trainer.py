@@ -1,141 +1,136 @@
-"""How fast is the trainer on this CPU? One fine-tuning epoch and one RBM pretraining epoch, against PyTorch
-and scikit-learn in the same run, and against the machine's own float32 GEMM speed.
+"""Is the trainer fast on this CPU? Ours against PyTorch (a fine-tuning epoch) and scikit-learn (an RBM
+epoch), each side in a process of its own, alternating, over several rounds; then the seed run's wall time.
 
-    python benchmarks/bench_trainer.py            # full: 46,900 x 784, 3 repetitions (a few minutes)
-    python benchmarks/bench_trainer.py --quick    # a quarter of the rows, 2 repetitions
-    python benchmarks/bench_trainer.py --gpu      # the same fine-tuning epoch on a GPU: CuPy vs PyTorch CUDA
+    python benchmarks/bench_trainer.py           # 3 rounds, batch 64, all threads and 1 thread, the seed run
+    python benchmarks/bench_trainer.py --rows 11725 --rounds 2 --no-seed-run     # a quick look
+    python benchmarks/bench_trainer.py --gpu     # CuPy against PyTorch CUDA, on the GPU
 
-What is timed (medians over --reps epochs, after a warm-up):
-- fine-tuning, 784-800-800-10 on 46,900 x 784 float32 (Fashion-MNIST from Debian's dataset-fashion-mnist
-  when installed, else uniform noise), minibatch 64 and 128: ours (NumPy backend) vs PyTorch on the CPU
-  (torch.set_num_threads(os.cpu_count())) with the same network, loss and update rule (gdbn's momentum with
-  the (1 - momentum) factor = torch.optim.SGD(momentum=m, dampening=m), L2 on weights only);
-- one RBM pretraining epoch of the first layer (784 -> 800, binary units, minibatch 64): ours (CD-1) vs
-  scikit-learn's BernoulliRBM (PCD-1, the same GEMM count per minibatch) with n_iter=1;
-- the GEMM bound: float32 GFLOP/s of a large numpy matmul, and the epoch's FLOPs (~300 GFLOP) divided by it.
-  "share" = bound / measured epoch time: 100 % would be an epoch that is nothing but peak-speed GEMMs.
-- the floor ("GEMMs only" row under each batch size): an epoch of nothing but the GEMMs any implementation
-  of this network must do per minibatch — forward a0·W0, a1·W1 (and a2·W2), the backpropagated deltas
-  d2·W2ᵀ, d1·W1ᵀ, and the three weight gradients accumulated into the velocities (sgemm's beta, trainer.blas)
-  — in our step's own buffers after its minibatch gather, measured right after each of our epochs. Its
-  ratio to PyTorch is the lowest any NumPy/OpenBLAS implementation can reach on this machine.
+Method. A measurement is a fresh process (benchmarks/bench_sides.py) that loads the data, warms up, times
+--epochs epochs of one side and reports each epoch's wall and CPU seconds; its medians are that measurement.
+A round measures every side once, one after the other (the order reversed every other round, so a drift
+in the machine's load falls on both sides alike). Each round gives a ratio ours/peer; the report is the
+median and the range of the --rounds ratios, in wall seconds and in CPU seconds (all threads of each
+process: on a shared machine they move less with other work than wall seconds do, but spin-waiting threads
+count). Two sides never share a process: PyTorch's OpenMP threads spin on after its epochs and would take
+the cores from OpenBLAS during ours (issue #18).
 
---gpu times the fine-tuning epoch on the GPU instead: ours on the CuPy backend against the same PyTorch
-code on CUDA (both in full float32: TF32 off), and "GEMM s" comes from a large CuPy float32 matmul. There
-is no GPU RBM peer (scikit-learn is CPU-only), so --gpu skips that row, and the floor row (NumPy's BLAS).
+Sides, on 784-800-800-10 over --rows rows of Fashion-MNIST (Debian's dataset-fashion-mnist; uniform noise
+without it): ours (trainer.loop.train, NumPy backend) against PyTorch (the same network, loss and update
+rule: gdbn's momentum = torch.optim.SGD(momentum=m, dampening=m), L2 on weights only) at each --batches size;
+"GEMMs only", the floor: an epoch of nothing but the network's GEMMs in our step's buffers, the least any
+NumPy/OpenBLAS step could take; and one CD-1 epoch of the first RBM (784 -> 800, binary units, batch 64)
+against scikit-learn's BernoulliRBM (PCD-1, the same GEMM count per minibatch). "GEMM-bound s" is the epoch's
+FLOPs at the float32 GEMM speed a 2048³ numpy matmul reaches with the same threads.
 
-The machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (they slow NumPy's GEMM 1.6-1.9x); this script
-re-executes itself without them before NumPy is imported and says so. Ratios measured in the same run are
-what count: absolute times move with whatever else the machine is doing.
+Threads: every --threads setting (default: all CPUs, then 1) holds for both sides alike: OMP_NUM_THREADS,
+OPENBLAS_NUM_THREADS and MKL_NUM_THREADS in the child's environment, threadpoolctl and torch.set_num_threads
+inside it. Some machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (for old OpenBLAS builds; they force a
+slower kernel on a current NumPy): the children run without them unless --keep-openblas-env, and the header
+says which were unset. The BLAS kernel actually in use is read back with threadpoolctl in each child.
+
+The seed run (benchmarks/bench_seed_run.py): `python -m trainer run examples/seed-fashion.yaml` in a fresh
+process (load, 10 epochs each scored on the test set, checkpoints, report): its whole wall time, and where
+it goes.
+
+--gpu keeps the same-process design on the GPU: one process per round runs ours on CuPy and the same PyTorch
+code on CUDA (TF32 off) epoch by epoch alternately; both run on the GPU, so the CPU threads sit idle.
+Without a usable GPU it prints one line and exits 2. There is no GPU floor or RBM peer.
+
+Exit codes: 0 done, 2 bad arguments or no GPU for --gpu, 1 a side crashed (its last line is printed).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_MARK = "BENCH_TRAINER_UNSET"
-
-
-def _reexec_without_blas_overrides() -> None:
-    """Restart this script with BLAS_OVERRIDES removed from the environment (before numpy is imported)."""
-    present = {k: os.environ[k] for k in BLAS_OVERRIDES if k in os.environ}
-    if present and _MARK not in os.environ:
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
-        env[_MARK] = " ".join(f"{k}={v}" for k, v in present.items())
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
-
-
-if __name__ == "__main__":
-    _reexec_without_blas_overrides()
-
-# ruff: noqa: E402 - everything below must be imported after the re-exec above
 import argparse
-import contextlib
+import importlib.util
 import itertools
-import platform
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_report import (  # noqa: E402 - after sys.path
+    blas_summary,
+    header_lines,
+    load_average,
+    machine,
+    table_lines,
+    threads_text,
+    verdict_lines,
+)
+from benchmarks.bench_seed_run import report_lines, time_seed_run  # noqa: E402
+from trainer.strict_json import dumps  # noqa: E402
 
-from trainer.backend import Backend, cpu_name, numpy_backend, select_backend
-from trainer.config import DataConfig, parse_model
-from trainer.errors import BackendError
-from trainer.loop import Stopped, TrainData, TrainState, train
-from trainer.network import FineTuneStep
-from trainer.strict_json import dumps
-
-LAYERS = (784, 800, 800, 10)
-THREADS: int | None = None  # --threads: BLAS and PyTorch threads (default: all CPUs)
-GPU = False  # --gpu: ours on CuPy, PyTorch on CUDA
+SIDES_SCRIPT = Path(__file__).with_name("bench_sides.py")
+SEED_JOB = ROOT / "examples" / "seed-fashion.yaml"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+LAYERS = (784, 800, 800, 10)
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SCHEMA = "ec2dbn-bench-trainer/2"
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-# ----------------------------------------------------------------------------------------------- the machine
+class SideFailed(Exception):
+    """A child exited non-zero: exit_code and its last stderr line."""
+
+    def __init__(self, side: str, exit_code: int, line: str) -> None:
+        super().__init__(
+            f"{side}: {line}" if exit_code == 2 else f"side {side} failed (exit {exit_code}): {line}"
+        )
+        self.exit_code = exit_code
 
 
-def describe_machine() -> dict[str, Any]:
-    unset = os.environ.get(_MARK)
-    if unset:
-        say(f"unset {unset} for this benchmark (re-executed without them before importing NumPy)")
-    else:
-        say("OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are not set: nothing to unset")
-    info: dict[str, Any] = {"cpu": cpu_name(), "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    except ImportError:
-        blas = []
-    if blas:
-        b = blas[0]
-        info["blas"] = f"{b.get('internal_api')} {b.get('version')}, kernel {b.get('architecture')}, "
-        info["blas"] += f"{b.get('num_threads')} threads"
-    else:
-        info["blas"] = "unknown (pip install threadpoolctl to see it)"
-    say(f"machine: {info['cpu']}; Python {info['python']}, NumPy {info['numpy']}")
-    say(f"NumPy BLAS: {info['blas']}")
-    return info
+# ----------------------------------------------------------------------------------------------- children
 
 
-def sgemm_gflops(size: int = 2048, reps: int = 5) -> float:
-    """Best float32 GFLOP/s of a size x size x size numpy matmul (all BLAS threads); CuPy's with --gpu."""
-    if GPU:
-        return _cupy_sgemm_gflops(4 * size, reps)
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size), dtype=np.float32)
-    b = rng.random((size, size), dtype=np.float32)
-    c = np.empty_like(a)
-    np.dot(a, b, out=c)
-    best = min(_clocked(lambda: np.dot(a, b, out=c))[0] for _ in range(reps))
-    return 2 * size**3 / best / 1e9
+def without_overrides(base: Mapping[str, str], keep_openblas: bool) -> dict[str, str]:
+    """A copy of the environment `base` without BLAS_OVERRIDES (unless kept); `base` is left as it is."""
+    return {k: v for k, v in base.items() if keep_openblas or k not in BLAS_OVERRIDES}
 
 
-def _cupy_sgemm_gflops(size: int, reps: int) -> float:
-    import cupy as cp
+def child_env(base: Mapping[str, str], threads: int, keep_openblas: bool) -> dict[str, str]:
+    """A side's environment: `base` without BLAS_OVERRIDES (unless kept), every THREAD_VARS at `threads`."""
+    return without_overrides(base, keep_openblas) | dict.fromkeys(THREAD_VARS, str(threads))
 
-    a = cp.random.random((size, size), dtype=cp.float32)
-    b = cp.random.random((size, size), dtype=cp.float32)
-    c = cp.empty_like(a)
 
-    def once() -> None:
-        cp.dot(a, b, out=c)
-        cp.cuda.get_current_stream().synchronize()
+def run_side(side: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run bench_sides.py SIDE in a fresh process; its JSON line, plus "process_s" (the whole process)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(SIDES_SCRIPT), side, *args], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SideFailed(side, proc.returncode, tail.removeprefix("error: "))
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return doc | {"process_s": time.perf_counter() - t0}
 
-    once()
-    best = min(_clocked(once)[0] for _ in range(reps))
-    return 2 * size**3 / best / 1e9
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: ours against a peer (and the floor), each a (run name, batch) key of the rounds."""
+
+    label: str
+    peer_name: str
+    batch: int
+    ours: str
+    peer: str | None
+    floor: str | None
+    flops: float
 
 
 def finetune_flops(n: int, batch: int) -> float:
@@ -151,354 +146,257 @@ def rbm_flops(n: int, batch: int) -> float:
     return 2.0 * 5 * LAYERS[0] * LAYERS[1] * (n // batch) * batch
 
 
-# ----------------------------------------------------------------------------------------------- data
-
-
-def load_rows(n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(X (n, 784) float32 in [0, 1], y (n,) int64, where from)."""
-    if FASHION_DIR.is_dir():
-        from trainer.data import load_data
-
-        data = load_data(DataConfig("fashion-mnist"))  # the seed's split: 46,900 training rows
-        X, y = data.X_train, data.y_train
-        reps = -(-n // len(X))
-        return np.ascontiguousarray(np.tile(X, (reps, 1))[:n]), np.tile(y, reps)[:n], "Fashion-MNIST (Debian)"
-    rng = np.random.default_rng(0)
-    return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), "uniform noise (no Fashion-MNIST)"
-
-
-# ----------------------------------------------------------------------------------------------- the runs
-# Each maker returns a callable that runs one epoch and returns (wall seconds, CPU seconds of this process,
-# mean training loss), so that ours and theirs can be measured alternately: a change in the machine's load
-# then hits both alike. CPU seconds (all threads) depend less on other processes than wall time does.
-
-Run = tuple[float, float, float]
-
-
-def ours_finetune(X: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Run]:
-    """One fine-tuning epoch of our trainer (NumPy backend; CuPy with --gpu) from fresh weights, per call."""
-    be: Backend = select_backend("cupy") if GPU else numpy_backend()
-    cfg = parse_model({"layers": list(LAYERS), "learn_rates": 0.3, "epochs": 1, "minibatch_size": batch})
-    data = TrainData.from_host(be, X, y, 10)
-    _warm_up(be, cfg, data)
-
-    def epoch() -> Run:
-        state = TrainState.fresh(be, cfg)
-        return (*_clocked(lambda: train(be, cfg, data, state)), state.history[0]["loss"])
-
-    return epoch
-
-
-def gemms_only(X: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Run]:
-    """The floor: one epoch of only the fine-tuning GEMMs (NumPy backend), in a FineTuneStep's buffers.
-
-    Per minibatch: our step's gather (take_rows of X, one-hot Y, labels), the forward GEMMs a_i·W_i into
-    a_{i+1} (z_out for the last), the deltas d_i·W_iᵀ into d_{i-1}, and the weight gradients a_iᵀ·ds_i
-    accumulated into vel_w[i] with beta = momentum (np.dot into the gradient scratch without trainer.blas).
-    No activations, softmax, scaling or updates: the deltas are fixed small random values, so nothing grows.
-    """
-    be = numpy_backend()
-    cfg = parse_model({"layers": list(LAYERS), "learn_rates": 0.3, "epochs": 1, "minibatch_size": batch})
-    data = TrainData.from_host(be, X, y, 10)
-    state = TrainState.fresh(be, cfg)
-    step = FineTuneStep(be, state.params, state.vel_w, state.vel_b, batch, cfg.dropouts, cfg.use_re_lu)
-    weights, a, d, ds, vel, blas = state.params.weights, step.a, step.d, step.ds, state.vel_w, be.blas
-    g = np.random.default_rng(0)
-    for buf in (*d, *ds):
-        buf[...] = g.uniform(-1e-3, 1e-3, buf.shape)
-    outs = [*a[1:], step.z_out]
-    order = np.random.default_rng(1).permutation(data.n)
-
-    def minibatches(n_batches: int) -> None:
-        for k in range(n_batches):
-            idx = order[k * batch : (k + 1) * batch]
-            be.take_rows(data.X, idx, a[0])
-            be.take_rows(data.Y, idx, step.target)
-            be.take_rows(data.y, idx, step.labels)
-            for i, w in enumerate(weights):
-                np.dot(a[i], w, out=outs[i])
-            for i in reversed(range(len(weights))):
-                if i > 0:
-                    np.dot(d[i], weights[i].T, out=d[i - 1])
-                if blas is not None:
-                    blas.gemm_tn_acc(1.0, a[i], ds[i], cfg.momentum, vel[i])
-                else:
-                    np.dot(a[i].T, ds[i], out=step.g_w[i])
-
-    minibatches(30)  # warm-up
-
-    def epoch() -> Run:
-        return (*_clocked(lambda: minibatches(data.n // batch)), float("nan"))
-
-    return epoch
-
-
-def ours_rbm(X: np.ndarray, batch: int) -> Callable[[], Run]:
-    """One CD-1 epoch of the first layer (binary visible units, like BernoulliRBM), per call."""
-    be = numpy_backend()
-    cfg = parse_model(
-        {
-            "layers": list(LAYERS),
-            "epochs": 0,
-            "epochs_pretrain": [1, 0, 0],
-            "learn_rates_pretrain": 0.01,
-            "real_valued_vis": False,
-            "minibatch_size": batch,
-        }
-    )
-    data = TrainData.from_host(be, X, np.zeros(len(X), np.int64), 10)
-    _warm_up(be, cfg, data)
-
-    def epoch() -> Run:
-        state = TrainState.fresh(be, cfg)
-        return (*_clocked(lambda: train(be, cfg, data, state)), state.history[0]["loss"])
-
-    return epoch
-
-
-def _warm_up(be: Any, cfg: Any, data: TrainData, batches: int = 30) -> None:
-    count = iter(range(batches))
-    with contextlib.suppress(Stopped):
-        train(be, cfg, data, TrainState.fresh(be, cfg), should_stop=lambda: next(count, None) is None)
-
-
-def torch_finetune(X: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Run]:
-    """The same network and update rule in idiomatic PyTorch (autograd + torch.optim.SGD), on the CPU
-    (on CUDA with --gpu; the epoch ends by reading the loss back, which waits for the GPU).
-
-    gdbn: v = m·v − lr·(1 − m)·(g + l2·W); W += v.  SGD(momentum=m, dampening=m):
-    u = m·u + (1 − m)·(g + l2·W); W −= lr·u — the same weights (v = −lr·u) at a constant learning rate.
-    """
-    import torch
-
-    torch.set_num_threads(THREADS or os.cpu_count() or 1)
-    torch.manual_seed(0)
-    dev = torch.device("cuda" if GPU else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = False  # full float32, like CuPy's default
-    Xt, yt = torch.from_numpy(X).to(dev), torch.from_numpy(np.asarray(y, dtype=np.int64)).to(dev)
-
-    def fresh() -> tuple[list[Any], list[Any], Any]:
-        pairs = itertools.pairwise(LAYERS)
-        weights = [(torch.randn(a, b, device=dev) * 0.05).requires_grad_() for a, b in pairs]
-        biases = [torch.zeros(b, device=dev, requires_grad=True) for b in LAYERS[1:]]
-        opt = torch.optim.SGD(
-            [{"params": weights, "weight_decay": 1e-4}, {"params": biases, "weight_decay": 0.0}],
-            lr=0.3,
-            momentum=0.9,
-            dampening=0.9,
+def measure_rounds(
+    jobs: list[tuple[str, int]],
+    rounds: int,
+    epochs: int,
+    threads: int,
+    env: dict[str, str],
+    data: Path,
+    extra: tuple[str, ...] = (),
+) -> tuple[dict[tuple[str, int], list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Every (side, batch) job once per round, in a fresh process each, the order reversed every other round.
+    Returns per (run name, batch) one record per round (medians of its epochs, the epochs, the first loss,
+    the child's BLAS), and per round the order it ran in and the load average after it."""
+    got: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    rounds_done: list[dict[str, Any]] = []
+    for r in range(rounds):
+        cells, order = [], jobs if r % 2 == 0 else jobs[::-1]
+        for side, batch in order:
+            args = ["--data", str(data), "--batch", str(batch), "--epochs", str(epochs)]
+            doc = run_side(side, env, *args, "--threads", str(threads), *extra)
+            for name, run in doc["runs"].items():
+                rec = {"wall_s": statistics.median(run["wall"]), "cpu_s": statistics.median(run["cpu"])}
+                rec |= {"epochs_wall": run["wall"], "epochs_cpu": run["cpu"], "loss": run["loss"]}
+                rec |= {"process_s": doc["process_s"], "blas": blas_summary(doc["pools"])}
+                rec["pool_threads"] = sorted({p["num_threads"] for p in doc["pools"]})  # every pool's
+                got.setdefault((name, batch), []).append(rec)
+                cells.append(f"{name}@{batch} {rec['wall_s']:.2f} s ({rec['cpu_s']:.2f} CPU)")
+        rounds_done.append(
+            {"order": [f"{side}@{batch}" for side, batch in order], "load_average": load_average()}
         )
-        for p in weights + biases:  # SGD would start its buffer at g, not at (1 - dampening)·g like gdbn
-            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
-        return weights, biases, opt
-
-    def run(n_batches: int, weights: list[Any], biases: list[Any], opt: Any, perm: Any) -> float:
-        total = torch.zeros((), device=dev)
-        for k in range(n_batches):
-            idx = perm[k * batch : (k + 1) * batch]
-            h = Xt[idx]
-            for w, b in zip(weights[:-1], biases[:-1], strict=True):
-                h = torch.sigmoid(torch.addmm(b, h, w))
-            z = torch.addmm(biases[-1], h, weights[-1])
-            loss = torch.nn.functional.cross_entropy(z, yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        return float(total) / n_batches
-
-    def epoch() -> Run:
-        weights, biases, opt = fresh()
-        perm = torch.randperm(len(Xt), device=dev)
-        losses: list[float] = []
-        wall, cpu = _clocked(lambda: losses.append(run(len(Xt) // batch, weights, biases, opt, perm)))
-        return wall, cpu, losses[0]
-
-    run(30, *fresh(), torch.randperm(len(Xt), device=dev))  # warm-up
-    return epoch
-
-
-def sklearn_rbm(X: np.ndarray, batch: int) -> Callable[[], Run]:
-    """One epoch (n_iter=1) of scikit-learn's BernoulliRBM, 784 -> 800, per call."""
-    from sklearn.neural_network import BernoulliRBM
-
-    BernoulliRBM(n_components=LAYERS[1], batch_size=batch, n_iter=1, random_state=0).fit(X[: batch * 30])
-
-    def epoch() -> Run:
-        rbm = BernoulliRBM(
-            n_components=LAYERS[1], batch_size=batch, learning_rate=0.01, n_iter=1, random_state=0
+        say(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(cells)
+            + f"; load {rounds_done[-1]['load_average'][0]:.2f}"
         )
-        return (*_clocked(lambda: rbm.fit(X)), float("nan"))
-
-    return epoch
+    return got, rounds_done
 
 
-def alternate(reps: int, *runs: Callable[[], Run] | None) -> list[list[Run]]:
-    """reps runs of each (ours, then the others in order; None: not run), alternating, with a pause so
-    that the spinning BLAS/OpenMP threads of the one just measured have gone idle before the next starts."""
-    out: list[list[Run]] = [[] for _ in runs]
-    for _ in range(reps):
-        for fn, results in zip(runs, out, strict=True):
-            if fn is not None:
-                results.append(fn())
-                time.sleep(0.5)
-    return out
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
 
 
-def _clocked(fn: Callable[[], Any]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of fn()."""
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w0, time.process_time() - c0
+def side_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A side over the rounds: median of the rounds' wall and CPU medians, and the rounds themselves."""
+    walls, cpus = [r["wall_s"] for r in recs], [r["cpu_s"] for r in recs]
+    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus), "loss": recs[0]["loss"]} | {
+        "rounds": recs
+    }
 
 
-# ----------------------------------------------------------------------------------------------- the report
-
-
-def compare(
-    label: str,
-    reps: int,
-    ours: Callable[[], Run],
-    theirs: Callable[[], Run] | None,
-    flops: float,
-    gflops: float,
-    floor: Callable[[], Run] | None = None,
-) -> dict[str, Any]:
-    """Measure ours and theirs alternately (and the floor right after each of ours); print one table row
-    (and the floor's); return the figures (the floor's under "floor")."""
-    ours_runs, floor_runs, their_runs = alternate(reps, ours, floor, theirs)
-    med = statistics.median
-    row: dict[str, Any] = {"ours_wall": [r[0] for r in ours_runs], "ours_cpu": [r[1] for r in ours_runs]}
-    row |= {"ours_s": med(row["ours_wall"]), "ours_cpu_s": med(row["ours_cpu"]), "ours_loss": ours_runs[0][2]}
-    if their_runs:
-        row |= {"theirs_wall": [r[0] for r in their_runs], "theirs_cpu": [r[1] for r in their_runs]}
-        row |= {"theirs_s": med(row["theirs_wall"]), "theirs_cpu_s": med(row["theirs_cpu"])}
-        row |= {"theirs_loss": their_runs[0][2], "ratio": row["ours_s"] / row["theirs_s"]}
-        row["cpu_ratio"] = row["ours_cpu_s"] / row["theirs_cpu_s"]
-    row |= {"gflop": flops / 1e9, "gemm_bound_s": flops / (gflops * 1e9)}
-    row["share"] = row["gemm_bound_s"] / row["ours_s"]
-    cells = [f"{label:30s}", f"{row['ours_s']:7.2f}"]
-    if their_runs:
-        cells += [f"{row['theirs_s']:8.2f}", f"{row['ratio']:7.2f}", f"{row['cpu_ratio']:9.2f}"]
-    else:
-        cells += [f"{'-':>8s}", f"{'-':>7s}", f"{'-':>9s}"]
-    cells += [f"{row['gemm_bound_s']:9.2f}", f"{row['share']:6.0%}"]
-    say(" ".join(cells))
-    if floor_runs:
-        fl: dict[str, Any] = {"wall": [r[0] for r in floor_runs], "cpu": [r[1] for r in floor_runs]}
-        fl |= {"s": med(fl["wall"]), "cpu_s": med(fl["cpu"])}
-        fl["share"] = row["gemm_bound_s"] / fl["s"]
-        cells = [f"{'    GEMMs only (floor)':30s}", f"{fl['s']:7.2f}"]
-        if their_runs:
-            fl |= {"ratio": fl["s"] / row["theirs_s"], "cpu_ratio": fl["cpu_s"] / row["theirs_cpu_s"]}
-            cells += [f"{row['theirs_s']:8.2f}", f"{fl['ratio']:7.2f}", f"{fl['cpu_ratio']:9.2f}"]
-        else:
-            cells += [f"{'-':>8s}", f"{'-':>7s}", f"{'-':>9s}"]
-        cells += [f"{row['gemm_bound_s']:9.2f}", f"{fl['share']:6.0%}"]
-        say(" ".join(cells))
-        row["floor"] = fl
+def summarize(pair: Pair, got: dict[tuple[str, int], list[dict[str, Any]]], gflops: float) -> dict[str, Any]:
+    """One comparison's figures: each side's medians, the ratios' median and range over the rounds."""
+    ours = got[(pair.ours, pair.batch)]
+    row: dict[str, Any] = {"what": pair.label, "batch": pair.batch, "peer_name": pair.peer_name}
+    row |= {
+        "ours": side_summary(ours),
+        "gflop": pair.flops / 1e9,
+        "gemm_bound_s": pair.flops / (gflops * 1e9),
+    }
+    peer = got.get((pair.peer, pair.batch)) if pair.peer else None
+    if peer:
+        row["peer"] = side_summary(peer)
+        row["ratio"] = spread([o["wall_s"] / p["wall_s"] for o, p in zip(ours, peer, strict=True)])
+        row["cpu_ratio"] = spread([o["cpu_s"] / p["cpu_s"] for o, p in zip(ours, peer, strict=True)])
+    floor = got.get((pair.floor, pair.batch)) if pair.floor else None
+    if floor:
+        row["floor"] = side_summary(floor)
+        if peer:
+            row["floor"]["ratio"] = spread(
+                [f["wall_s"] / p["wall_s"] for f, p in zip(floor, peer, strict=True)]
+            )
+            row["floor"]["cpu_ratio"] = spread(
+                [f["cpu_s"] / p["cpu_s"] for f, p in zip(floor, peer, strict=True)]
+            )
     return row
 
 
-def header(title: str, theirs: str) -> None:
-    cells = [f"{title:30s}", f"{'ours s':>7s}", f"{theirs:>8s}", f"{'ratio':>7s}", f"{'CPU ratio':>9s}"]
-    say(" ".join([*cells, f"{'GEMM s':>9s}", f"{'share':>6s}"]))
+# ----------------------------------------------------------------------------------------------- main
+
+
+def write_rows(n: int, folder: Path) -> str:
+    """X.npy (n, 784) float32 in [0, 1] and y.npy (n,) int64 in folder; returns where they come from."""
+    import numpy as np
+
+    if FASHION_DIR.is_dir():
+        from trainer.config import DataConfig
+        from trainer.data import load_data
+
+        data = load_data(DataConfig("fashion-mnist"))  # the seed's split: 46,900 training rows
+        reps = -(-n // len(data.X_train))
+        X, y = np.tile(data.X_train, (reps, 1))[:n], np.tile(data.y_train, reps)[:n]
+        source = "Fashion-MNIST (Debian)"
+    else:
+        rng = np.random.default_rng(0)
+        X, y, source = rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n), "uniform noise"
+    np.save(folder / "X.npy", np.ascontiguousarray(X, dtype=np.float32))
+    np.save(folder / "y.npy", np.asarray(y, dtype=np.int64))
+    return source
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes (default 3)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per process (default 3)")
+    parser.add_argument("--rows", type=int, default=46_900, help="training rows (default 46,900)")
+    parser.add_argument("--batches", default="64", help="fine-tuning minibatch sizes (default 64)")
+    parser.add_argument(
+        "--threads",
+        default="all,1",
+        help="thread settings, both sides alike (default all,1: all CPUs, then 1)",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--no-rbm", action="store_true", help="skip the RBM comparison")
+    parser.add_argument("--no-floor", action="store_true", help="skip the GEMMs-only floor")
+    parser.add_argument("--no-seed-run", action="store_true", help="skip timing the seed run")
+    parser.add_argument("--seed-job", type=Path, default=SEED_JOB, help="the job of the seed run")
+    parser.add_argument(
+        "--keep-openblas-env", action="store_true", help="leave OPENBLAS_CORETYPE/L2_SIZE set"
+    )
+    parser.add_argument("--gpu", action="store_true", help="fine-tuning on the GPU: CuPy vs PyTorch CUDA")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        args.batch_sizes = [int(b) for b in args.batches.split(",")]
+        args.thread_counts = list(
+            dict.fromkeys((os.cpu_count() or 1) if t == "all" else int(t) for t in args.threads.split(","))
+        )
+    except ValueError:
+        parser.error("--batches and --threads take comma-separated whole numbers (--threads also 'all')")
+    if min([args.rounds, args.epochs, args.rows, *args.batch_sizes, *args.thread_counts]) < 1:
+        parser.error("--rounds, --epochs, --rows, --batches and --threads must be at least 1")
+    if args.gpu:
+        args.thread_counts, args.no_rbm, args.no_floor = [os.cpu_count() or 1], True, True
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a quarter of the rows and 2 repetitions")
-    parser.add_argument("--n", type=int, default=None, help="training rows (default 46,900)")
-    parser.add_argument("--reps", type=int, default=None, help="epochs per measurement (default 3)")
-    parser.add_argument("--batches", default="64,128", help="fine-tuning minibatch sizes (default 64,128)")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
-    parser.add_argument("--no-rbm", action="store_true", help="skip the RBM comparison")
-    parser.add_argument("--gpu", action="store_true", help="fine-tuning on the GPU: CuPy vs PyTorch CUDA")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="threads for NumPy's BLAS and PyTorch (default: all CPUs); 1 compares the work each side does "
-        "when other processes keep the CPUs busy",
-    )
-    args = parser.parse_args(argv)
-    if args.gpu:
-        global GPU
-        GPU, args.no_rbm = True, True
-        try:
-            select_backend("cupy")
-        except BackendError as exc:
-            say(f"error: --gpu: {exc}")
-            return 2
-    if args.threads:
-        global THREADS
-        THREADS = args.threads
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)  # the returned limiter is kept in force for the whole run
-        say(f"threads: {args.threads} (NumPy's BLAS and PyTorch)")
-    n = args.n or (46_900 // 4 if args.quick else 46_900)
-    reps = args.reps or (2 if args.quick else 3)
-    batches = [int(b) for b in args.batches.split(",")]
-
-    result: dict[str, Any] = {"machine": describe_machine(), "n": n, "reps": reps}
-    gflops = sgemm_gflops()
-    result["sgemm_gflops"] = gflops
-    if GPU:
-        say(f"GPU: {select_backend('cupy').device}")
-        say(f"float32 GEMM (8192^3 CuPy matmul, best of 5): {gflops:.0f} GFLOP/s")
-    else:
-        say(f"float32 GEMM (2048^3 numpy matmul, best of 5): {gflops:.0f} GFLOP/s")
-    X, y, source = load_rows(n)
-    result["data"] = source
-    say(f"data: {n:,} x 784 float32 from {source}")
-    say(f"medians of {reps} epochs each after a warm-up, ours and theirs alternating")
-    say(f"load average at start: {os.getloadavg()[0]:.2f} (other work on this machine slows both sides)")
-    say("ratio = ours/theirs in wall seconds (CPU ratio: in CPU seconds of the process);")
-    say("GEMM s = the epoch's FLOPs at the GEMM speed above; share = GEMM s / ours s")
-    if not GPU:
-        say("GEMMs only (floor) = an epoch of just the network's GEMMs in our buffers, after each of ours;")
-        say("its ratio (to the same PyTorch epochs) is the lowest a NumPy/OpenBLAS implementation can reach")
-    say()
-    header("fine-tuning 784-800-800-10" + (" (GPU)" if GPU else ""), "PyTorch")
-    result["finetune"] = []
-    for batch in batches:
-        flops = finetune_flops(n, batch)
-        theirs = None if args.no_torch else torch_finetune(X, y, batch)
-        label = f"  batch {batch} ({flops / 1e9:.0f} GFLOP)"
-        floor = None if GPU else gemms_only(X, y, batch)
-        row = compare(label, reps, ours_finetune(X, y, batch), theirs, flops, gflops, floor)
-        result["finetune"].append({"batch": batch, **row})
-    if not args.no_rbm:
-        say()
-        header("RBM 784x800 epoch, batch 64", "sklearn")
-        try:
-            theirs = sklearn_rbm(X, 64)
-        except ImportError:
-            theirs = None
-        row = compare("  CD-1 vs BernoulliRBM PCD-1", reps, ours_rbm(X, 64), theirs, rbm_flops(n, 64), gflops)
-        result["rbm"] = {"batch": 64, **row}
-    say()
-    first = result["finetune"][0]
-    if "ratio" in first and GPU:
-        say(f"ours/PyTorch on the GPU at batch {first['batch']}: {first['ratio']:.2f} (no GPU target)")
-    elif "ratio" in first:
-        verdict = "met" if first["ratio"] <= 0.5 else "NOT met"
-        say(f"target ours/PyTorch <= 0.5 at batch {first['batch']}: {first['ratio']:.2f} ({verdict})")
-        floor = first.get("floor", {})
-        if "ratio" in floor:
-            say(
-                f"floor at batch {first['batch']}: the GEMMs alone are {floor['ratio']:.2f} of PyTorch "
-                f"(ours spends {first['ours_s'] - floor['s']:.2f} s per epoch outside them)"
-            )
-    if "ratio" in first:
+    args = parse_args(argv)
+    has_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
+    has_sklearn = importlib.util.find_spec("sklearn") is not None
+    present = {k: os.environ[k] for k in BLAS_OVERRIDES if k in os.environ}
+    result: dict[str, Any] = {"schema": SCHEMA, "argv": sys.argv[1:] if argv is None else argv}
+    result |= {"machine": machine(), "load_average_start": load_average(), "gpu": args.gpu}
+    result["openblas_overrides"] = {"set": present, "kept": args.keep_openblas_env}
+    result |= {"rows": args.rows, "rounds": args.rounds, "epochs_per_process": args.epochs, "probes": {}}
+    envs = {t: child_env(os.environ, t, args.keep_openblas_env) for t in args.thread_counts}
+    try:  # first, so that --gpu without a GPU prints its one line and nothing else
+        for t in args.thread_counts:
+            doc = run_side("probe", envs[t], "--threads", str(t), *(["--gpu"] if args.gpu else []))
+            result["probes"][t] = {
+                "info": doc["info"],
+                "blas": blas_summary(doc["pools"]),
+                "pools": doc["pools"],
+            }
+    except SideFailed as exc:
+        print(f"error: {'--gpu: ' if args.gpu else ''}{exc}", file=sys.stderr, flush=True)
+        return exc.exit_code if exc.exit_code == 2 else 1
+    for line in header_lines(result):
+        say(line)
+    if args.gpu and not has_torch:
+        say("PyTorch is not installed (pip install -e '.[bench]'): only ours is timed")
+    elif not has_torch:
         say(
-            f"same work: mean training loss of the first epoch, ours {first['ours_loss']:.4f}, "
-            f"PyTorch {first['theirs_loss']:.4f}"
+            "PyTorch skipped"
+            + (" (--no-torch)" if args.no_torch else " (not installed: pip install -e '.[bench]')")
         )
-    say(f"load average at end: {os.getloadavg()[0]:.2f}")
-    if args.json:
-        args.json.write_text(dumps(result, indent=2) + "\n")
+    pairs = make_pairs(args, has_torch, has_sklearn)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+            result["data"] = write_rows(args.rows, Path(tmp))
+            say(f"data: {args.rows:,} x 784 float32 from {result['data']}")
+            say(f"each side in its own process; {args.rounds} rounds, medians of {args.epochs} epoch(s) each")
+            load, cores = result["load_average_start"][0], result["machine"]["cores"]
+            say(f"load average (1 min) at start: {load:.2f} on {cores} cores")
+            if load > cores / 2:
+                say("  the machine is busy: other processes share the cores, so the figures (wall seconds")
+                say("  above all, and most at all threads) carry their load; rerun on a quiet machine")
+            result["settings"] = []
+            for t in args.thread_counts:  # the JSON after each setting: a long run stopped early keeps them
+                setting = measure_setting(args, pairs, t, envs[t], Path(tmp), result["probes"][t])
+                result["settings"].append(setting)
+                save(args.json, result)
+    except SideFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code if exc.exit_code == 2 else 1
+    if not args.no_seed_run:
+        say()
+        seed_env = without_overrides(os.environ, args.keep_openblas_env)  # all threads, as a user runs it
+        result["seed_run"] = time_seed_run(args.seed_job, seed_env, say, "cupy" if args.gpu else None)
+        for line in report_lines(result["seed_run"]):
+            say(line)
+    say()
+    for line in verdict_lines(result["settings"], args.gpu):
+        say(line)
+    result["load_average_end"] = load_average()
+    start, end = result["load_average_start"][0], result["load_average_end"][0]
+    say(f"load average (1 min): {start:.2f} at start, {end:.2f} at end")
+    save(args.json, result)
     return 0
+
+
+def save(path: Path | None, result: dict[str, Any]) -> None:
+    """Write the figures so far to --json (complete once "load_average_end" is in)."""
+    if path is not None:
+        path.write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def make_pairs(args: argparse.Namespace, has_torch: bool, has_sklearn: bool) -> list[Pair]:
+    pairs = [
+        Pair(
+            f"fine-tuning, batch {b}" + (" (GPU)" if args.gpu else ""),
+            "PyTorch",
+            b,
+            "ours",
+            "torch" if has_torch else None,
+            None if args.no_floor else "floor",
+            finetune_flops(args.rows, b),
+        )
+        for b in args.batch_sizes
+    ]
+    if not args.no_rbm:
+        peer = "sklearn-rbm" if has_sklearn else None
+        pairs.append(
+            Pair("RBM epoch, batch 64", "scikit-learn", 64, "ours-rbm", peer, None, rbm_flops(args.rows, 64))
+        )
+    return pairs
+
+
+def measure_setting(
+    args: argparse.Namespace,
+    pairs: list[Pair],
+    threads: int,
+    env: dict[str, str],
+    data: Path,
+    probe: dict[str, Any],
+) -> dict[str, Any]:
+    """All rounds at one thread setting; prints its table and returns its figures."""
+    if args.gpu:
+        jobs = [("gpu", b) for b in args.batch_sizes]  # ours and PyTorch in one process, on the GPU
+        extra = () if pairs[0].peer else ("--no-torch",)
+    else:
+        jobs = list(dict.fromkeys((s, p.batch) for p in pairs for s in (p.ours, p.peer, p.floor) if s))
+        extra = ()
+    say()
+    say(f"{threads_text(threads)}, both sides" + (" (the GPU does the work)" if args.gpu else ""))
+    got, rounds = measure_rounds(jobs, args.rounds, args.epochs, threads, env, data, extra)
+    rows = [summarize(p, got, probe["info"]["sgemm_gflops"]) for p in pairs]
+    for line in table_lines(rows):
+        say(line)
+    return {"threads": threads, "comparisons": rows, "rounds": rounds}
 
 
 if __name__ == "__main__":
