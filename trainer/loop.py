@@ -122,8 +122,9 @@ def train(
     on_epoch(state, record) runs after each finished epoch (state already advanced: checkpoint it there).
     evaluate(params), when given, runs after each fine-tuning epoch's training (timed apart from it); its
     (mean cross-entropy, error rate) go into the record as test_loss / test_err, its time as eval_seconds.
-    should_stop() is polled after every minibatch; when it turns true, the current minibatch is finished,
-    `state` records the exact position and `Stopped` is raised.
+    should_stop() is polled after every minibatch (an epoch's last one excepted) and after on_epoch, with
+    `state` at the position reached; when it turns true, `state` records that exact position and `Stopped`
+    is raised.
     """
     b = cfg.minibatch_size
     if data.n < b:
@@ -210,9 +211,9 @@ class _Run:
         with be.errstate():
             for k in range(st.batch, n_batches):
                 one(order[k * b : (k + 1) * b], None if noise is None else noise.batch(k))
-                if k + 1 < n_batches and self.should_stop():
+                st.batch = k + 1  # kept current: should_stop may read the position (trainer.hold does)
+                if st.batch < n_batches and self.should_stop():
                     be.synchronize()
-                    st.batch = k + 1
                     st.sums = {name: _scalar(getattr(owner, name)) for name, owner in sums.items()}
                     st.epoch_seconds += time.perf_counter() - t0
                     raise Stopped

@@ -8,6 +8,8 @@ test_err and eval_seconds in its record; its `seconds` stay training time only).
 Exit codes: 0 finished; 2 bad job or data (a TrainerError, one line); 3 stopped by SIGTERM/SIGINT after
 writing a checkpoint at the exact minibatch reached (`--resume` continues to bitwise the same weights as an
 uninterrupted run on NumPy); 1 a crash (the traceback goes to train.log and stderr).
+
+Tests hold a run at a chosen point with $EC2DBN_TEST_HOLD (see trainer.hold; inert when unset).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from trainer.checkpoint import job_fingerprint, load_checkpoint, save_checkpoint
 from trainer.config import Job, ModelConfig, load_job
 from trainer.dbn import DBN, save_model
 from trainer.errors import JobError, TrainerError
+from trainer.hold import Hold
 from trainer.loop import Stopped, TrainData, TrainState, train
 from trainer.metrics import accuracy, classification_report, metrics_document
 from trainer.network import HeldOutScore, predict_proba
@@ -116,6 +119,7 @@ class _Job:
         from trainer.data import load_data  # the data module pulls in downloads: only when running a job
 
         cfg, log, be = self.job.model, self.log, self.backend
+        hold = Hold.from_env()  # a test seam (trainer.hold): None unless $EC2DBN_TEST_HOLD is set
         log.line(f"trainer: job {self.path} -> {self.out}")
         log.line(f"backend: {be.name} ({be.device})")
         with StopSignals() as stop:
@@ -126,6 +130,11 @@ class _Job:
             log.line(_describe_model(self.job))
             train_data = TrainData.from_host(be, data.X_train, data.y_train, cfg.layers[-1])
             evaluate = _test_scorer(be, cfg, data) if cfg.eval_test_every_epoch else None
+
+            def should_stop() -> bool:
+                if hold is not None and hold.reached(state.phase, state.epoch, state.batch):
+                    hold.wait(stop.requested, log.line)
+                return stop.requested()
 
             def on_epoch(st: TrainState, record: dict[str, Any]) -> None:
                 save_checkpoint(
@@ -141,7 +150,7 @@ class _Job:
                     cfg,
                     train_data,
                     state,
-                    should_stop=stop.requested,
+                    should_stop=should_stop,
                     on_epoch=on_epoch,
                     evaluate=evaluate,
                 )
