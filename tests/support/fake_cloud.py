@@ -51,6 +51,9 @@ class FakeCloudInit:
         #: reach through EC2DBN_IMDS_URL, as the spot watcher on a real instance reaches 169.254.169.254.
         self.with_imds = False
         self.imds: dict[str, FakeImds] = {}
+        #: Extra variables for the commands of instances booted from now on (sshd SetEnv); tests put a
+        #: TrainerHold's variable here. Nothing of this machine's own environment goes in by default.
+        self.env: dict[str, str] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -117,10 +120,10 @@ class FakeCloudInit:
         pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
             KeyNames=[inst["KeyName"]], IncludePublicKey=True
         )["KeyPairs"][0]
-        env = None
+        env = {**default_env(), **self.env}
         if self.with_imds:
             self.imds[iid] = FakeImds()
-            env = {**default_env(), "EC2DBN_IMDS_URL": self.imds[iid].url}
+            env["EC2DBN_IMDS_URL"] = self.imds[iid].url
         return start_sshd(
             folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port, env=env
         )
