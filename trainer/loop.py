@@ -123,8 +123,9 @@ def train(
     on_epoch(state, record) runs after each finished epoch (state already advanced: checkpoint it there).
     evaluate(params), when given, runs after each fine-tuning epoch's training (timed apart from it); its
     (mean cross-entropy, error rate) go into the record as test_loss / test_err, its time as eval_seconds.
-    should_stop() is polled after every minibatch; when it turns true, the current minibatch is finished,
-    `state` records the exact position and `Stopped` is raised.
+    should_stop() is polled after every minibatch (an epoch's last one excepted) and after on_epoch, with
+    `state` at the position reached; when it turns true, `state` records that exact position and `Stopped`
+    is raised.
     At the end of every epoch (and when stopped mid-epoch) the loss and the parameters are checked: when
     either is no longer finite, `trainer.divergence.Diverged` is raised before on_epoch runs, so a checkpoint
     written by on_epoch only ever holds a finite state (the state itself is then the diverged one).
@@ -214,9 +215,9 @@ class _Run:
         with be.errstate():
             for k in range(st.batch, n_batches):
                 one(order[k * b : (k + 1) * b], None if noise is None else noise.batch(k))
-                if k + 1 < n_batches and self.should_stop():
+                st.batch = k + 1  # kept current: should_stop may read the position (trainer.hold does)
+                if st.batch < n_batches and self.should_stop():
                     be.synchronize()
-                    st.batch = k + 1
                     st.sums = {name: _scalar(getattr(owner, name)) for name, owner in sums.items()}
                     st.epoch_seconds += time.perf_counter() - t0
                     self._check(phase_id, st.sums, st.batch * b, st.batch)  # never checkpoint a NaN

@@ -13,6 +13,8 @@ uninterrupted run on NumPy); 4 diverged: an epoch's loss (or the weights) stoppe
 stopped there; checkpoint.npz keeps the last finite state (it is never overwritten with the diverged one),
 train.log and stdout name the epoch and the likely causes, and metrics.json has status "diverged" (no
 model.npz, no report.txt); 1 a crash (the traceback goes to train.log and stderr).
+
+Tests hold a run at a chosen point with $EC2DBN_TEST_HOLD (see trainer.hold; inert when unset).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from trainer.contract import (
 from trainer.dbn import DBN, save_model
 from trainer.divergence import Diverged
 from trainer.errors import JobError, TrainerError
+from trainer.hold import Hold
 from trainer.loop import Stopped, TrainData, TrainState, train
 from trainer.metrics import accuracy, classification_report, metrics_document
 from trainer.network import HeldOutScore, predict_proba
@@ -132,6 +135,7 @@ class _Job:
         from trainer.data import load_data  # the data module pulls in downloads: only when running a job
 
         cfg, log, be = self.job.model, self.log, self.backend
+        hold = Hold.from_env()  # a test seam (trainer.hold): None unless $EC2DBN_TEST_HOLD is set
         log.line(f"trainer: job {self.path} -> {self.out}")
         log.line(f"backend: {be.name} ({be.device})")
         with StopSignals() as stop:
@@ -142,6 +146,11 @@ class _Job:
             log.line(_describe_model(self.job))
             train_data = TrainData.from_host(be, data.X_train, data.y_train, cfg.layers[-1])
             evaluate = _test_scorer(be, cfg, data) if cfg.eval_test_every_epoch else None
+
+            def should_stop() -> bool:
+                if hold is not None and hold.reached(state.phase, state.epoch, state.batch):
+                    hold.wait(stop.requested, log.line)
+                return stop.requested()
 
             def on_epoch(st: TrainState, record: dict[str, Any]) -> None:
                 self._save(st)  # first: logs never run ahead
@@ -155,7 +164,7 @@ class _Job:
                     cfg,
                     train_data,
                     state,
-                    should_stop=stop.requested,
+                    should_stop=should_stop,
                     on_epoch=on_epoch,
                     evaluate=evaluate,
                 )

@@ -1,7 +1,10 @@
 """Shared set-up for the `ec2dbn train` end-to-end tests: a small real job, a stack file, running the CLI.
 
 The stack points SSH at the fake cloud-init's loopback sshd as the current user, with `remote_dir` (the
-"instance's" disk) in a temp folder; everything else is what a user would write.
+"instance's" disk) in a temp folder; everything else is what a user would write. A test that must act
+while the trainer runs holds it at a known point (`hold_on_the_instance`) instead of needing a slow job;
+a `--local` run meant to match a remote one bitwise runs with the instance's environment
+(`train_locally_as_on_the_instance`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.fake_cloud import FakeCloudInit
+from tests.support.hold import TrainerHold
 from tests.support.moto_server import MotoServer, tagged_resources
+from tests.support.sshd import default_env
 
 #: A small real job: 784-200-10 on 2,000 real MNIST digits, 4 epochs, NumPy so both runs match.
 JOB = {
@@ -47,12 +53,6 @@ def write_stack(tmp_path: Path, **overrides: object) -> Path:
     path = tmp_path / "e2e-stack.yaml"
     path.write_text(yaml.safe_dump(stack))
     return path
-
-
-#: A job that takes seconds per epoch even on a quiet machine (the seed's network on all 3,750 training
-#: digits), for tests that must act while training is still running.
-SLOW_DATA = {**JOB["data"], "limit": None}
-SLOW_LAYERS = [784, 800, 800, 10]
 
 
 def write_job(tmp_path: Path, data: dict | None = None, **model: object) -> Path:
@@ -108,3 +108,27 @@ def run_cli(
             proc.wait()
     reader.join(timeout=10)
     return code, lines, "".join(err)
+
+
+def hold_on_the_instance(
+    fake_cloud: FakeCloudInit, tmp_path: Path, epoch: int, minibatch: int = 0
+) -> TrainerHold:
+    """A TrainerHold (a context manager: release it) that every instance booted from now on gives its
+    trainer: it waits there, logging a HELD line, until released or signalled (trainer/hold.py)."""
+    hold = TrainerHold(tmp_path / "hold", epoch, minibatch)
+    fake_cloud.env.update(hold.env)
+    return hold
+
+
+def train_locally_as_on_the_instance(job: Path, results: Path) -> Path:
+    """`ec2dbn train --local JOB` as a process with the environment the fake instance's commands get:
+    sshd passes on none of this machine's variables, so none of its BLAS settings (OPENBLAS_CORETYPE,
+    thread counts) either. On this machine both runs then use the same GEMM kernel and thread count, and
+    their numbers can be compared bitwise. Returns the run's folder under `results`."""
+    home = results.parent / "local-home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**default_env(), "HOME": str(home), "PYTHONFAULTHANDLER": "1"}
+    code, _lines, err = run_cli(["train", "--local", str(job), "--results", str(results)], env)
+    assert code == 0, err[-3000:]
+    (run_dir,) = results.iterdir()
+    return run_dir

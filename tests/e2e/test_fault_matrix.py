@@ -4,7 +4,9 @@ Each row injects one fault into the real flow (moto as EC2, the fake cloud-init'
 instance) and checks what the user gets: the documented exit code, ONE error line carrying the key phrase
 (never a traceback), and afterwards zero ec2dbn-tagged instances, spot requests, security groups, key
 pairs or volumes. AWS faults are botocore hooks on ec2dbn's own clients (tests/support/moto_server.py),
-so those rows run ec2dbn in this process; Ctrl-C and a vanishing state dir need a real process.
+so those rows run ec2dbn in this process; Ctrl-C and a vanishing state dir need a real process. Rows that
+act while the trainer runs hold it at a known point on the instance first (tests/support/hold.py), so no
+row depends on how fast this machine trains.
 
 The rows share one warm "instance disk" (remote_dir): the bootstrap's marker files make its re-run
 quick, as on a reused instance, and each run has its own run id. The host-key row uses a fresh one, to
@@ -35,7 +37,16 @@ import yaml
 
 from ec2dbn import resources
 from ec2dbn.cli import main
-from tests.e2e.helpers import JOB, SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
+from tests.e2e.helpers import (
+    JOB,
+    hold_on_the_instance,
+    nothing_left,
+    run_cli,
+    train_locally_as_on_the_instance,
+    write_job,
+    write_stack,
+)
+from tests.support.hold import HELD
 from tests.support.moto_server import (
     MotoServer,
     add_hook,
@@ -152,7 +163,9 @@ def train_process(
     results = tmp_path / "results"
     args = ["train", str(job), "--stack", str(stack), "--results", str(results)]
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a hang is killed with its stacks shown
-    code, lines, err = run_cli(args, env, on_line, timeout_s=180)
+    # A hang guard, not a speed limit: as long as pytest's own timeout (300 s) allows, so a loaded
+    # machine is only slower, and a real hang still fails with ec2dbn's stacks rather than pytest's.
+    code, lines, err = run_cli(args, env, on_line, timeout_s=270)
     return Outcome(code, "\n".join(text for _, text in lines), err, results)
 
 
@@ -455,19 +468,21 @@ def test_sigint_mid_training_stops_the_trainer(
     sent: list[float] = []
 
     def interrupt(proc: subprocess.Popen[str], line: str) -> None:
-        if line.startswith("Epoch ") and not sent:
+        if line.startswith(HELD) and not sent:
             proc.send_signal(signal.SIGINT)  # ec2dbn only: the trainer runs in its own session remotely
             sent.append(time.time())
 
-    epochs = 300  # about 30 s if nothing stopped it
+    epochs = 4
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
-    outcome = check_row(
-        "SIGINT to ec2dbn after the first epoch",
-        train_process(tmp_path, stack, job_file(tmp_path, "sigint", epochs), interrupt),
-        aws,
-        130,
-        "interrupted",
-    )
+    # Held after epoch 1 (never released): ec2dbn's stop is what ends it, however fast the CPU.
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        outcome = check_row(
+            "SIGINT to ec2dbn after the first epoch",
+            train_process(tmp_path, stack, job_file(tmp_path, "sigint", epochs), interrupt),
+            aws,
+            130,
+            "interrupted",
+        )
     assert sent
     record = outcome.record
     assert record["status"] == "interrupted" and record["exit_code"] == 130
@@ -475,9 +490,9 @@ def test_sigint_mid_training_stops_the_trainer(
     # The remote trainer was stopped (SIGTERM → checkpoint → exit 3), not left running or killed.
     remote = _remote_run(instance_disk, record["run_id"])
     assert (remote / "job.exit").read_text().strip() == "3"
-    assert "stopped by SIGTERM" in (remote / "job.log").read_text()
+    assert f"stopped by SIGTERM at {hold.position};" in (remote / "job.log").read_text()
     done = [json.loads(x) for x in (remote / "out" / "metrics.jsonl").read_text().splitlines() if x]
-    assert 1 <= len(done) < epochs
+    assert [r["epoch"] for r in done] == [1]
     # ...and the checkpoint it wrote on the way out is the one pulled into results/<run-id>/.
     pulled = outcome.run_dir / "checkpoint.npz"
     assert pulled.read_bytes() == (remote / "out" / "checkpoint.npz").read_bytes()
@@ -519,21 +534,24 @@ def test_state_dir_deleted_mid_run(fake_cloud, aws: MotoServer, instance_disk: P
     deleted: list[float] = []
 
     def delete_home(proc: subprocess.Popen[str], line: str) -> None:
-        if line.startswith("Epoch ") and not deleted:
+        if line.startswith(HELD) and not deleted:
             assert (home / "stacks" / "e2e" / "id_ed25519").is_file()
             shutil.rmtree(home)
             deleted.append(time.time())
+            hold.release()
 
-    epochs = 20
+    epochs = 4
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
     # The SSH connection is open and the key is in memory: the job finishes; teardown finds all by tags.
-    outcome = check_row(
-        "state dir ($EC2DBN_HOME) deleted after the first epoch",
-        train_process(tmp_path, stack, job_file(tmp_path, "nohome", epochs), delete_home),
-        aws,
-        0,
-        "finished",
-    )
+    # The trainer is held after epoch 1 until the folder is gone, so the deletion lands mid-run.
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        outcome = check_row(
+            "state dir ($EC2DBN_HOME) deleted after the first epoch",
+            train_process(tmp_path, stack, job_file(tmp_path, "nohome", epochs), delete_home),
+            aws,
+            0,
+            "finished",
+        )
     assert deleted
     remote = _remote_run(instance_disk, outcome.record["run_id"])
     assert (remote / "job.exit").stat().st_mtime > deleted[0], "training had ended before the deletion"
@@ -549,21 +567,25 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
 ) -> None:
     fake_cloud.with_imds = True
     stack = write_stack(tmp_path)
-    # Long enough that the notice (polled every 2 s on the instance) lands while training runs.
-    job = write_job(tmp_path, SLOW_DATA, layers=SLOW_LAYERS, epochs=8)
+    job = write_job(tmp_path, epochs=4)
     results = tmp_path / "results"
     announced: list[str] = []
 
-    def announce_after_epoch_1(_proc: subprocess.Popen[str], line: str) -> None:
-        if not announced and line.startswith("Epoch 1:"):
+    def announce_when_held(_proc: subprocess.Popen[str], line: str) -> None:
+        if not announced and line.startswith(HELD):
             announced.append(fake_cloud.booted[0])
             fake_cloud.imds[announced[0]].announce_spot_interruption(action="terminate", in_seconds=120)
+        elif line.startswith("stopped by SIGTERM"):
+            hold.release()  # the next instance resumes past the point anyway; no file left behind
 
-    code, lines, err = run_cli(
-        ["train", str(job), "--stack", str(stack), "--results", str(results)],
-        dict(os.environ),
-        on_line=announce_after_epoch_1,
-    )
+    # Held mid-epoch 2 until the notice (polled every 2 s on the instance) has stopped it, however fast
+    # the CPU: the checkpoint is mid-epoch, at a known minibatch.
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2, minibatch=3) as hold:
+        code, lines, err = run_cli(
+            ["train", str(job), "--stack", str(stack), "--results", str(results)],
+            dict(os.environ),
+            on_line=announce_when_held,
+        )
     outcome = [s for s in err.splitlines() if s.startswith(("finished", "failed", "error"))]
     MATRIX.append(
         Row(
@@ -579,6 +601,7 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
     # Two instances: the interrupted one and the one that finished the job.
     assert len(fake_cloud.booted) == 2 and fake_cloud.booted[0] == announced[0]
     assert any(text.startswith("Spot interruption notice") for _, text in lines)
+    assert any(text.startswith(f"stopped by SIGTERM at {hold.position};") for _, text in lines)
     (run_dir,) = results.iterdir()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished"
@@ -588,13 +611,11 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
     assert record["instance_id"] == fake_cloud.booted[1]
     assert len(record["segments"]) == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 5))
     nothing_left(aws)
 
-    # The same job, uninterrupted, here: bitwise the same weights.
-    local = tmp_path / "local"
-    assert main(["train", "--local", str(job), "--results", str(local)]) == 0
-    (local_dir,) = local.iterdir()
+    # The same job, uninterrupted, here with the instance's environment: bitwise the same weights.
+    local_dir = train_locally_as_on_the_instance(job, tmp_path / "local")
     with np.load(run_dir / "model.npz") as a, np.load(local_dir / "model.npz") as b:
         weights = [k for k in a.files if a[k].dtype.kind == "f"]
         assert weights

@@ -2,7 +2,8 @@
 
 The flow runs unmodified: launch → ssh (pinned host key) → bootstrap (the CPU path) → ship → detached
 trainer → followed log → pull → teardown. The test then checks what a user would: the log streamed while
-training ran, the pulled results equal a `--local` run's, and nothing tagged is left in AWS.
+training ran, the pulled results equal a `--local` run's, and nothing tagged is left in AWS. Tests that
+act while the trainer runs hold it at a known point on the instance (tests/support/hold.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import pytest
 from ec2dbn import resources
 from ec2dbn.cli import main
 from ec2dbn.pipeline import PHASES
-from tests.e2e.helpers import SLOW_DATA, SLOW_LAYERS, nothing_left, run_cli, write_job, write_stack
+from tests.e2e.helpers import (
+    hold_on_the_instance,
+    nothing_left,
+    run_cli,
+    train_locally_as_on_the_instance,
+    write_job,
+    write_stack,
+)
+from tests.support.hold import HELD
 from tests.support.moto_server import tagged_resources
 
 pytestmark = pytest.mark.slow
@@ -32,13 +41,21 @@ def train_in_process(tmp_path: Path) -> int:
 
 
 def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, tmp_path: Path) -> None:
-    stack = write_stack(tmp_path)
-    # Wide and long enough that training outlasts several log polls, even on a loaded machine.
-    job = write_job(tmp_path, SLOW_DATA, layers=SLOW_LAYERS, epochs=4)
+    stack, job = write_stack(tmp_path), write_job(tmp_path)
     results = tmp_path / "results"
-    code, lines, err = run_cli(
-        ["train", str(job), "--stack", str(stack), "--results", str(results)], dict(os.environ)
-    )
+
+    def release_once_streamed(_proc: subprocess.Popen[str], line: str) -> None:
+        if line.startswith(HELD):
+            hold.release()
+
+    # Held after epoch 1 until its line has reached the terminal: the log streams while training runs,
+    # however fast the CPU.
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        code, lines, err = run_cli(
+            ["train", str(job), "--stack", str(stack), "--results", str(results)],
+            dict(os.environ),
+            on_line=release_once_streamed,
+        )
     assert code == 0, err[-3000:]
 
     # The epoch lines reached the terminal while the trainer was still running on the "instance".
@@ -61,10 +78,9 @@ def test_train_end_to_end_matches_local_run_and_leaves_nothing(fake_cloud, aws, 
     assert "no GPU: the job will run on the CPU" in (run_dir / "bootstrap.log").read_text()
     nothing_left(aws)
 
-    # The same job and seed locally gives the same numbers.
-    local_root = tmp_path / "local"
-    assert main(["train", "--local", str(job), "--results", str(local_root)]) == 0
-    (local_dir,) = local_root.iterdir()
+    # The same job and seed locally, with the instance's environment (so the same BLAS kernel and
+    # thread count on this machine): the same numbers, bitwise.
+    local_dir = train_locally_as_on_the_instance(job, tmp_path / "local")
     remote_metrics = json.loads((run_dir / "metrics.json").read_text())
     local_metrics = json.loads((local_dir / "metrics.json").read_text())
     assert remote_metrics["test_accuracy"] == local_metrics["test_accuracy"]
@@ -85,15 +101,17 @@ def test_log_follower_survives_sshd_restart_mid_run(fake_cloud, aws, tmp_path: P
     restarted: list[str] = []
 
     def restart_once(_proc: subprocess.Popen[str], line: str) -> None:
-        if line.startswith("Epoch 1:") and not restarted:
-            fake_cloud.restart_sshd()
+        if line.startswith(HELD) and not restarted:
+            fake_cloud.restart_sshd()  # the connection drops while the trainer is (held) running
             restarted.append(line)
+            hold.release()
 
-    code, lines, err = run_cli(
-        ["train", str(job), "--stack", str(stack), "--results", str(tmp_path / "results")],
-        dict(os.environ),
-        on_line=restart_once,
-    )
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        code, lines, err = run_cli(
+            ["train", str(job), "--stack", str(stack), "--results", str(tmp_path / "results")],
+            dict(os.environ),
+            on_line=restart_once,
+        )
     assert code == 0, err[-3000:]
     seen = [text for _, text in lines]
     assert restarted
@@ -166,21 +184,29 @@ def test_resume_reattaches_after_the_local_process_died(fake_cloud, aws, tmp_pat
     results = tmp_path / "results"
 
     def close_the_lid(proc: subprocess.Popen[str], line: str) -> None:
-        if line.startswith("Epoch 1:"):
+        if line.startswith(HELD):
             proc.kill()  # the laptop lid closes: no teardown, no pull
 
-    run_cli(
-        ["train", str(job), "--stack", str(stack), "--results", str(results)],
-        dict(os.environ),
-        on_line=close_the_lid,
-    )
-    (run_dir,) = results.iterdir()
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
-    assert tagged_resources(aws)["instances"], "the instance should still be up"
+    def release_once_attached(_proc: subprocess.Popen[str], line: str) -> None:
+        if line.startswith(HELD):  # the log is followed again from its start: the trainer still runs
+            hold.release()
 
-    code, _lines, err = run_cli(
-        ["train", "--resume", run_dir.name, "--results", str(results)], dict(os.environ)
-    )
+    # Held after epoch 1 until the second ec2dbn follows it: it re-attaches to a running job.
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        run_cli(
+            ["train", str(job), "--stack", str(stack), "--results", str(results)],
+            dict(os.environ),
+            on_line=close_the_lid,
+        )
+        (run_dir,) = results.iterdir()
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+        assert tagged_resources(aws)["instances"], "the instance should still be up"
+
+        code, _lines, err = run_cli(
+            ["train", "--resume", run_dir.name, "--results", str(results)],
+            dict(os.environ),
+            on_line=release_once_attached,
+        )
     assert code == 0, err[-3000:]
     assert "re-attaching" in err
     assert fake_cloud.booted and len(fake_cloud.booted) == 1  # the same instance, not a new one

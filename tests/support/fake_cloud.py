@@ -77,6 +77,9 @@ class FakeCloudInit:
         self.with_imds = False
         self.imds: dict[str, FakeImds] = {}
         self.reclaimed: set[str] = set()
+        #: Extra variables for the commands of instances booted from now on (sshd SetEnv); tests put a
+        #: TrainerHold's variable here. Nothing of this machine's own environment goes in by default.
+        self.env: dict[str, str] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -157,7 +160,7 @@ class FakeCloudInit:
         pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
             KeyNames=[inst["KeyName"]], IncludePublicKey=True
         )["KeyPairs"][0]
-        env = {**default_env(), MARK: iid}
+        env = {**default_env(), **self.env, MARK: iid}
         if self.with_imds:
             self.imds[iid] = FakeImds()
             env["EC2DBN_IMDS_URL"] = self.imds[iid].url

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.hold import HELD, TrainerHold
 from tests.trainer.trainer_fixtures import dataset, model_arrays, run_trainer, start_trainer, write_job
 from trainer.dbn import DBN
 
@@ -168,19 +168,24 @@ def test_a_crash_exits_1_with_the_traceback_in_train_log(tmp_path: Path) -> None
     assert "Epoch 1:" in log and "Traceback (most recent call last)" in log and "IsADirectoryError" in log
 
 
-def interrupt(job: Path, out: Path, sig: signal.Signals, *extra: str, delay: float = 0.0) -> tuple[int, str]:
-    """Start a run, send `sig` `delay` seconds after an epoch line appears, return (exit code, output)."""
-    proc = start_trainer("run", str(job), "--out", str(out), "--backend", "numpy", *extra)
+def interrupt(job: Path, out: Path, sig: signal.Signals, hold: TrainerHold, *extra: str) -> tuple[int, str]:
+    """Start a run held at `hold`, send `sig` once it says it is held; return (exit code, output)."""
+    proc = start_trainer("run", str(job), "--out", str(out), "--backend", "numpy", *extra, env=hold.env)
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("Epoch "):
-            time.sleep(delay)
+        if line.startswith(HELD):
             proc.send_signal(sig)
             break
     rest, err = proc.communicate(timeout=120)
     return proc.returncode, "".join(lines) + rest + err
+
+
+def checkpoint_position(out: Path) -> tuple[str, int, int]:
+    with np.load(out / "checkpoint.npz") as ckpt:
+        meta = json.loads(str(ckpt["meta"]))
+    return meta["phase"], meta["epoch"], meta["batch"]
 
 
 def test_sigterm_then_resume_gives_bitwise_the_uninterrupted_weights(tmp_path: Path) -> None:
@@ -191,19 +196,25 @@ def test_sigterm_then_resume_gives_bitwise_the_uninterrupted_weights(tmp_path: P
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "out"
-    # Right after an epoch line the trainer is at an epoch boundary; 0.1 s later it is mid-epoch (the
-    # in-process tests in test_resume.py pin exact positions; this checks the real signal path).
-    code, text = interrupt(job, out, signal.SIGTERM)
+    # Signalled while held at a known point (an epoch boundary, then mid-epoch), however fast the CPU; the
+    # in-process tests in test_resume.py cover every position; this checks the real signal path.
+    with TrainerHold(tmp_path, epoch=2) as boundary:
+        code, text = interrupt(job, out, signal.SIGTERM, boundary)
     assert code == 3, text
-    assert "stopped by SIGTERM at fine-tuning" in text and "continue with --resume" in text
-    with np.load(out / "checkpoint.npz") as ckpt:
-        meta = json.loads(str(ckpt["meta"]))
-    assert meta["phase"] == "finetune" and meta["epoch"] >= 1
-    code, text = interrupt(job, out, signal.SIGINT, "--resume", delay=0.1)  # a second one, by Ctrl-C
-    assert code == 3, text
-    assert "resuming from" in text and "stopped by SIGINT at fine-tuning" in text
-    final = run_trainer("run", str(job), "--out", str(out), "--backend", "numpy", "--resume")
-    assert final.returncode == 0, final.stderr
+    assert f"stopped by SIGTERM at {boundary.position}; checkpoint written" in text
+    assert "continue with --resume" in text
+    assert checkpoint_position(out) == ("finetune", 1, 0)
+    with TrainerHold(tmp_path, epoch=4, minibatch=5) as mid_epoch:  # a second one, by Ctrl-C
+        code, text = interrupt(job, out, signal.SIGINT, mid_epoch, "--resume")
+        assert code == 3, text
+        assert "resuming from" in text and f"stopped by SIGINT at {mid_epoch.position};" in text
+        assert checkpoint_position(out) == ("finetune", 3, 5)
+        # Resumed at the hold point, with its file still there: passed, not reached, so no hold.
+        args = ("run", str(job), "--out", str(out), "--backend", "numpy", "--resume")
+        proc = start_trainer(*args, env=mid_epoch.env)
+        rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert HELD not in rest
 
     ref, got = model_arrays(tmp_path / "ref" / "model.npz"), model_arrays(out / "model.npz")
     assert ref.keys() == got.keys() and len(ref) == 9

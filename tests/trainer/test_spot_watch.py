@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.support.fake_imds import REBALANCE_PATH, SPOT_ACTION_PATH, FakeImds
+from tests.support.hold import HELD, TrainerHold
 from tests.trainer.trainer_fixtures import REPO, model_arrays, run_trainer, trainer_env, write_job
 from trainer.spot_watch import (
     NO_IMDS_LINE,
@@ -35,7 +36,8 @@ from trainer.spot_watch import (
     write_interruption,
 )
 
-# 30 fine-tuning epochs of ~0.1 s each on digits: long enough for a notice to land mid-run.
+# 30 fine-tuning epochs on digits; the runs that get a notice or a signal are held mid-epoch 2 (TrainerHold)
+# until it lands, however fast the CPU.
 MODEL = {
     "layers": [64, 200, 200, 10],
     "learn_rates": 0.3,
@@ -81,13 +83,13 @@ def start_watch(pid: int, out: Path, imds_url: str, *extra: str) -> subprocess.P
     )
 
 
-def start_trainer_popen(job: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+def start_trainer_popen(job: Path, out: Path, hold: TrainerHold | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "trainer", "run", str(job), "--out", str(out), "--backend", "numpy", *extra],
+        [sys.executable, "-m", "trainer", "run", str(job), "--out", str(out), "--backend", "numpy"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=trainer_env(),
+        env=trainer_env() | (hold.env if hold else {}),
         cwd=REPO,
     )
 
@@ -105,15 +107,15 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
         time.sleep(0.02)
 
 
-def read_until_epoch(proc: subprocess.Popen[str]) -> list[str]:
-    """Lines of proc's stdout up to and including the first fine-tuning epoch line."""
+def read_until_held(proc: subprocess.Popen[str]) -> list[str]:
+    """Lines of proc's stdout up to and including the line saying the trainer is held (TrainerHold)."""
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("Epoch "):
+        if line.startswith(HELD):
             return lines
-    raise AssertionError(f"no epoch line; output: {''.join(lines)}")
+    raise AssertionError(f"the trainer never said it was held; output: {''.join(lines)}")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -135,16 +137,18 @@ def test_spot_notice_checkpoints_and_resume_equals_an_uninterrupted_run(
 ) -> None:
     reference = start_trainer_popen(job, tmp_path / "ref")  # runs alongside: the weights to match
     out = tmp_path / "out"
-    trainer = start_trainer_popen(job, out)
+    hold = TrainerHold(tmp_path, epoch=2, minibatch=3)
+    trainer = start_trainer_popen(job, out, hold)
     watch = start_watch(trainer.pid, out, imds.url)
     try:
-        head = read_until_epoch(trainer)  # epoch 1 is done: the notice lands mid-run
+        head = read_until_held(trainer)  # held mid-epoch 2: the notice lands mid-run
         notice = imds.announce_spot_interruption("terminate", in_seconds=120)
         code, rest, err = finish(trainer)
         text = "".join(head) + rest
         assert code == 3, text + err
         w_code, w_out, w_err = finish(watch, timeout=10)  # leaves by itself once the trainer is gone
     finally:
+        hold.release()
         for proc in (trainer, watch):
             stop(proc)
     assert w_code == 0 and "Traceback" not in w_err, w_err
@@ -155,7 +159,7 @@ def test_spot_notice_checkpoints_and_resume_equals_an_uninterrupted_run(
     assert line in log
     stopped = [i for i, x in enumerate(log) if x.startswith("stopped by SIGTERM at fine-tuning")]
     assert stopped and log.index(line) < stopped[0], log[-5:]  # the watcher's line first, then the trainer's
-    assert "stopped by SIGTERM" in text and "continue with --resume" in text
+    assert f"stopped by SIGTERM at {hold.position};" in text and "continue with --resume" in text
 
     record = read_interruption(out)
     assert record is not None
@@ -166,7 +170,7 @@ def test_spot_notice_checkpoints_and_resume_equals_an_uninterrupted_run(
 
     with np.load(out / "checkpoint.npz") as ckpt:
         meta = json.loads(str(ckpt["meta"]))
-    assert meta["phase"] == "finetune" and 1 <= meta["epoch"] < MODEL["epochs"], meta["epoch"]
+    assert (meta["phase"], meta["epoch"], meta["batch"]) == ("finetune", 1, 3)  # where it was held
 
     notices = [r for r in imds.metadata_gets() if r.path == SPOT_ACTION_PATH and r.status == 200]
     assert len(notices) == 1  # acted once: no polling (and no second signal) after the notice
@@ -207,6 +211,8 @@ def test_shell_command_exits_with_the_trainers_code(job: Path, tmp_path: Path) -
     """The composed line under bash: 3 after a notice, 3 when its process group gets SIGTERM (what
     `stop_job` sends: the watcher dies of it harmlessly), 0 after a normal finish; no watcher left."""
     cases = {"notice": FakeImds(), "group-sigterm": FakeImds(), "finish": FakeImds()}
+    # The two that get stopped are held mid-epoch 2 until the notice or the signal lands.
+    holds = {name: TrainerHold(tmp_path / "holds" / name, 2, 3) for name in ("notice", "group-sigterm")}
     procs = {}
     try:
         for name, fake in cases.items():
@@ -218,16 +224,18 @@ def test_shell_command_exits_with_the_trainers_code(job: Path, tmp_path: Path) -
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=watch_env(fake.url),
+                env=watch_env(fake.url) | (holds[name].env if name in holds else {}),
                 cwd=REPO,
                 start_new_session=True,  # its own process group, as the detached wrapper's setsid gives
             )
-        read_until_epoch(procs["notice"])
+        read_until_held(procs["notice"])
         notice = cases["notice"].announce_spot_interruption("stop", in_seconds=120)
-        read_until_epoch(procs["group-sigterm"])
+        read_until_held(procs["group-sigterm"])
         os.killpg(procs["group-sigterm"].pid, signal.SIGTERM)
         results = {name: finish(proc, timeout=90) for name, proc in procs.items()}
     finally:
+        for hold in holds.values():
+            hold.release()
         for proc in procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -238,12 +246,13 @@ def test_shell_command_exits_with_the_trainers_code(job: Path, tmp_path: Path) -
     code, out, err = results["notice"]
     assert code == 3, out + err
     assert f"Spot interruption notice: stop at {notice['time']}; checkpointing now" in out
-    assert "stopped by SIGTERM" in out and (tmp_path / "notice" / "checkpoint.npz").exists()
+    assert f"stopped by SIGTERM at {holds['notice'].position};" in out
+    assert (tmp_path / "notice" / "checkpoint.npz").exists()
     assert read_interruption(tmp_path / "notice")["action"] == "stop"  # type: ignore[index]
 
     code, out, err = results["group-sigterm"]
     assert code == 3, out + err
-    assert "stopped by SIGTERM" in out and "Traceback" not in err, err
+    assert f"stopped by SIGTERM at {holds['group-sigterm'].position};" in out and "Traceback" not in err, err
     assert read_interruption(tmp_path / "group-sigterm") is None  # a stop is not an interruption
 
     code, out, err = results["finish"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -76,14 +76,15 @@ def run_trainer(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
     )
 
 
-def start_trainer(*args: str) -> subprocess.Popen[str]:
-    """`python -m trainer ARGS` in the background, stdout as a line stream."""
+def start_trainer(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """`python -m trainer ARGS` in the background, stdout as a line stream; `env` is added to
+    trainer_env() (e.g. a TrainerHold's variable)."""
     return subprocess.Popen(
         [sys.executable, "-m", "trainer", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=trainer_env(),
+        env=trainer_env() | dict(env or {}),
         cwd=REPO,
     )
 
