@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import signal
 import tempfile
 import threading
@@ -31,7 +32,14 @@ from ec2dbn import cost, detached, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.connect import remote_for, ssh_timeout_s
-from ec2dbn.errors import CloudError, Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
+from ec2dbn.errors import (
+    CloudError,
+    ConfigError,
+    Ec2dbnError,
+    JobFailedError,
+    RemoteError,
+    StackTornDownError,
+)
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.lease import LocalLease
 from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
@@ -147,6 +155,7 @@ class Pipeline:
         self._provisioning = False
         self._copier = CheckpointCopier(self.run_dir, self.results_dir, self.reporter)
         self._reattach = v.resume is not None
+        self._discard = False
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -174,6 +183,14 @@ class Pipeline:
                 return int(self.record.exit_code or 130)
             except StackTornDownError:
                 self._finish_record(1, "torn-down")
+                raise
+            except ConfigError as exc:
+                # Refused before anything could exist (a busy stack, a stack that differs): a new run
+                # leaves no results folder behind, as bad input in the validate phase leaves none.
+                self._discard = (
+                    not self._provisioning and self.v.resume is None and self.v.results_dir is None
+                )
+                self._finish_record(exc.exit_code, "failed")
                 raise
             except BaseException:
                 self._finish_record(1, "failed")
@@ -431,7 +448,10 @@ class Pipeline:
                 self.record.segments = breakdown.to_dict()["segments"]
                 self.record.cost_usd = round(breakdown.total_usd, 6)
             self._finish_record(1, "failed")  # a way out that set no status is a failure
-            self.record.save(self.results_dir)
+            if self._discard:
+                shutil.rmtree(self.results_dir, ignore_errors=True)
+            else:
+                self.record.save(self.results_dir)
             if self._lease is not None:
                 self._lease.release()
 

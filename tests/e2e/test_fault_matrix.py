@@ -135,7 +135,7 @@ class Outcome:
     @property
     def message(self) -> str:
         """The one line that tells the user the outcome."""
-        if self.code == 130:
+        if self.code in (130, 143, 129):  # 128 + SIGINT, SIGTERM, SIGHUP
             return _only(self.err, r"warning: interrupted.*")
         if self.code != 0:
             return _only(self.err, r"error: .*")
@@ -729,3 +729,142 @@ def test_an_instance_lost_before_it_runs_is_recovered(
     assert [r["instance_id"] for r in outcome.record["recoveries"]] == taken
     assert outcome.record["instance_id"] not in taken
     assert len(all_instances(aws)) == times + 1
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=("TERM", "HUP")
+)
+def test_sigterm_and_sighup_end_like_ctrl_c(
+    signum: int, code: int, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path
+) -> None:
+    """`kill` or a closed terminal (SIGHUP) mid-run: the trainer checkpoints, results are pulled, the stack
+    is torn down, and run.json ends `interrupted` with 128 + the signal number."""
+    sent: list[int] = []
+
+    def stop(proc: subprocess.Popen[str], line: str) -> None:
+        if line.startswith(HELD) and not sent:
+            proc.send_signal(signum)
+            sent.append(signum)
+
+    name = signal.Signals(signum).name
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2):
+        outcome = check_row(
+            f"{name} to ec2dbn after the first epoch",
+            train_process(tmp_path, stack, job_file(tmp_path, f"sig{name.lower()}", 4), stop),
+            aws,
+            code,
+            "interrupted",
+            name,
+        )
+    record = outcome.record
+    assert (record["status"], record["exit_code"]) == ("interrupted", code)
+    assert "teardown" in record["phases"]
+    remote = _remote_run(instance_disk, record["run_id"])
+    assert (remote / "job.exit").read_text().strip() == "3"  # stopped after its checkpoint, not killed
+    assert (outcome.run_dir / "checkpoint.npz").read_bytes() == (
+        remote / "out" / "checkpoint.npz"
+    ).read_bytes()
+
+
+def other_terminal(*args: str, **env: str) -> tuple[int, str]:
+    """`ec2dbn ARGS` run as a second process, as from another terminal: (exit code, stderr)."""
+    code, _lines, err = run_cli(list(args), {**os.environ, **env}, timeout_s=200)
+    return code, err
+
+
+def test_a_teardown_from_another_terminal_stops_the_run_without_relaunching(
+    fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path
+) -> None:
+    torn: list[tuple[int, str]] = []
+
+    def tear_down(_proc: subprocess.Popen[str], line: str) -> None:
+        if line.startswith(HELD) and not torn:
+            torn.append(other_terminal("teardown", "e2e", "--yes"))
+
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2):
+        outcome = check_row(
+            "`ec2dbn teardown` from another terminal during the run",
+            train_process(tmp_path, stack, job_file(tmp_path, "torn", 4), tear_down),
+            aws,
+            1,
+            "was torn down by `ec2dbn teardown`",
+            "not relaunching",
+        )
+    assert torn and torn[0][0] == 0, torn
+    assert len(fake_cloud.booted) == 1  # a deliberate end is not a spot loss: nothing relaunched
+    record = outcome.record
+    assert (record["status"], record["recoveries"]) == ("torn-down", [])
+    assert (outcome.run_dir / "checkpoint.npz").is_file()  # what was copied back before the end stays
+
+
+def test_a_second_train_on_a_busy_stack_is_refused(
+    fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path
+) -> None:
+    """While run A trains, run B on the same stack is refused — from this machine (the local lease) and
+    from another one with no state dir (the instance's `ec2dbn:run` tag) — and A finishes undisturbed."""
+    second: list[tuple[int, str]] = []
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    job_b = job_file(tmp_path, "second", 1)
+    hold = hold_on_the_instance(fake_cloud, tmp_path, epoch=2)
+
+    def try_second(_proc: subprocess.Popen[str], line: str) -> None:
+        if line.startswith(HELD) and not second:
+            results = str(tmp_path / "results-b")
+            second.append(other_terminal("train", str(job_b), "--stack", str(stack), "--results", results))
+            elsewhere = str(tmp_path / "another-machine")
+            second.append(
+                other_terminal(
+                    "train", str(job_b), "--stack", str(stack), "--results", results, EC2DBN_HOME=elsewhere
+                )
+            )
+            hold.release()
+
+    with hold:
+        outcome = check_row(
+            "a second `train` on the busy stack",
+            train_process(tmp_path, stack, job_file(tmp_path, "first", 3), try_second),
+            aws,
+            0,
+            "finished",
+        )
+    run_id = outcome.record["run_id"]
+    assert [code for code, _ in second] == [2, 2], second
+    for _, err in second:
+        (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+        assert f"stack e2e is in use by run {run_id}" in line and "--name" in line
+    assert len(fake_cloud.booted) == 1
+    assert [e["epoch"] for e in json.loads((outcome.run_dir / "metrics.json").read_text())["epochs"]] == [
+        1,
+        2,
+        3,
+    ]
+    assert not (tmp_path / "results-b").exists() or not any((tmp_path / "results-b").iterdir())
+
+
+def test_two_runs_of_one_job_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    """Two `train --local` of the same job at the same moment: two run folders, neither run's files mixed
+    into the other's (the remote run folder takes the same unique id)."""
+    job = job_file(tmp_path, "twin", 2)
+    results = tmp_path / "results"
+    codes: list[int] = []
+    runs = [
+        threading.Thread(
+            target=lambda: codes.append(
+                run_cli(["train", "--local", str(job), "--results", str(results)], dict(os.environ))[0]
+            )
+        )
+        for _ in range(2)
+    ]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert codes == [0, 0]
+    folders = sorted(results.iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        epochs = [json.loads(x)["epoch"] for x in (folder / "metrics.jsonl").read_text().splitlines() if x]
+        assert epochs == [1, 2]
+        assert json.loads((folder / "run.json").read_text())["status"] == "finished"
