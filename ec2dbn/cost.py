@@ -12,19 +12,17 @@ second with a one-minute minimum per instance, so a segment shorter than a minut
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ec2dbn.catalog import InstanceType, Price, check_region
+from ec2dbn.catalog import AZ_RE, InstanceType, Price, check_region
 from ec2dbn.errors import CloudError, ConfigError, CredentialsError
 
 #: EC2's minimum billed duration per instance (Linux, per-second billing).
 MINIMUM_BILLED_S = 60.0
 
-_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])$")
 
 # A rough, clearly labelled guess of fine-tuning + pre-training seconds per epoch for the seed's
 # 784-800-800-10 DBN on ~47k MNIST images with the CuPy backend, by GPU model. Replace it with a measured
@@ -54,9 +52,9 @@ GUESS_OVERHEAD_S = 300.0
 def _region_of(az_or_region: str) -> tuple[str, str | None]:
     """('us-east-1', 'us-east-1b') for an AZ, ('us-east-1', None) for a region; ConfigError otherwise."""
     text = str(az_or_region).strip().lower()
-    m = _AZ_RE.match(text)
+    m = AZ_RE.fullmatch(text)
     if m:
-        return m.group(1), text
+        return check_region(m.group(1)), text
     return check_region(text), None
 
 

