@@ -113,6 +113,15 @@ def test_a_region_that_does_not_exist_is_named_as_such(
     assert "af-south-1" in err and "us-west-2" in err
 
 
+@pytest.mark.parametrize(
+    "region", ["af-south-1", "me-central-1", "ap-southeast-7", "il-central-1", "us-gov-west-1"]
+)
+def test_opt_in_and_partition_regions_are_regions(region: str) -> None:
+    from ec2dbn.config import parse_stack
+
+    assert parse_stack({**STACK, "region": region}).region == region
+
+
 def test_an_unknown_region_in_the_environment_is_refused_too(
     aws: MotoServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
