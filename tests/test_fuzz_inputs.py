@@ -35,7 +35,12 @@ FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")),
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # capsys is only read between calls, so sharing it between examples is fine
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 # Values people (and attackers) put in files: edge numbers, odd text, near-misses of valid values.
@@ -129,15 +134,16 @@ def unreachable_aws() -> Iterator[Path]:
         yield Path(home)
 
 
-def with_value(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of `doc` with `path` ("model.layers") set to `value` (creating the section if needed)."""
+def with_values(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `doc` with each path of `changes` ("model.layers") set to its value (sections created)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc.items()}
-    head, _, tail = path.partition(".")
-    if not tail:
-        out[head] = value
-    else:
-        section = out.get(head)
-        out[head] = {**(section if isinstance(section, dict) else {}), tail: value}
+    for path, value in changes.items():
+        head, _, tail = path.partition(".")
+        if not tail:
+            out[head] = value
+        else:
+            section = out.get(head)
+            out[head] = {**(section if isinstance(section, dict) else {}), tail: value}
     return out
 
 
@@ -148,10 +154,15 @@ def write(folder: Path, name: str, content: str | Any) -> Path:
     return path
 
 
-def cli_refuses_or_reaches_aws(*argv: str) -> None:
-    """`ec2dbn ARGV` ends as exit 2 (bad input) or 1 (valid: AWS unreachable); it never raises."""
+def cli_refuses_or_reaches_aws(capsys: pytest.CaptureFixture[str], *argv: str) -> None:
+    """`ec2dbn ARGV` ends as exit 2 with one `error:` line (bad input), or as exit 1 (valid: AWS is
+    unreachable); it never raises (a traceback)."""
+    capsys.readouterr()
     rc = main(list(argv))
+    err = capsys.readouterr().err
     assert rc in (1, 2), f"ec2dbn {' '.join(map(repr, argv))} exited {rc}"
+    if rc == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
 def trainer_loads_or_refuses(path: Path) -> None:
@@ -163,25 +174,19 @@ def trainer_loads_or_refuses(path: Path) -> None:
 
 @FUZZ
 @given(changes=st.dictionaries(st.sampled_from(JOB_PATHS), values, min_size=1, max_size=3))
-def test_random_values_in_job_keys(unreachable_aws: Path, changes: dict[str, Any]) -> None:
-    doc = VALID_JOB
-    for path, value in changes.items():
-        doc = with_value(doc, path, value)
+def test_random_values_in_job_keys(unreachable_aws: Path, capsys, changes: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(dir=unreachable_aws) as tmp:
-        job = write(Path(tmp), "job.yaml", doc)
+        job = write(Path(tmp), "job.yaml", with_values(VALID_JOB, changes))
         trainer_loads_or_refuses(job)
-        cli_refuses_or_reaches_aws("plan", str(job))
+        cli_refuses_or_reaches_aws(capsys, "plan", str(job))
 
 
 @FUZZ
 @given(changes=st.dictionaries(st.sampled_from(STACK_PATHS), values, min_size=1, max_size=3))
-def test_random_values_in_stack_keys(unreachable_aws: Path, changes: dict[str, Any]) -> None:
-    doc = VALID_STACK
-    for path, value in changes.items():
-        doc = with_value(doc, path, value)
+def test_random_values_in_stack_keys(unreachable_aws: Path, capsys, changes: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(dir=unreachable_aws) as tmp:
-        stack = write(Path(tmp), "stack.yaml", doc)
-        cli_refuses_or_reaches_aws("launch", "--stack", str(stack), "--dry-run")
+        stack = write(Path(tmp), "stack.yaml", with_values(VALID_STACK, changes))
+        cli_refuses_or_reaches_aws(capsys, "launch", "--stack", str(stack), "--dry-run")
 
 
 FLAGS = ["--name", "--region", "--image", "--ssh-cidr", "--instance-type"]
@@ -190,18 +195,18 @@ flag_values = st.sampled_from(TRICKY) | st.text(min_size=1, max_size=20)
 
 @FUZZ
 @given(flags=st.dictionaries(st.sampled_from(FLAGS), flag_values))
-def test_random_flag_values(unreachable_aws: Path, flags: dict[str, str]) -> None:
+def test_random_flag_values(unreachable_aws: Path, capsys, flags: dict[str, str]) -> None:
     argv = [part for flag, value in flags.items() for part in (flag, value)]
     if any(value.startswith("-") for value in flags.values()):
         return  # click reads a value starting with '-' as an option: not what this test is about
-    cli_refuses_or_reaches_aws("launch", "--dry-run", *argv)
+    cli_refuses_or_reaches_aws(capsys, "launch", "--dry-run", *argv)
 
 
 @FUZZ
 @given(doc=st.one_of(values, token_soup))
-def test_random_documents_as_job_and_stack_files(unreachable_aws: Path, doc: Any) -> None:
+def test_random_documents_as_job_and_stack_files(unreachable_aws: Path, capsys, doc: Any) -> None:
     with tempfile.TemporaryDirectory(dir=unreachable_aws) as tmp:
         path = write(Path(tmp), "file.yaml", doc)
         trainer_loads_or_refuses(path)
-        cli_refuses_or_reaches_aws("plan", str(path))
-        cli_refuses_or_reaches_aws("launch", "--stack", str(path), "--dry-run")
+        cli_refuses_or_reaches_aws(capsys, "plan", str(path))
+        cli_refuses_or_reaches_aws(capsys, "launch", "--stack", str(path), "--dry-run")
