@@ -22,9 +22,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from ec2dbn.errors import ConfigError
+from trainer.safe_yaml import load_yaml
 
 #: Oldest CUDA compute capability CUDA 12.x (and so the CuPy wheels the trainer uses) can run.
 MIN_COMPUTE_CAPABILITY = "5.0"
@@ -40,7 +39,8 @@ _DRIVER_RETIRED_ARCHITECTURES = {5: "Maxwell", 6: "Pascal", 7: "Volta"}
 #: The region whose prices every catalog entry has; other regions fall back to it, labelled as such.
 BASE_REGION = "us-east-1"
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+#: An availability zone: its region, then one letter (applied with fullmatch).
+AZ_RE = re.compile(r"([a-z]{2,4}(?:-gov|-iso[a-z]?|-de)?-[a-z]+-\d+)[a-z]")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _parse(doc: dict[str, Any]) -> _Catalog:
 @cache
 def _catalog() -> _Catalog:
     text = resources.files("ec2dbn").joinpath("data", "catalog.yaml").read_text(encoding="utf-8")
-    return _parse(yaml.safe_load(text))
+    return _parse(load_yaml(text, "ec2dbn/data/catalog.yaml"))
 
 
 def catalog_date() -> str:
@@ -211,12 +211,35 @@ def lookup(instance_type: str) -> InstanceType:
     return entry
 
 
+@cache
+def known_regions() -> tuple[str, ...]:
+    """Every region of every AWS partition that has EC2, from botocore's bundled endpoint data (offline).
+
+    Opt-in regions (af-south-1, me-central-1, ...) are listed: whether the account enabled one is AWS's
+    answer to give. A region newer than the installed botocore is missing until botocore is upgraded.
+    """
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return tuple(
+        sorted(
+            {
+                region
+                for partition in session.get_available_partitions()
+                for region in session.get_available_regions("ec2", partition_name=partition)
+            }
+        )
+    )
+
+
 def check_region(region: str) -> str:
-    """`region` if it looks like an AWS region name (us-east-1), else a one-line ConfigError."""
-    r = str(region).strip().lower()
-    if not _REGION_RE.match(r):
-        raise ConfigError(f"not an AWS region name: {region!r} (expected e.g. us-east-1, eu-west-1)")
-    return r
+    """`region` if botocore knows it as an EC2 region (see `known_regions`), else a one-line ConfigError."""
+    known = known_regions()
+    if region in known:
+        return region
+    cleaned = str(region).strip().lower()
+    hint = f"did you mean {cleaned}? " if cleaned in known else ""  # a stray space, newline or capital
+    raise ConfigError(f"{region!r} is not an AWS region; {hint}known: {', '.join(known)}")
 
 
 def list_price(entry: InstanceType, region: str) -> Price:

@@ -17,11 +17,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ec2dbn import catalog, resources
 from ec2dbn.errors import ConfigError
+from ec2dbn.state import STACK_NAME_RE
+from trainer.config import parse_lifetime  # one duration syntax for a stack's and a job's max_lifetime
+from trainer.errors import printable
+from trainer.safe_yaml import YamlError, read_yaml_file
 
 #: The stack used when none is named on the command line.
 DEFAULT_STACK = "g4dn-spot"
@@ -35,28 +38,11 @@ KNOWN_BOOTSTRAP = ("base", "nvidia", "python", "check")
 #: Tag keys ec2dbn sets itself; a stack's `tags` may not override them.
 RESERVED_TAG_PREFIXES = ("ec2dbn:", "aws:")
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
-_REGION_RE = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+$")
-_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+)[a-z]$")
-_AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
-_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_REMOTE_DIR_RE = re.compile(r"^(?:~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+)$")
-_LIFETIME_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
-
-MIN_LIFETIME_MINUTES = 10
-MAX_LIFETIME_MINUTES = 7 * 24 * 60
-
-
-def parse_lifetime(text: str) -> int:
-    """'3h' / '90m' / '1h30m' / '2d' -> minutes. Raises ValueError with the accepted forms."""
-    m = _LIFETIME_RE.match(text.strip())
-    if not text.strip() or m is None:
-        raise ValueError(f"{text!r} is not a duration; use e.g. '3h', '90m' or '1h30m'")
-    days, hours, minutes = (int(g) if g else 0 for g in m.groups())
-    total = days * 1440 + hours * 60 + minutes
-    if not MIN_LIFETIME_MINUTES <= total <= MAX_LIFETIME_MINUTES:
-        raise ValueError(f"{text!r} is outside {MIN_LIFETIME_MINUTES}m .. {MAX_LIFETIME_MINUTES // 1440}d")
-    return total
+# Every pattern is applied with fullmatch: `$` would also match before a trailing newline, and a name
+# ending in one splits the cloud-config comment it is written into.
+_AMI_RE = re.compile(r"ami-[0-9a-f]{8,17}")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_REMOTE_DIR_RE = re.compile(r"~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+")
 
 
 def bootstrap_names() -> tuple[str, ...]:
@@ -94,16 +80,17 @@ class Stack(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not STACK_NAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} must be 1-40 lowercase letters, digits or '-' (it names AWS resources)")
         return v
 
     @field_validator("region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if not _REGION_RE.match(v):
-            raise ValueError(f"{v!r} is not an AWS region name (e.g. us-east-1)")
-        return v
+        try:
+            return catalog.check_region(v)
+        except ConfigError as exc:  # the catalog's one-liner, re-raised so the field is named
+            raise ValueError(str(exc)) from None
 
     @field_validator("instance_type", mode="before")
     @classmethod
@@ -138,7 +125,7 @@ class Stack(BaseModel):
             raise ValueError("is empty; leave it out to use every zone that offers the type")
         region = info.data.get("region")
         for az in v:
-            m = _AZ_RE.match(az)
+            m = catalog.AZ_RE.fullmatch(az)
             if not m:
                 raise ValueError(f"{az!r} is not an availability zone name (e.g. us-east-1a)")
             if region and m.group(1) != region:
@@ -150,7 +137,7 @@ class Stack(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if v not in IMAGE_ALIASES and not _AMI_RE.match(v):
+        if v not in IMAGE_ALIASES and not _AMI_RE.fullmatch(v):
             raise ValueError(f"{v!r} is neither an alias ({', '.join(IMAGE_ALIASES)}) nor an ami- id")
         return v
 
@@ -164,7 +151,7 @@ class Stack(BaseModel):
     @field_validator("ssh_user")
     @classmethod
     def _user(cls, v: str) -> str:
-        if not _USER_RE.match(v):
+        if not _USER_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Linux user name")
         return v
 
@@ -188,7 +175,7 @@ class Stack(BaseModel):
     @field_validator("remote_dir")
     @classmethod
     def _remote_dir(cls, v: str) -> str:
-        if not _REMOTE_DIR_RE.match(v) or "/../" in f"{v}/":
+        if not _REMOTE_DIR_RE.fullmatch(v) or "/../" in f"{v}/":
             raise ValueError(f"{v!r} must be '~', '~/path' or '/absolute/path' (letters, digits, _ . / -)")
         return v.rstrip("/") if len(v) > 1 else v
 
@@ -241,7 +228,7 @@ class Stack(BaseModel):
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{printable(part)}" if out else printable(part))
     return out or "stack"
 
 
@@ -301,14 +288,9 @@ def load_stack(name_or_path: str | os.PathLike[str] | None = None) -> Stack:
     """
     path = stack_path(name_or_path or DEFAULT_STACK)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "malformed"
-        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read stack file ({exc})") from None
+        data = read_yaml_file(path, "stack file")  # trainer's loader: aliases, depth and size bounded
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     if isinstance(data, dict) and "name" not in data:
         data = {"name": path.stem, **data}
     return parse_stack(data, str(path))
@@ -321,6 +303,7 @@ _FLAG_FOR_FIELD = {
     "market": "--spot/--on-demand",
     "ssh_cidr": "--ssh-cidr",
     "image": "--image",
+    "max_lifetime": "run.max_lifetime",
 }
 
 
@@ -333,8 +316,10 @@ def apply_overrides(
     market: str | None = None,
     ssh_cidr: str | None = None,
     image: str | None = None,
+    max_lifetime: str | None = None,
 ) -> Stack:
-    """The stack with command-line values replacing its own, validated like the file was.
+    """The stack with command-line values (and a job's `run.max_lifetime`) replacing its own, validated like
+    the file was.
 
     Changing the region drops the stack's availability_zones (they belong to the old region).
     Errors name the flag: "--ssh-cidr: '1.2.3.4/33' is not ...".
@@ -347,6 +332,7 @@ def apply_overrides(
         "market": market,
         "ssh_cidr": ssh_cidr,
         "image": image,
+        "max_lifetime": max_lifetime,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if "region" in changes and changes["region"] != stack.region:
@@ -374,9 +360,11 @@ def load_for_launch(
     instance_types: list[str] | tuple[str, ...] = (),
     ssh_cidr: str | None = None,
     image: str | None = None,
+    max_lifetime: str | None = None,
 ) -> Stack:
     """The stack a launch-like command means: `ref` (bundled name or path, default DEFAULT_STACK) with the
-    command-line flags applied and the region chosen by `launch_region`. `spot` None keeps the market."""
+    command-line flags applied and the region chosen by `launch_region`. `spot` None keeps the market;
+    `max_lifetime` (a job's `run.max_lifetime`) None keeps the stack's."""
     stack = load_stack(ref)
     market = None if spot is None else ("spot" if spot else "on-demand")
     return apply_overrides(
@@ -387,4 +375,5 @@ def load_for_launch(
         market=market,
         ssh_cidr=ssh_cidr,
         image=image,
+        max_lifetime=max_lifetime,
     )

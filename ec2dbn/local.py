@@ -63,13 +63,15 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def start_local(job_path: Path, results_root: Path) -> tuple[RunRecord, Path]:
-    """Validate the job and claim a new results folder for it; its job.yaml is written from the
-    validated job (what `--local --resume` runs again)."""
+def start_local(job_path: Path, results_root: Path, backend: str | None = None) -> tuple[RunRecord, Path]:
+    """Validate the job (and that it fits this machine's memory) and claim a new results folder for it;
+    its job.yaml is written from the validated job (what `--local --resume` runs again)."""
+    from ec2dbn.memory_check import check_fits
     from ec2dbn.validation import load_job_file
 
     start = time.monotonic()
     job = load_job_file(job_path)
+    check_fits(job, None, backend)
     run_id, results_dir = claim_run_dir(results_root, job_path)
     (results_dir / "job.yaml").write_text(yaml.safe_dump(job.to_dict(), sort_keys=False), encoding="utf-8")
     record = RunRecord(run_id=run_id, job=str(job_path), mode="local")

@@ -30,6 +30,8 @@ from trainer.strict_json import dumps
 SSH_ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
 
 STATE_VERSION = 1
+#: state.json is a few KiB; anything larger is not one ec2dbn wrote.
+MAX_STATE_BYTES = 1024 * 1024
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -47,12 +49,13 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, _DIR_MODE)
 
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+#: A stack name (always applied with fullmatch: a trailing newline must not pass).
+STACK_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
 def check_name(name: str) -> str:
     """`name` if it is a valid stack name (it becomes a folder name: no '/', no '..'), else ConfigError."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not STACK_NAME_RE.fullmatch(name):
         raise ConfigError(f"{name!r} is not a stack name (1-40 lowercase letters, digits or '-')")
     return name
 
@@ -188,15 +191,23 @@ def save(state: StackState) -> Path:
 
 
 def load(name: str) -> StackState | None:
-    """The stack's recorded state, or None when there is none. A corrupt file is a one-line error."""
+    """The stack's recorded state, or None when there is none.
+
+    A corrupt file (not JSON, not an object, nested past Python's recursion limit, larger than any state
+    ec2dbn writes) is a one-line Ec2dbnError; `teardown` then works from tags alone.
+    """
     path = _folder(name) / "state.json"
     if not path.is_file():
         return None
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_STATE_BYTES + 1)
+        if len(raw) > MAX_STATE_BYTES:
+            raise ValueError(f"larger than {MAX_STATE_BYTES // 1024} KiB")
+        data: Any = json.loads(raw.decode("utf-8"))
         return StackState.model_validate(data)
-    except (OSError, ValueError, ValidationError) as exc:
-        first = str(exc).splitlines()[0]
+    except (OSError, ValueError, ValidationError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise Ec2dbnError(
             f"{path} is unreadable ({first}); `ec2dbn teardown {name}` works from tags"
         ) from None
@@ -210,7 +221,7 @@ def names() -> list[str]:
     return sorted(
         p.name
         for p in root.iterdir()
-        if p.is_dir() and _NAME_RE.match(p.name) and (p / "state.json").is_file()
+        if p.is_dir() and STACK_NAME_RE.fullmatch(p.name) and (p / "state.json").is_file()
     )
 
 

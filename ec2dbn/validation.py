@@ -18,6 +18,7 @@ import yaml
 from ec2dbn import cost
 from ec2dbn.config import Stack, load_for_launch
 from ec2dbn.errors import ConfigError
+from ec2dbn.memory_check import check_fits
 from ec2dbn.remote_run import RemoteRun
 from ec2dbn.results import RunRecord, claim_run_dir
 from trainer.contract import RESULT_FILES
@@ -62,7 +63,8 @@ def load_job_file(job_path: Path) -> Any:
     try:
         return load_job(job_path)
     except TrainerError as exc:
-        raise ConfigError(f"{job_path}: {exc}") from None
+        where = "" if str(exc).startswith(str(job_path)) else f"{job_path}: "  # YAML errors name it already
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def check_local_data(name: str) -> None:
@@ -90,7 +92,8 @@ def validate(
     start = time.monotonic()
     job = load_job_file(job_path)
     ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
+    stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr, max_lifetime=job.run.max_lifetime)
+    check_fits(job, stack, request.get("backend"))
     check_local_data(str(job.data.name))
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
 
@@ -108,7 +111,8 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
     refuse_finished(record, results_dir)
     job_path = results_dir / "job.yaml"
     job = load_job_file(job_path)
-    stack = load_for_launch(record.stack_ref, name=record.stack)
+    stack = load_for_launch(record.stack_ref, name=record.stack, max_lifetime=job.run.max_lifetime)
+    check_fits(job, stack, backend)
     return Validated(
         job_path,
         job,

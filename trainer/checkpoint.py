@@ -12,8 +12,6 @@ so a reader (or a resume after a crash or spot interruption) sees either the old
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,9 @@ import numpy as np
 
 from trainer.atomic import atomic_write
 from trainer.errors import JobError, TrainerError
-from trainer.loop import TrainState
+from trainer.loop import PHASES, TrainState
 from trainer.network import Params
+from trainer.stored_npz import INTEGERS, StoredNpz, history_problem, is_int, is_number
 from trainer.strict_json import dumps
 
 FORMAT = "ec2dbn-trainer-checkpoint/1"
@@ -83,38 +82,77 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, backend: Any, fingerprint: dict[str, Any]) -> tuple[TrainState, int]:
-    """(state, resumes so far) from `path`. Raises JobError when it belongs to another job."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not a trainer checkpoint (format {meta.get('format')!r})")
-            _check_same_job(path, meta["fingerprint"], fingerprint)
-            n_w = len(fingerprint["model"]["layers"]) - 1
-            params = Params.from_host(backend, npz, n_w)
-            state = TrainState(
-                params=params,
-                vel_w=[_dev(backend, npz[f"vW{i}"]) for i in range(n_w)],
-                vel_b=[_dev(backend, npz[f"vb{i}"]) for i in range(n_w)],
-                learn_rates=[float(x) for x in npz["learn_rates"]],
-                pre_vel=[_dev(backend, npz[f"pv{i}"]) for i in range(3)] if "pv0" in npz.files else None,
-                phase=meta["phase"],
-                layer=meta["layer"],
-                epoch=meta["epoch"],
-                batch=meta["batch"],
-                perm=np.array(npz["perm"]) if "perm" in npz.files else None,
-                sums=meta["sums"],
-                epoch_seconds=meta["epoch_seconds"],
-                history=meta["history"],
-                train_seconds=meta["train_seconds"],
-            )
-            return state, int(meta.get("resumes", 0))
-    except TrainerError:
-        raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to start over"
-        ) from None
+    """(state, resumes so far) from `path`. Raises JobError when it belongs to another job, CheckpointError
+    when it is unreadable or malformed: every array's shape is checked against the job's layers from its
+    header before it is read, and every meta field's type before it is used (see trainer.stored_npz)."""
+    with StoredNpz(path, CheckpointError, "checkpoint", "delete it to start over") as npz:
+        meta = npz.meta()
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a trainer checkpoint (format {meta.get('format')!r})")
+        saved = meta.get("fingerprint")
+        if not (isinstance(saved, dict) and all(isinstance(saved.get(k), dict) for k in ("data", "model"))):
+            raise npz.problem("meta.fingerprint is not an object with data and model objects")
+        _check_same_job(path, saved, fingerprint)
+        layers = tuple(fingerprint["model"]["layers"])
+        n_w = len(layers) - 1
+        why = f"for model.layers {list(layers)}"
+        _check_position(npz, meta, n_w)
+        params = npz.params(layers, why)
+        vel_w = [npz.array(f"vW{i}", (layers[i], layers[i + 1]), why=why) for i in range(n_w)]
+        vel_b = [npz.array(f"vb{i}", (layers[i + 1],), why=why) for i in range(n_w)]
+        learn_rates = npz.array("learn_rates", (n_w,), why="(one per weight layer)")
+        pre_vel = None
+        if npz.has("pv0"):
+            if meta["phase"] != "pretrain":
+                raise npz.problem(f"it holds RBM velocities (pv0) in phase {meta['phase']!r}")
+            n_vis, n_hid = layers[meta["layer"]], layers[meta["layer"] + 1]
+            shapes = ((n_vis, n_hid), (n_hid,), (n_vis,))
+            why_rbm = f"for pretraining layer {meta['layer'] + 1} of {list(layers)}"
+            pre_vel = [npz.array(f"pv{i}", shape, why=why_rbm) for i, shape in enumerate(shapes)]
+        perm = npz.array("perm", (None,), INTEGERS) if npz.has("perm") else None
+        if perm is not None and not np.array_equal(np.sort(perm), np.arange(len(perm))):
+            raise npz.problem("perm is not a permutation of the training samples")
+        state = TrainState(
+            params=Params.from_host(backend, params, n_w),
+            vel_w=[_dev(backend, v) for v in vel_w],
+            vel_b=[_dev(backend, v) for v in vel_b],
+            learn_rates=[float(x) for x in learn_rates],
+            pre_vel=None if pre_vel is None else [_dev(backend, v) for v in pre_vel],
+            phase=meta["phase"],
+            layer=meta["layer"],
+            epoch=meta["epoch"],
+            batch=meta["batch"],
+            perm=None if perm is None else np.array(perm, dtype=np.int64),
+            sums=meta["sums"],
+            epoch_seconds=meta["epoch_seconds"],
+            history=meta["history"],
+            train_seconds=meta["train_seconds"],
+        )
+        return state, int(meta.get("resumes", 0))
+
+
+def _check_position(npz: StoredNpz, meta: dict[str, Any], n_w: int) -> None:
+    """The meta fields TrainState takes, each of the type training and logging rely on."""
+    if meta.get("phase") not in PHASES:
+        raise npz.problem(f"meta.phase is {meta.get('phase')!r}, not one of {', '.join(PHASES)}")
+    for key, value in (
+        ("epoch", meta.get("epoch")),
+        ("batch", meta.get("batch")),
+        ("resumes", meta.get("resumes", 0)),
+    ):
+        if not is_int(value):
+            raise npz.problem(f"meta.{key} is {value!r}, not an integer >= 0")
+    if not is_int(meta.get("layer")) or meta["layer"] >= n_w:
+        raise npz.problem(f"meta.layer is {meta.get('layer')!r}, not a weight layer of {n_w}")
+    sums = meta.get("sums")
+    if not isinstance(sums, dict) or not all(is_number(v) for v in sums.values()):
+        raise npz.problem("meta.sums is not an object of numbers")
+    for key in ("epoch_seconds", "train_seconds"):
+        if not is_number(meta.get(key)):
+            raise npz.problem(f"meta.{key} is {meta.get(key)!r}, not a number")
+    problem = history_problem(meta.get("history"))
+    if problem:
+        raise npz.problem(f"meta.{problem}")
 
 
 def _check_same_job(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:

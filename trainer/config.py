@@ -9,8 +9,9 @@ float32 must survive the conversion (`scales: 1e308` would be inf, `l2_costs: 1e
 layer or minibatch size must fit the 32-bit ints the CUDA kernels index with. Values that are legal but
 unwise (`learn_rates: 1e30`) are not second-guessed: such a run diverges and says so (trainer.divergence).
 
-`stack` and `run` belong to the orchestrator (ec2dbn): they are carried through untouched as `Job.stack` and
-`Job.run`. Any other top-level key is an error.
+`stack` and `run` belong to the orchestrator (ec2dbn): `stack` names the stack to run on, `run` holds the
+orchestrator's per-run settings (`RunConfig`). The trainer checks them like every other key, so a file it
+accepts is one ec2dbn accepts, and ignores them. Any other top-level key is an error.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trainer.errors import JobError
+from trainer.errors import JobError, TrainerError, printable
+from trainer.safe_yaml import YamlError, read_yaml_file
 
 BACKENDS = ("auto", "numpy", "cupy")
 #: The largest layer or minibatch size: the CUDA kernels index rows and units with 32-bit ints.
@@ -35,6 +35,27 @@ MAX_SIZE = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINY = 1.401298464324817e-45
 TOP_LEVEL_KEYS = ("data", "model", "backend", "stack", "run")
+RUN_KEYS = ("max_lifetime",)
+
+#: data.seed feeds NumPy's RandomState (the split), which takes 0 .. 2**32 - 1.
+MAX_DATA_SEED = 2**32 - 1
+
+#: Bounds of an instance's lifetime (a stack's or a job's `max_lifetime`), in minutes.
+MIN_LIFETIME_MINUTES = 10
+MAX_LIFETIME_MINUTES = 7 * 24 * 60
+_LIFETIME_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+
+
+def parse_lifetime(text: str) -> int:
+    """'3h' / '90m' / '1h30m' / '2d' -> minutes. Raises ValueError with the accepted forms and bounds."""
+    m = _LIFETIME_RE.fullmatch(text) if isinstance(text, str) else None
+    if not text or m is None:
+        raise ValueError(f"{text!r} is not a duration; use e.g. '3h', '90m' or '1h30m'")
+    days, hours, minutes = (int(g) if g else 0 for g in m.groups())
+    total = days * 1440 + hours * 60 + minutes
+    if not MIN_LIFETIME_MINUTES <= total <= MAX_LIFETIME_MINUTES:
+        raise ValueError(f"{text!r} is outside {MIN_LIFETIME_MINUTES}m .. {MAX_LIFETIME_MINUTES // 1440}d")
+    return total
 
 
 @dataclass(frozen=True)
@@ -113,17 +134,34 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """The orchestrator's settings for one run of the job (`run:`), validated here, used by ec2dbn.
+
+    max_lifetime: a duration ('3h', '90m', '1h30m', '2d', between 10m and 7d) after which the instance
+    ec2dbn launches for this job terminates itself; it replaces the stack's `max_lifetime`. None: the
+    stack's.
+    """
+
+    max_lifetime: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys that are set (an empty dict for the defaults)."""
+        return {} if self.max_lifetime is None else {"max_lifetime": self.max_lifetime}
+
+
+@dataclass(frozen=True)
 class Job:
     """A validated job: what to train on (`data`), what to train (`model`) and where (`backend`).
 
-    `stack` and `run` are the orchestrator's sections, carried through untouched (None when absent).
+    `stack` (a bundled stack name or a stack file's path; None: ec2dbn's default) and `run` are the
+    orchestrator's sections, validated here and not used by the trainer.
     """
 
     data: DataConfig
     model: ModelConfig
     backend: str = "auto"
-    stack: Any = None
-    run: Any = None
+    stack: str | None = None
+    run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """The job as plain values (for metrics.json); `parse_job(to_dict())` gives back an equal Job."""
@@ -134,52 +172,24 @@ class Job:
         }
         if self.stack is not None:
             out["stack"] = self.stack
-        if self.run is not None:
-            out["run"] = self.run
+        if self.run.to_dict():
+            out["run"] = self.run.to_dict()
         return out
 
 
 # --------------------------------------------------------------------------------------------------- loading
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` as a float (YAML 1.2), as people write learning rates."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_job(path: str | Path) -> Job:
     """Read and validate a job YAML file.
 
-    Raises JobError: unreadable file, malformed YAML (with its line and column), bad keys or values.
+    Raises JobError: unreadable file, malformed or hostile YAML (with its line and column; see
+    trainer.safe_yaml), bad keys or values.
     """
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise JobError(f"{path}: cannot read the job file: {reason}") from None
-    try:
-        mapping = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        what = exc.problem or exc.context or "malformed YAML"
-        raise JobError(f"{where}: invalid YAML: {what}") from None
-    except yaml.YAMLError as exc:
-        raise JobError(f"{path}: invalid YAML: {exc}") from None
+        mapping = read_yaml_file(path, "job file")
+    except YamlError as exc:
+        raise JobError(str(exc)) from None
     return parse_job(mapping)
 
 
@@ -197,7 +207,30 @@ def parse_job(mapping: Any) -> Job:
     backend = mapping.get("backend", "auto")
     if backend not in BACKENDS or not isinstance(backend, str):
         raise JobError(f"backend: expected one of {', '.join(BACKENDS)}, got {_describe(backend)}")
-    return Job(data=data, model=model, backend=backend, stack=mapping.get("stack"), run=mapping.get("run"))
+    stack = mapping.get("stack")
+    if stack is not None and (not isinstance(stack, str) or not stack.strip()):
+        raise JobError(
+            f"stack: expected a stack name (e.g. g4dn-spot) or a stack file path, got {_describe(stack)}"
+        )
+    return Job(data=data, model=model, backend=backend, stack=stack, run=parse_run(mapping.get("run")))
+
+
+def parse_run(mapping: Any, prefix: str = "run") -> RunConfig:
+    """Validate the `run` section (absent or null: the defaults) into a RunConfig."""
+    if mapping is None:
+        return RunConfig()
+    m = _section(mapping, prefix, RUN_KEYS)
+    lifetime = m.get("max_lifetime")
+    if lifetime is not None:
+        if not isinstance(lifetime, str):
+            raise JobError(
+                f"{prefix}.max_lifetime: expected a duration such as 3h or 90m, got {_describe(lifetime)}"
+            )
+        try:
+            parse_lifetime(lifetime)
+        except ValueError as exc:
+            raise JobError(f"{prefix}.max_lifetime: {exc}") from None
+    return RunConfig(max_lifetime=lifetime)
 
 
 def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
@@ -208,10 +241,18 @@ def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
     name = m["name"]
     if not isinstance(name, str) or not name.strip():
         raise JobError(f"{prefix}.name: expected a data set name or path, got {_describe(name)}")
+    from trainer.data import check_name_form  # here: trainer.data pulls in the downloader
+
+    try:
+        check_name_form(name)
+    except TrainerError as exc:
+        raise JobError(f"{prefix}.name: {exc}") from None
     test_size = m.get("test_size", 0.33)
     if not _is_number(test_size) or not 0 < test_size < 1:
         raise JobError(f"{prefix}.test_size: expected a number between 0 and 1, got {_describe(test_size)}")
     seed = _nonneg_int(m.get("seed", 42), f"{prefix}.seed")
+    if seed > MAX_DATA_SEED:
+        raise JobError(f"{prefix}.seed: expected an integer from 0 to {MAX_DATA_SEED}, got {seed}")
     mirrors = m.get("mirrors")
     if mirrors is not None:
         if isinstance(mirrors, str):
@@ -284,12 +325,15 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
         _check_size(n, f"{key('layers')}[{i}]")
     n_w = len(layers) - 1
     values: dict[str, Any] = {}
+    # An explicit null is allowed only where the default is null (the *_pretrain values: "as fine-tuning").
     for name, (default, check, what, convert) in _PER_LAYER.items():
         raw = m.get(name, default)
-        values[name] = None if raw is None else _per_layer(raw, n_w, check, what, convert, key(name))
+        values[name] = (
+            None if raw is default is None else _per_layer(raw, n_w, check, what, convert, key(name))
+        )
     for name in ("momentum", "momentum_pretrain"):
         raw = m.get(name, 0.9 if name == "momentum" else None)
-        if raw is not None and (not _is_number(raw) or not 0 <= raw < 1):
+        if (raw is not None or name == "momentum") and (not _is_number(raw) or not 0 <= raw < 1):
             raise JobError(f"{key(name)}: expected a number in [0, 1), got {_describe(raw)}")
         if raw is not None:
             _check_float32(raw, key(name))
@@ -344,7 +388,7 @@ def _section(
 def _reject_unknown(mapping: Mapping[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
     for k in mapping:
         if k not in allowed:
-            path = f"{prefix}.{k}" if prefix else str(k)
+            path = f"{prefix}.{printable(k)}" if prefix else printable(k)
             close = difflib.get_close_matches(str(k), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
             raise JobError(f"{path}: unknown key{hint}")

@@ -14,6 +14,7 @@ scikit-learn.
 
 from __future__ import annotations
 
+import difflib
 import math
 import zipfile
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from trainer import download
-from trainer.errors import DataError
+from trainer.errors import DataError, printable
 from trainer.idx import find_idx_files, idx_name, read_idx
 
 BUILTIN = ("mnist", "fashion-mnist", "mnist-5k", "digits")
@@ -145,6 +146,12 @@ def local_data_path(name: str) -> Path | None:
     return None
 
 
+def check_name_form(name: str) -> None:
+    """DataError unless `name` is a built-in data set or reads as a path (which may not exist here)."""
+    if name not in BUILTIN and local_data_path(name) is None:
+        raise _unknown_name(name)
+
+
 def check_data_name(name: str) -> None:
     """Cheap validation of a data name without loading anything: raise DataError if it cannot work."""
     if name in BUILTIN:
@@ -153,7 +160,7 @@ def check_data_name(name: str) -> None:
     if path is None:
         raise _unknown_name(name)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist")
+        raise DataError(f"data file {printable(path)} does not exist")
 
 
 def load_array_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -194,8 +201,10 @@ def _load_pool(cfg: DataSpec, log: Callable[[str], None] | None) -> tuple[np.nda
 
 
 def _unknown_name(name: str) -> DataError:
+    close = difflib.get_close_matches(name.lower(), BUILTIN, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     return DataError(
-        f"unknown data set {name!r}: expected mnist, fashion-mnist, mnist-5k, digits, "
+        f"unknown data set {name!r}{hint}: expected mnist, fashion-mnist, mnist-5k, digits, "
         "or a path to an .npz file or IDX folder"
     )
 
@@ -283,7 +292,7 @@ def _load_path(path: Path, need_labels: bool) -> tuple[np.ndarray, np.ndarray | 
         X, y = _pool_idx(files, need_labels=need_labels)
         return X, y, str(path)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist")
+        raise DataError(f"data file {printable(path)} does not exist")
     if path.suffix != ".npz":
         raise DataError(f"{path}: expected an .npz file (keys X and y) or a folder of IDX files")
     return (*_load_npz(path, need_labels), str(path))

@@ -15,9 +15,7 @@ sparse integers) are mapped to classes_ in sorted order.
 from __future__ import annotations
 
 import inspect
-import json
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from trainer.errors import DataError, JobError
 from trainer.loop import TrainData, TrainState, train
 from trainer.network import Params, predict_proba
 from trainer.progress import epoch_line
+from trainer.stored_npz import StoredNpz, history_problem
 from trainer.strict_json import dumps
 
 MODEL_FORMAT = "ec2dbn-trainer-model/1"
@@ -180,29 +179,32 @@ class DBN:
 
     @classmethod
     def load(cls, path: str | Path, backend: str | Backend = "auto") -> DBN:
-        """A fitted DBN from `save`'s file. Raises DataError for a missing or foreign file."""
+        """A fitted DBN from `save`'s file. Raises DataError for a missing, foreign or malformed file (every
+        array's shape is checked against the stored layers before it is read; see trainer.stored_npz)."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
-                if meta.get("format") != MODEL_FORMAT:
-                    raise DataError(
-                        f"{path}: not a trainer model (expected a model.npz written by the trainer)"
-                    )
-                cfg = parse_model(meta["config"], prefix="")
-                model = cls(list(cfg.layers), backend=backend if isinstance(backend, str) else backend.name)
-                for name, value in meta["config"].items():
-                    if name != "layers" and hasattr(model, name):
-                        setattr(model, name, value)
-                model.backend_ = backend if isinstance(backend, Backend) else select_backend(backend)
-                model.net_ = Params.from_host(model.backend_, npz, cfg.n_weight_layers)
-                model.classes_ = np.array(npz["classes"])
-        except DataError:
-            raise
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such model file") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, JobError) as exc:
-            raise DataError(f"{path}: unreadable model file ({type(exc).__name__}: {exc})") from None
+        with StoredNpz(path, DataError, "model file") as npz:
+            meta = npz.meta() if npz.has("meta") else {}
+            if meta.get("format") != MODEL_FORMAT:
+                raise DataError(f"{path}: not a trainer model (expected a model.npz written by the trainer)")
+            try:
+                cfg = parse_model(meta.get("config"), prefix="")
+            except JobError as exc:
+                raise npz.problem(f"meta.config: {exc}") from None
+            problem = history_problem(meta.get("history", []))
+            if problem:
+                raise npz.problem(f"meta.{problem}")
+            why = f"for layers {list(cfg.layers)}"
+            arrays = npz.params(cfg.layers, why)
+            classes = npz.array("classes", (None,), kinds="biufUS", why=why)  # labels may be strings
+            if not 1 <= len(classes) <= cfg.layers[-1]:
+                raise npz.problem(f"classes has {len(classes)} labels for {cfg.layers[-1]} output units")
+            model = cls(list(cfg.layers), backend=backend if isinstance(backend, str) else backend.name)
+            for name, value in meta["config"].items():
+                if name != "layers" and hasattr(model, name):
+                    setattr(model, name, value)
+            model.backend_ = backend if isinstance(backend, Backend) else select_backend(backend)
+            model.net_ = Params.from_host(model.backend_, arrays, cfg.n_weight_layers)
+            model.classes_ = np.array(classes)
         model.config_ = cfg
         model.n_features_in_ = cfg.layers[0]
         model._set_history(meta.get("history", []))

@@ -25,3 +25,10 @@ class BackendError(TrainerError):
     """The requested array backend is unusable (e.g. `cupy` without a GPU). Exit code 2."""
 
     exit_code = 2
+
+
+def printable(text: object) -> str:
+    """`text` as it is when it prints on one line, else its repr (`'a\\nb'`): user-supplied names and paths
+    go into one-line messages, and a newline or control character in them must not break or forge a line."""
+    shown = str(text)
+    return shown if shown.isprintable() else repr(shown)

@@ -29,8 +29,8 @@ _IDX_TYPES: dict[int, np.dtype] = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
-# `train-images-idx3-ubyte`, `t10k-labels.idx1-ubyte` (the Kaggle spelling), optionally `.gz`.
-_IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
+# `train-images-idx3-ubyte`, `t10k-labels.idx1-ubyte` (the Kaggle spelling), optionally `.gz` (fullmatch).
+_IDX_NAME = re.compile(r"(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?")
 
 
 def parse_idx(raw: bytes, what: str) -> np.ndarray:
@@ -97,7 +97,7 @@ def find_idx_files(folder: Path) -> dict[str, dict[str, Path]]:
     except OSError as exc:
         raise DataError(f"cannot list {folder}: {exc.strerror or exc}") from None
     for entry in entries:
-        match = _IDX_NAME.match(entry.name)
+        match = _IDX_NAME.fullmatch(entry.name)
         if not match or not entry.is_file():
             continue
         split, kind, _, gz = match.groups()

@@ -133,6 +133,11 @@ def train(
     b = cfg.minibatch_size
     if data.n < b:
         raise DataError(f"the training set has {data.n} samples, fewer than model.minibatch_size ({b})")
+    if state.perm is not None and len(state.perm) != data.n:  # a checkpoint's order is of its own data
+        raise DataError(
+            f"the checkpoint's minibatch order has {len(state.perm)} samples but the training set has "
+            f"{data.n}; delete checkpoint.npz to start over"
+        )
     run = _Run(backend, cfg, data, state, should_stop or (lambda: False), on_epoch, evaluate)
     if state.phase == "pretrain":
         run.pretrain()

@@ -6,23 +6,20 @@ AWS for users. Prices are USD per hour.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ec2dbn.catalog import Price, check_region
+from ec2dbn.catalog import AZ_RE, Price, check_region
 from ec2dbn.errors import CloudError, CredentialsError
-
-_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)([a-z])\Z")
 
 
 def _region_of(az_or_region: str) -> tuple[str, str | None]:
     """('us-east-1', 'us-east-1b') for an AZ, ('us-east-1', None) for a region; ConfigError otherwise."""
     text = str(az_or_region).strip().lower()
-    m = _AZ_RE.match(text)
+    m = AZ_RE.fullmatch(text)
     if m:
-        return m.group(1), text
+        return check_region(m.group(1)), text
     return check_region(text), None
 
 

@@ -20,6 +20,7 @@ import botocore.session
 from botocore.config import Config
 
 from ec2dbn import __version__
+from ec2dbn.catalog import check_region
 
 #: Attempts per call, the first included (standard mode's default is 3; EC2 throttles in bursts).
 #: AWS_MAX_ATTEMPTS, when set, wins (boto3's own setting).
@@ -68,10 +69,14 @@ def _session() -> boto3.session.Session:
 
 
 class Aws:
-    """Clients for one region, created on first use from one session (so one credential resolution)."""
+    """Clients for one region, created on first use from one session (so one credential resolution).
+
+    The region must be one botocore knows (ConfigError otherwise, before any call): an unknown one would
+    only fail later as an endpoint that cannot be reached, which reads like a network problem.
+    """
 
     def __init__(self, region: str) -> None:
-        self.region = region
+        self.region = check_region(region)
         self._session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
 

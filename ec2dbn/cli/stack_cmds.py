@@ -17,7 +17,9 @@ from rich.table import Table
 
 from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
+from ec2dbn.catalog import check_region
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stdout
 from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
 from ec2dbn.cost import format_usd
@@ -136,7 +138,7 @@ def print_plan(p: provision.Plan) -> None:
     metavar="NAME|PATH",
     help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
 )
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option(
     "--instance-type",
     "instance_types",
@@ -247,7 +249,7 @@ def _region_of(name: str) -> str:
 
 def _regions(name: str | None, flag: str | None) -> list[str]:
     if flag:
-        return [flag]
+        return [check_region(flag)]
     if name:
         return [_region_of(name)]
     return sorted({*stacks.local_regions().values(), _default_region()})

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
@@ -26,7 +27,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
@@ -92,7 +93,7 @@ def train(
         job = DEFAULT_LOCAL_JOB
         stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
     if local:
-        record, results_dir = start_local(job, results_root)
+        record, results_dir = start_local(job, results_root, backend)
         return _run_local(job, results_dir, record, reporter, backend)
     v = validation.validate(
         job,
@@ -136,7 +137,7 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."

@@ -122,7 +122,6 @@ def test_predict_rejects_the_wrong_data_with_exit_2(
             {"layers": [64, 5]},
             "error: model.layers[-1] is 5 output units but data set 'digits'",
         ),
-        ({"name": "no-such-set"}, {"layers": [64, 10]}, "error: unknown data set 'no-such-set'"),
         (
             {"name": "digits", "limit": 40},
             {"layers": [64, 10]},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.trainer_fixtures import run_trainer
-from trainer.config import DataConfig, Job, load_job, parse_job, parse_model
+from trainer.config import DataConfig, Job, RunConfig, load_job, parse_job, parse_model
 from trainer.errors import JobError
 
 SEED_JOB = """\
@@ -15,7 +15,7 @@ data:  {name: mnist, test_size: 0.33, seed: 42}
 model: {layers: [784, 800, 800, 10], learn_rates: 0.3, learn_rate_decays: 0.9, epochs: 10}
 backend: auto
 stack: g4dn-spot
-run: {max_hours: 2}
+run: {max_lifetime: 2h}
 """
 
 
@@ -43,7 +43,7 @@ def test_seed_job_parses_with_nolearn_defaults(tmp_path: Path) -> None:
         and m.l2_costs_pretrain == m.l2_costs
     )
     # the orchestrator's sections are carried through untouched
-    assert j.backend == "auto" and j.stack == "g4dn-spot" and j.run == {"max_hours": 2}
+    assert j.backend == "auto" and j.stack == "g4dn-spot" and j.run == RunConfig(max_lifetime="2h")
 
 
 def test_to_dict_round_trips() -> None:
@@ -52,7 +52,8 @@ def test_to_dict_round_trips() -> None:
             **job(
                 learn_rates=[0.1, 0.2], epochs_pretrain=[2, 0], learn_rates_pretrain=0.01, dropouts=[0.2, 0.5]
             ),
-            "stack": {"name": "x"},
+            "stack": "g5-spot",
+            "run": {"max_lifetime": "90m"},
         }
     )
     d = j.to_dict()

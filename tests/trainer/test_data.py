@@ -152,7 +152,7 @@ def test_missing_optional_package_says_how_to_install_it(name, module, monkeypat
 def test_unknown_name_lists_the_choices():
     msg = one_line_error(load_data, DataConfig(name="mnsit"), match="unknown data set")
     assert msg == (
-        "unknown data set 'mnsit': expected mnist, fashion-mnist, mnist-5k, digits, "
+        "unknown data set 'mnsit' (did you mean 'mnist'?): expected mnist, fashion-mnist, mnist-5k, digits, "
         "or a path to an .npz file or IDX folder"
     )
     one_line_error(check_data_name, "mnsit", match="unknown data set 'mnsit'")
