@@ -23,7 +23,7 @@ import yaml
 
 from ec2dbn import catalog, cost, detached, state
 from ec2dbn.aws import provision
-from ec2dbn.bootstrap import run_bootstrap
+from ec2dbn.bootstrap import job_requirements, run_bootstrap
 from ec2dbn.config import Stack
 from ec2dbn.errors import Ec2dbnError, JobFailedError, RemoteError
 from ec2dbn.events import Reporter
@@ -312,6 +312,7 @@ class TrainFlow:
                     self.st.remote_dir,
                     self.reporter,
                     self.results_dir / "bootstrap.log",
+                    requirements=job_requirements(self.job_path),
                 )
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.job_path, Path(staging)), run.workdir)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.resources import trainer_argv
 from ec2dbn.results import RunRecord, plot_run, timed_phase
 
 #: The trainer's exit codes (trainer/__main__.py), and what each one means for a run's status.
@@ -37,7 +37,7 @@ def run_local(
     Ctrl-C reaches the trainer too (same process group): it writes a checkpoint and exits 3, and this
     waits for that instead of abandoning it half-written.
     """
-    cmd = [sys.executable, "-u", "-m", "trainer", "run", str(job_path), "--out", str(results_dir)]
+    cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
     if backend:
         cmd += ["--backend", backend]
     if resume:

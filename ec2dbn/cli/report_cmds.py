@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,8 +15,10 @@ from rich.table import Table
 from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
+from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, stdout
 from ec2dbn.errors import ConfigError, JobFailedError
+from ec2dbn.resources import trainer_argv
 
 #: trainer.bench's exit codes other than 0 (done), and what they mean here.
 _BENCH_EXIT = {2: "bad job or arguments", 3: "stopped by a signal (bench.json holds the rows measured)"}
@@ -53,10 +54,7 @@ def run_local_bench(
 ) -> int:
     """`python -m trainer.bench` here, as a child process, its output streamed; returns its exit code."""
     cmd = [
-        sys.executable,
-        "-u",
-        "-m",
-        "trainer.bench",
+        *trainer_argv("trainer.bench"),
         str(job),
         "--out",
         str(out_dir),
@@ -118,7 +116,7 @@ def run_remote_bench(
 
 
 @cli.command("bench")
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("job", type=JOB_FILE)
 @click.option(
     "--widths",
     default="100,300,800,1600,3200",
@@ -171,8 +169,8 @@ def bench_cmd(
 
     \b
     Examples:
-      ec2dbn bench examples/seed-fashion.yaml --local --widths 100,300 --epochs 2
-      ec2dbn bench examples/seed-fashion.yaml --local --price-per-hour 0.34
+      ec2dbn bench seed-fashion --local --widths 100,300 --epochs 2
+      ec2dbn bench seed-fashion --local --price-per-hour 0.34
     """
     width_list = _check_widths(widths)
     if stack_ref and local:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ec2dbn.cli import cli
+from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import run_local
@@ -33,7 +34,7 @@ def validate_job(job_path: Path) -> None:
 
 
 @cli.command()
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("job", type=JOB_FILE, required=False)
 @click.option("--local", is_flag=True, help="Run on this machine; no AWS account needed.")
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
@@ -68,7 +69,7 @@ def train(
     backend: str | None,
     resume_id: str | None,
 ) -> int:
-    """Train JOB (a job YAML) on EC2 — or here with --local — and collect the results.
+    """Train JOB (a job YAML or an example's name) on EC2 — or here with --local — and collect the results.
 
     \b
     On EC2 it launches (or reuses) the stack, bootstraps it, ships the trainer, runs it detached,
@@ -77,15 +78,16 @@ def train(
 
     \b
     Examples:
-      ec2dbn train --local examples/seed-mnist5k.yaml
-      ec2dbn train examples/seed-mnist.yaml --stack g4dn-spot
+      ec2dbn train --local seed-mnist5k
+      ec2dbn train seed-mnist --stack g4dn-spot
     """
     if resume_id:
         return _resume(resume_id, results_root, keep, backend)
     if job is None:
         if not local:
             raise click.UsageError(
-                "name a job file (e.g. examples/seed-mnist.yaml); only --local has a default"
+                "name a job file or example (e.g. seed-mnist, see `ec2dbn examples`); "
+                "only --local has a default"
             )
         job = DEFAULT_LOCAL_JOB
         stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
@@ -131,7 +133,7 @@ def train(
 
 
 @cli.command()
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("job", type=JOB_FILE)
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
@@ -143,10 +145,11 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) 
 
     \b
     Example:
-      ec2dbn plan examples/seed-mnist.yaml --stack g4dn-spot
+      ec2dbn plan seed-mnist --stack g4dn-spot
     """
     from ec2dbn import jobs
     from ec2dbn.aws import provision
+    from ec2dbn.bootstrap import job_requirements, packages_line
     from ec2dbn.cli.stack_cmds import print_plan
     from ec2dbn.config import load_for_launch
     from trainer.config import load_job
@@ -161,6 +164,7 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None) 
     checks = provision.dry_run(p, reporter=reporter)
     print_plan(p)
     stdout.print(f"  job        {job}: {jobs.job_epochs(parsed)} epochs of {list(parsed.model.layers)}")
+    stdout.print(f"  packages   {packages_line(job_requirements(job), stack.bootstrap)}")
     stdout.print(f"  {jobs.estimate_line(stack, jobs.job_epochs(parsed), p.hourly)}")
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 
