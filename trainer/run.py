@@ -118,6 +118,7 @@ class _Job:
         cfg, log, be = self.job.model, self.log, self.backend
         log.line(f"trainer: job {self.path} -> {self.out}")
         log.line(f"backend: {be.name} ({be.device})")
+        log.line(f"gemm: {be.gemm}")
         with StopSignals() as stop:
             data = load_data(self.job.data, log=log.line)
             log.line(f"data: {data.describe()}")

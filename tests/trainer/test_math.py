@@ -129,7 +129,7 @@ def test_finetuning_matches_float64_reference(extra: dict, use_blas: bool) -> No
     data = dataset("digits")
     X, y = data.X_train[:640], data.y_train[:640]
     cfg = parse_model({"layers": [64, 40, 30, 10], "learn_rates": 0.3, "epochs": 3, **extra})
-    be = numpy_backend(use_blas)
+    be = numpy_backend(use_blas, small_gemm=0)  # the direct path even for these small layers
     state = TrainState.fresh(be, cfg)
     train(be, cfg, TrainData.from_host(be, X, y, 10), state)
     W, b = reference_finetune(cfg, X, y, cfg.epochs)
@@ -157,7 +157,7 @@ def test_cd1_matches_float64_reference(real_valued_vis: bool, use_blas: bool) ->
             "real_valued_vis": real_valued_vis,
         }
     )
-    be = numpy_backend(use_blas)
+    be = numpy_backend(use_blas, small_gemm=0)  # the direct path even for these small layers
     state = TrainState.fresh(be, cfg)
     train(be, cfg, TrainData.from_host(be, X, data.y_train[:640], 10), state)
     W, hb, vb, rec = reference_cd1(cfg, X, 2)
