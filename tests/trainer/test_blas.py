@@ -76,17 +76,12 @@ def test_a_real_64bit_integer_build_with_plain_names_is_called_correctly(path: s
         pytest.skip(f"{path} is not installed (apt-get install libopenblas64-0-pthread libblis64-4-pthread)")
     result = _in_child(
         f"""
-        import numpy as np
+        from tests.trainer.trainer_fixtures import assert_blas_computes_like_numpy
         from trainer import blas
         found = blas.find_in([{path!r}])
         assert found is not None, "not found"
         print(found.symbol, found.int_bits)
-        g = np.random.default_rng(3)
-        a, d = g.random((70, 300), dtype=np.float32), g.random((70, 200), dtype=np.float32)
-        c = g.random((300, 200), dtype=np.float32)
-        expected = -0.01 * (a.T.astype(np.float64) @ d) + 0.9 * c
-        found.gemm_tn_acc(-0.01, a, d, 0.9, c)
-        np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-6)
+        assert_blas_computes_like_numpy(found)
         print("ok")
         """
     )

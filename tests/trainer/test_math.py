@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.trainer.trainer_fixtures import dataset, one_blas_thread  # noqa: F401 - fixture
+from tests.trainer.trainer_fixtures import (  # noqa: F401 - one_blas_thread is a fixture
+    assert_blas_computes_like_numpy,
+    dataset,
+    one_blas_thread,
+)
 from trainer import rng
 from trainer.backend import numpy_backend
 from trainer.config import parse_model
@@ -198,16 +202,5 @@ def test_direct_blas_calls_agree_with_numpy() -> None:
     found = blas.find()
     if found is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS reachable through /proc/self/maps here")
-    g = np.random.default_rng(5)
-    a, d = g.random((64, 300), dtype=np.float32), g.random((64, 200), dtype=np.float32)
-    c = g.random((300, 200), dtype=np.float32)
-    expected = -0.01 * (a.T.astype(np.float64) @ d) + 0.9 * c
-    found.gemm_tn_acc(-0.01, a, d, 0.9, c)
-    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-6)
-    x, y = g.random(1000, dtype=np.float32), g.random(1000, dtype=np.float32)
-    expected_y = y + np.float32(2.5) * x
-    found.axpy(2.5, x, y)
-    np.testing.assert_allclose(y, expected_y, rtol=1e-6)
-    found.scal(0.5, y)
-    np.testing.assert_allclose(y, 0.5 * expected_y, rtol=1e-6)
+    assert_blas_computes_like_numpy(found)
     assert numpy_backend().blas is found and numpy_backend(use_blas=False).blas is None
