@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import site
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -78,8 +79,8 @@ def _repack(dist: metadata.Distribution, site_dir: Path, wheels: Path) -> None:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as whl:
         for file in dist.files or []:
             rel = Path(str(file))
-            if rel.parts[0] == ".." or "__pycache__" in rel.parts:
-                continue
+            if rel.parts[0] == ".." or "__pycache__" in rel.parts or "tests" in rel.parts[:-1]:
+                continue  # (its own test suites: never imported, a third of scikit-learn's files)
             if rel.parts[0] == info and rel.name in _INSTALL_ONLY:
                 continue
             source = site_dir / rel
@@ -95,20 +96,29 @@ def _system_like_python(root: Path) -> tuple[Path, Path]:
     (a symlink would resolve to the original prefix), its standard library and shared libraries links."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     bin_dir, lib = root / "bin", root / "lib"
-    stdlib = root / "lib" / version
-    site_packages = stdlib / "site-packages"
-    site_packages.mkdir(parents=True)
+    stdlib = lib / version
+    stdlib.mkdir(parents=True)
     bin_dir.mkdir()
     executable = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
     shutil.copy2(executable, bin_dir / version)
     (bin_dir / "python3").symlink_to(version)
     (bin_dir / "python").symlink_to(version)
     for entry in Path(sysconfig.get_paths()["stdlib"]).iterdir():
-        if entry.name != "site-packages":
+        if entry.name not in ("site-packages", "dist-packages"):
             (stdlib / entry.name).symlink_to(entry)
     libdir = sysconfig.get_config_var("LIBDIR")
     for shared in Path(libdir).glob("libpython*") if libdir else ():
         (lib / shared.name).symlink_to(shared)  # for an executable that finds libpython at $ORIGIN/../lib
+    # Where this Python looks for packages (site-packages here; Debian's python: .../dist-packages).
+    first_site = subprocess.run(
+        [str(bin_dir / "python3"), "-c", "import site; print(site.getsitepackages()[0])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    site_packages = Path(first_site)
+    assert site_packages.is_relative_to(root), site_packages
+    site_packages.mkdir(parents=True, exist_ok=True)
     return bin_dir, site_packages
 
 
