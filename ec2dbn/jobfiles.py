@@ -55,4 +55,4 @@ def job_path(ref: str | os.PathLike[str]) -> Path:
             if example.name == text.removesuffix(".yaml"):
                 return example.path
     names = ", ".join(e.name for e in bundled_examples()) or "none"
-    raise ConfigError(f"no job {text!r}: not a file nor a bundled example ({names}; `ec2dbn examples`)")
+    raise ConfigError(f"job file {text} not found, nor a bundled example ({names}; `ec2dbn examples`)")

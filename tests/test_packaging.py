@@ -113,7 +113,7 @@ def test_examples_name_prints_the_job_file(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out == (REPO / "examples" / "seed-mnist5k.yaml").read_text()
     assert main(["examples", "no-such-example"]) == 2
     err = capsys.readouterr().err
-    assert "no job 'no-such-example'" in err and "seed-mnist5k" in err and "Traceback" not in err
+    assert "job file no-such-example not found" in err and "seed-mnist5k" in err and "Traceback" not in err
 
 
 def test_a_job_is_a_file_first_then_a_bundled_example(
@@ -125,7 +125,7 @@ def test_a_job_is_a_file_first_then_a_bundled_example(
     own = tmp_path / "seed-mnist5k.yaml"
     own.write_text("data: {name: digits}\n")
     assert jobfiles.job_path("seed-mnist5k.yaml") == Path("seed-mnist5k.yaml")  # the user's own file wins
-    with pytest.raises(ConfigError, match=r"no job 'sub/seed-mnist'.*seed-fashion, seed-mnist, seed-mnist5k"):
+    with pytest.raises(ConfigError, match=r"job file sub/seed-mnist not found.*seed-mnist, seed-mnist5k"):
         jobfiles.job_path("sub/seed-mnist")
 
 
