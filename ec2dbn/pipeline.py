@@ -289,7 +289,14 @@ class Pipeline:
         else:
             with self.phase("bootstrap"):
                 log = self.results_dir / "bootstrap.log"
-                run_bootstrap(remote, self.stack.bootstrap, up.state.remote_dir, self.reporter, log)
+                run_bootstrap(
+                    remote,
+                    self.stack.bootstrap,
+                    up.state.remote_dir,
+                    self.reporter,
+                    log,
+                    requirements=self.v.requirements,
+                )
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:

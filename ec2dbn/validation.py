@@ -45,6 +45,14 @@ class Validated:
     def epochs(self) -> int:
         return cost.job_epochs(self.job)
 
+    @property
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """(module, pip requirement) pairs the job's data set needs on the instance beyond NumPy and
+        PyYAML (bootstrap/python.sh installs the missing ones)."""
+        from trainer.data import data_requirements
+
+        return data_requirements(self.job.data.name)
+
     def command(self, run: RemoteRun, resume: bool) -> str:
         """What runs on the instance: the trainer on the job (resuming when asked), unless overridden
         (`ec2dbn bench --stack` runs trainer.bench through the same pipeline)."""

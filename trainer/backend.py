@@ -26,12 +26,16 @@ class Backend:
     """The array module (`xp`) and how to reach it.
 
     name: "numpy" or "cupy". device: a human description ("cpu: AMD EPYC (2 cores)", "gpu: NVIDIA H100 ...").
+    gemm: which GEMM path the weight steps take, for train.log (trainer.blas.describe on NumPy).
+    small_gemm: steps of fewer multiply-adds (batch · n_in · n_out) skip `blas` (trainer.blas.SMALL_GEMM).
     """
 
     name: str
     xp: ModuleType
     device: str
     blas: Any = field(default=None, repr=False, compare=False)  # trainer.blas.Blas for NumPy, when found
+    gemm: str = field(default="", compare=False)
+    small_gemm: int = field(default=0, compare=False)
     _kernels: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_device(self, a: np.ndarray) -> Any:
@@ -71,10 +75,11 @@ class Backend:
         backprop (cd=False): v = momentum·v + aᵀd − decay·w;  w += v
         CD (cd=True):        v = momentum·v + aᵀd;  w = (1 − decay)·w + v
         a (b, n_in), d (b, n_out); w, v, scratch (n_in, n_out), float32. `scratch` may be overwritten.
-        With NumPy's own BLAS reachable (trainer.blas) the GEMM accumulates into v and two axpys finish.
+        With NumPy's own BLAS reachable (trainer.blas) and a GEMM big enough to gain from it, the GEMM
+        accumulates into v and two axpys finish.
         """
         blas = self.blas
-        if blas is not None and blas.check(w, v, a, d):
+        if blas is not None and a.shape[0] * w.size >= self.small_gemm and blas.check(w, v, a, d):
             blas.gemm_tn_acc(1.0, a, d, momentum, v)
             if cd:
                 if decay:
@@ -149,17 +154,25 @@ def select_backend(choice: str = "auto") -> Backend:
         return numpy_backend()
     cupy, reason = _probe_cupy()
     if cupy is not None:
-        return Backend("cupy", cupy, _gpu_name(cupy))
+        return Backend("cupy", cupy, _gpu_name(cupy), gemm="cuBLAS (CuPy)")
     if choice == "cupy":
         raise BackendError(f"backend cupy needs a usable CUDA GPU: {reason}; use --backend numpy or auto")
     return numpy_backend()
 
 
-def numpy_backend(use_blas: bool = True) -> Backend:
-    """NumPy on the CPU; `use_blas=False` keeps to NumPy's own functions (no direct BLAS calls)."""
+def numpy_backend(use_blas: bool = True, small_gemm: int | None = None) -> Backend:
+    """NumPy on the CPU; `use_blas=False` keeps to NumPy's own functions (no direct BLAS calls).
+
+    small_gemm: weight steps below this many multiply-adds use NumPy even with the direct BLAS found
+    (default trainer.blas.SMALL_GEMM; 0 sends every step through it, as tests of that path want).
+    """
     from trainer import blas
 
-    return Backend("numpy", np, cpu_name(), blas=blas.find() if use_blas else None)
+    if not use_blas:
+        return Backend("numpy", np, cpu_name(), gemm="NumPy matmul (direct BLAS not asked for)")
+    found = blas.find()
+    small = blas.SMALL_GEMM if small_gemm is None else small_gemm
+    return Backend("numpy", np, cpu_name(), blas=found, gemm=blas.describe(found, small), small_gemm=small)
 
 
 def _probe_cupy() -> tuple[ModuleType | None, str]:

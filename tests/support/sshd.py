@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -51,11 +50,13 @@ def _keygen(path: Path) -> None:
 def default_env() -> dict[str, str]:
     """The session environment the "instance" gives its commands.
 
-    PATH puts this interpreter's folder first, so `python3` over SSH is the one running the tests (it has
-    numpy and PyYAML, like the Deep Learning AMI's python), not a bare system python.
+    `python3` over SSH has what this interpreter has (NumPy and PyYAML, like the Deep Learning AMI's python)
+    less what a fresh instance never has: ec2dbn and the data sets' packages, which bootstrap must install
+    (its pip gets them from a local wheel folder): see tests/support/instance_python.py.
     """
-    here = os.path.dirname(sys.executable)
-    return {"PATH": f"{here}:{os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin')}"}
+    from tests.support.instance_python import instance_env
+
+    return instance_env()
 
 
 def _descendants(pid: int) -> list[int]:

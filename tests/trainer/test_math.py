@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.trainer.trainer_fixtures import dataset, one_blas_thread  # noqa: F401 - fixture
+from tests.trainer.trainer_fixtures import (  # noqa: F401 - one_blas_thread is a fixture
+    assert_blas_computes_like_numpy,
+    dataset,
+    one_blas_thread,
+)
 from trainer import rng
 from trainer.backend import numpy_backend
 from trainer.config import parse_model
@@ -129,7 +133,7 @@ def test_finetuning_matches_float64_reference(extra: dict, use_blas: bool) -> No
     data = dataset("digits")
     X, y = data.X_train[:640], data.y_train[:640]
     cfg = parse_model({"layers": [64, 40, 30, 10], "learn_rates": 0.3, "epochs": 3, **extra})
-    be = numpy_backend(use_blas)
+    be = numpy_backend(use_blas, small_gemm=0)  # the direct path even for these small layers
     state = TrainState.fresh(be, cfg)
     train(be, cfg, TrainData.from_host(be, X, y, 10), state)
     W, b = reference_finetune(cfg, X, y, cfg.epochs)
@@ -157,7 +161,7 @@ def test_cd1_matches_float64_reference(real_valued_vis: bool, use_blas: bool) ->
             "real_valued_vis": real_valued_vis,
         }
     )
-    be = numpy_backend(use_blas)
+    be = numpy_backend(use_blas, small_gemm=0)  # the direct path even for these small layers
     state = TrainState.fresh(be, cfg)
     train(be, cfg, TrainData.from_host(be, X, data.y_train[:640], 10), state)
     W, hb, vb, rec = reference_cd1(cfg, X, 2)
@@ -198,16 +202,5 @@ def test_direct_blas_calls_agree_with_numpy() -> None:
     found = blas.find()
     if found is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS reachable through /proc/self/maps here")
-    g = np.random.default_rng(5)
-    a, d = g.random((64, 300), dtype=np.float32), g.random((64, 200), dtype=np.float32)
-    c = g.random((300, 200), dtype=np.float32)
-    expected = -0.01 * (a.T.astype(np.float64) @ d) + 0.9 * c
-    found.gemm_tn_acc(-0.01, a, d, 0.9, c)
-    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-6)
-    x, y = g.random(1000, dtype=np.float32), g.random(1000, dtype=np.float32)
-    expected_y = y + np.float32(2.5) * x
-    found.axpy(2.5, x, y)
-    np.testing.assert_allclose(y, expected_y, rtol=1e-6)
-    found.scal(0.5, y)
-    np.testing.assert_allclose(y, 0.5 * expected_y, rtol=1e-6)
+    assert_blas_computes_like_numpy(found)
     assert numpy_backend().blas is found and numpy_backend(use_blas=False).blas is None

@@ -93,3 +93,19 @@ def model_arrays(path: Path) -> dict[str, np.ndarray]:
     """All parameter arrays of a model.npz / checkpoint.npz (W*, b*, c*)."""
     with np.load(path, allow_pickle=False) as npz:
         return {k: np.array(npz[k]) for k in npz.files if k[0] in "Wbc" and k[1:].isdigit()}
+
+
+def assert_blas_computes_like_numpy(found: Any) -> None:
+    """A trainer.blas.Blas computes what NumPy would: a GEMM with accumulation, an axpy and a scal."""
+    g = np.random.default_rng(5)
+    a, d = g.random((64, 300), dtype=np.float32), g.random((64, 200), dtype=np.float32)
+    c = g.random((300, 200), dtype=np.float32)
+    expected = -0.01 * (a.T.astype(np.float64) @ d) + 0.9 * c
+    found.gemm_tn_acc(-0.01, a, d, 0.9, c)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-6)
+    x, y = g.random(1000, dtype=np.float32), g.random(1000, dtype=np.float32)
+    expected_y = y + np.float32(2.5) * x
+    found.axpy(2.5, x, y)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-6)
+    found.scal(0.5, y)
+    np.testing.assert_allclose(y, 0.5 * expected_y, rtol=1e-6)
