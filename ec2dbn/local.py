@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
+from ec2dbn import interrupts
+from ec2dbn.errors import Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.resources import trainer_argv
 from ec2dbn.results import RunRecord, claim_run_dir, plot_run, timed_phase
@@ -81,39 +81,12 @@ def start_local(job_path: Path, results_root: Path, backend: str | None = None) 
 
 def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path]:
     """A local run to continue from its checkpoint: (record, results folder, its job.yaml)."""
-    from ec2dbn.validation import load_job_file, refuse_finished
+    from ec2dbn.validation import load_job_file, resumable_run
 
-    results_dir = results_root / run_id
-    try:
-        record = RunRecord.load(results_dir)
-    except (OSError, ValueError, TypeError):
-        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
-    if record.mode != "local":
-        raise ConfigError(f"run {run_id} ran on EC2; resume it with `ec2dbn train --resume {run_id}`")
-    refuse_finished(record, results_dir)
+    record, results_dir = resumable_run(run_id, results_root, "local")
     job_path = results_dir / "job.yaml"
     load_job_file(job_path)
-    record.status, record.exit_code, record.finished_at = "running", None, None
     return record, results_dir, job_path
-
-
-@contextlib.contextmanager
-def _forward_stops(proc: subprocess.Popen[str]) -> Iterator[None]:
-    """SIGTERM / SIGHUP to ec2dbn become SIGTERM to the trainer (which checkpoints and exits 3)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def forward(_signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def run_local(
@@ -141,7 +114,8 @@ def run_local(
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with timed_phase(record, "train"):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        with _forward_stops(proc):
+        # SIGTERM / SIGHUP to ec2dbn become SIGTERM to the trainer (which checkpoints and exits 3).
+        with interrupts.on_signals(lambda _signum: _stop(proc)):
             try:
                 assert proc.stdout is not None
                 for raw in proc.stdout:
@@ -159,6 +133,11 @@ def run_local(
     if diverged:
         raise diverged_error(results_dir, tail)
     return code
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
 
 
 def plot_quietly(results_dir: Path, reporter: Reporter) -> None:

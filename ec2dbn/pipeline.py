@@ -19,21 +19,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from ec2dbn import cost, detached, stacks, state
+from ec2dbn import cost, detached, interrupts, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import (
-    CloudError,
     ConfigError,
     Ec2dbnError,
     JobFailedError,
@@ -43,6 +39,7 @@ from ec2dbn.errors import (
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.lease import LocalLease
 from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
+from ec2dbn.planning import Planned, plan_stack
 from ec2dbn.remote import Remote
 from ec2dbn.remote_run import (
     CheckpointCopier,
@@ -86,57 +83,6 @@ PHASE_HOOKS: list[Callable[[str], None]] = []
 #: Seconds a stopped (Ctrl-C) trainer gets to write its checkpoint before results are pulled.
 STOP_GRACE_S = 60.0
 
-#: Exit codes for a run ended by a signal: 128 + the signal number, as shells report them.
-_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT, SIGTERM or SIGHUP arrived: stop as Ctrl-C does (checkpoint, pull, tear down)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal) raise `Interrupted` like Ctrl-C does, in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@dataclass
-class Planned:
-    """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
-
-    existing: provision.InstanceRecord | None
-    plan: provision.Plan | None
-
-
-def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Planned, str]:
-    """What the stack would become for this run, and the estimate line. Creates nothing.
-
-    Raises StackBusyError when another run holds the stack, ConfigError when the running instance is
-    not what the stack asks for.
-    """
-    existing = stacks.reusable_instance(v.stack, run_id)
-    if existing is not None:
-        price = provision.prices(v.stack.region, existing.instance_type, existing.market, None, None)[1]
-        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price)
-    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
-    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly)
-
 
 class Pipeline:
     """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N."""
@@ -170,17 +116,16 @@ class Pipeline:
     def run(self) -> int:
         """Run every phase; whatever happens, end in teardown (unless --keep) and a final run.json."""
         self.record.save(self.results_dir)
-        with signals_as_interrupts():
+        with interrupts.on_signals(interrupts.raise_interrupted):
             try:
                 return self._phases()
             except KeyboardInterrupt as exc:
-                signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-                why = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                code, why = interrupts.exit_code(exc)
                 self.reporter.warn(f"interrupted ({why})")
-                self._finish_record(_SIGNAL_EXIT.get(signum, 130), "interrupted")
+                self._finish_record(code, "interrupted")
                 if self._remote is not None:
                     self._remote.abandon()  # closing a connection wedged by the interrupt could hang
-                return int(self.record.exit_code or 130)
+                return int(self.record.exit_code or code)
             except StackTornDownError:
                 self._finish_record(1, "torn-down")
                 raise
@@ -473,15 +418,3 @@ class Pipeline:
     def _end_segment(self) -> None:
         if self.segments and self.segments[-1].ended_at is None:
             self.segments[-1] = dataclasses.replace(self.segments[-1], ended_at=state.utc_now())
-
-
-def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
-    """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
-    and the estimate. Creates nothing, takes no lease."""
-    try:
-        cidr = stacks.resolve_cidr(v.stack, reporter)
-    except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
-        cidr = "your public IP as /32 (resolved at launch)"
-    p = provision.plan(v.stack, cidr=cidr, reporter=reporter)
-    checks = provision.dry_run(p, reporter=reporter)
-    return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ec2dbn import state, userdata
-from ec2dbn.aws import network, provision
+from ec2dbn.aws import network, provision, teardown
 from ec2dbn.aws.provision import InstanceRecord
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, RUN_TAG
 from ec2dbn.config import Stack
@@ -55,7 +55,7 @@ class Up:
 class TeardownIncomplete(CloudError):
     """Teardown ran every step it could and something failed or is still tagged; `report` says what."""
 
-    def __init__(self, message: str, report: provision.TeardownReport) -> None:
+    def __init__(self, message: str, report: teardown.TeardownReport) -> None:
         super().__init__(message)
         self.report = report
 
@@ -269,14 +269,14 @@ def _pin_host_key(st: state.StackState) -> None:
 # ---------------------------------------------------------------------------------------- teardown
 
 
-def tear_down(name: str, region: str, *, reporter: Reporter | None = None) -> provision.TeardownReport:
+def tear_down(name: str, region: str, *, reporter: Reporter | None = None) -> teardown.TeardownReport:
     """Remove everything tagged for the stack in `region` (plus what local state names, when it is
     provably the stack's), then the local state. Raises TeardownIncomplete, carrying the report, when a
     step failed or something is still tagged; every step that could run has run."""
     local = local_state(name)
     if local is not None and local.region != region:
         local = None  # that state describes the stack in another region
-    report = provision.teardown(
+    report = teardown.teardown(
         name,
         region,
         instance_ids=[local.instance_id] if local and local.instance_id else [],
@@ -321,7 +321,7 @@ def local_regions() -> dict[str, str]:
 
 def stacks_in(region: str) -> list[str]:
     """Stack names with anything tagged in `region`, plus local states recorded there."""
-    names = set(provision.stacks_in(region))
+    names = set(teardown.stacks_in(region))
     names.update(n for n, r in local_regions().items() if r == region)
     return sorted(names)
 

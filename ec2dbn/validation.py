@@ -109,14 +109,7 @@ def validate(
 def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str | None) -> Validated:
     """`train --resume RUN_ID`: the run's own job and stack, from its results folder."""
     start = time.monotonic()
-    results_dir = results_root / run_id
-    try:
-        record = RunRecord.load(results_dir)
-    except (OSError, ValueError, TypeError):
-        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
-    if record.mode != "ec2":
-        raise ConfigError(f"run {run_id} ran locally; rerun it with `ec2dbn train --local`")
-    refuse_finished(record, results_dir)
+    record, results_dir = resumable_run(run_id, results_root, "ec2")
     job_path = results_dir / "job.yaml"
     job = load_job_file(job_path)
     stack = load_for_launch(record.stack_ref, name=record.stack, max_lifetime=job.run.max_lifetime)
@@ -135,8 +128,17 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
     )
 
 
-def refuse_finished(record: RunRecord, results_dir: Path) -> None:
-    """A run that finished, or diverged, has nothing to resume (a diverged one would diverge again)."""
+def resumable_run(run_id: str, results_root: Path, mode: str) -> tuple[RunRecord, Path]:
+    """The record and folder of run `run_id`, made in `mode` ("ec2" or "local") and not ended for good:
+    what `train --resume` (with or without --local) continues. ConfigError naming what is wrong."""
+    results_dir = results_root / run_id
+    try:
+        record = RunRecord.load(results_dir)
+    except (OSError, ValueError, TypeError, RecursionError):
+        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
+    if record.mode != mode:
+        where, flag = ("on EC2", "") if record.mode == "ec2" else ("locally", " --local")
+        raise ConfigError(f"run {run_id} ran {where}; resume it with `ec2dbn train{flag} --resume {run_id}`")
     if record.status == "finished":
         raise ConfigError(f"run {record.run_id} already finished; its results are in {results_dir}")
     if record.status == "diverged":
@@ -146,6 +148,8 @@ def refuse_finished(record: RunRecord, results_dir: Path) -> None:
             f"run {record.run_id} diverged: resuming it would diverge again; change the job's learn_rates, "
             f"scales or momentum (see {results_dir / TRAIN_LOG}) and start a new run"
         )
+    record.status, record.exit_code, record.finished_at = "running", None, None
+    return record, results_dir
 
 
 def open_record(v: Validated) -> tuple[RunRecord, Path]:
@@ -153,7 +157,6 @@ def open_record(v: Validated) -> tuple[RunRecord, Path]:
     written from the validated job, for `--resume`), the run's own folder when resuming."""
     if v.resume is not None:
         record = v.resume
-        record.status, record.exit_code, record.finished_at = "running", None, None
         results_dir = v.results_dir or v.results_root / record.run_id
     else:
         if v.results_dir is not None:

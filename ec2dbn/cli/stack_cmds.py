@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
+from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.catalog import check_region
 from ec2dbn.cli import cli
 from ec2dbn.cli.options import market_option
@@ -327,7 +328,7 @@ def _confirm(what: str, yes: bool) -> None:
         raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
-def _print_report(rep: provision.TeardownReport) -> None:  # a clean one
+def _print_report(rep: aws_teardown.TeardownReport) -> None:  # a clean one
     done = []
     if rep.cancelled_spot_requests:
         done.append(f"cancelled {', '.join(rep.cancelled_spot_requests)}")
@@ -410,7 +411,7 @@ def _teardown_all(regions: list[str], reporter: Reporter) -> int:
                 failures.append(str(exc))
                 reporter.warn(str(exc))
         try:
-            left = provision.verify_clean(r)
+            left = aws_teardown.verify_clean(r)
         except Ec2dbnError as exc:
             left = f"unknown ({exc})"
         if left != "nothing":

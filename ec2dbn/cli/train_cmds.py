@@ -152,12 +152,12 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None, 
     Example:
       ec2dbn plan seed-mnist --stack g4dn-spot
     """
-    from ec2dbn import pipeline, validation
+    from ec2dbn import planning, validation
     from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import print_plan
 
     v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
-    p, checks, estimate = pipeline.dry_run(v, ConsoleReporter())
+    p, checks, estimate = planning.dry_run(v, ConsoleReporter())
     print_plan(p)
     stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
     stdout.print(f"  packages   {packages_line(v.requirements, v.stack.bootstrap)}")

@@ -1,0 +1,49 @@
+"""The plan phase: what a run's stack would become, and what it would cost. Nothing is created here.
+
+`train` plans to reuse the stack's running instance (when it is free and what was asked for) or to launch
+a new one; `plan` shows the second kind, with EC2's DryRun permission checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ec2dbn import cost, stacks
+from ec2dbn.aws import provision
+from ec2dbn.errors import CloudError
+from ec2dbn.events import Reporter
+from ec2dbn.validation import Validated
+
+
+@dataclass
+class Planned:
+    """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
+
+    existing: provision.InstanceRecord | None
+    plan: provision.Plan | None
+
+
+def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Planned, str]:
+    """What the stack would become for this run, and the estimate line. Creates nothing.
+
+    Raises StackBusyError when another run holds the stack, ConfigError when the running instance is
+    not what the stack asks for.
+    """
+    existing = stacks.reusable_instance(v.stack, run_id)
+    if existing is not None:
+        price = provision.prices(v.stack.region, existing.instance_type, existing.market, None, None)[1]
+        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price)
+    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
+    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly)
+
+
+def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
+    """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
+    and the estimate. Creates nothing, takes no lease."""
+    try:
+        cidr = stacks.resolve_cidr(v.stack, reporter)
+    except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
+        cidr = "your public IP as /32 (resolved at launch)"
+    p = provision.plan(v.stack, cidr=cidr, reporter=reporter)
+    checks = provision.dry_run(p, reporter=reporter)
+    return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly)
