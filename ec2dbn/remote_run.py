@@ -8,6 +8,7 @@ two only through these functions, so the layout is defined once.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -77,7 +78,8 @@ def shipped_files(job: Any, staging: Path) -> dict[str, Path]:
     files: dict[str, Path] = {"trainer": trainer_dir()}
     local = local_data_path(str(job.data.name))
     if local is not None:
-        local = local.resolve()  # `idx/..` and `./x.npz` ship under a real name, never as data/..
+        # `idx/..` and `./x.npz` ship under a real name, never as data/.. (the name as written, links kept)
+        local = Path(os.path.normpath(local.absolute()))
         shipped_name = f"data/{local.name or 'dataset'}"
         files[shipped_name] = local
         spec["data"]["name"] = shipped_name
