@@ -80,13 +80,19 @@ def run_cli(
     A process still running after `timeout_s` gets SIGABRT (with PYTHONFAULTHANDLER=1 in `env`, its
     threads' stacks land in stderr: a hang fails with where it hung).
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ec2dbn", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    # Ctrl-C must reach ec2dbn as from a terminal. pytest started in the background by a shell (`... &`)
+    # inherits SIGINT ignored, and so would ec2dbn; a handled signal is reset to the default at exec.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ec2dbn", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
