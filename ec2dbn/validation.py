@@ -19,6 +19,7 @@ from ec2dbn import cost
 from ec2dbn.config import Stack, load_for_launch
 from ec2dbn.errors import ConfigError
 from ec2dbn.memory_check import check_fits
+from ec2dbn.remote_output import pull_limit_bytes
 from ec2dbn.remote_run import RemoteRun
 from ec2dbn.results import RunRecord, claim_run_dir
 from trainer.contract import RESULT_FILES
@@ -103,6 +104,7 @@ def validate(
     stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr, max_lifetime=job.run.max_lifetime)
     check_fits(job, stack, request.get("backend"))
     check_local_data(str(job.data.name))
+    pull_limit_bytes()  # a bad EC2DBN_MAX_PULL_MB is refused now, not at the pull after a paid run
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
 
 
