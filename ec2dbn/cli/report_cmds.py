@@ -8,14 +8,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.cli.output import ConsoleReporter
+from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
 from ec2dbn.resources import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
@@ -242,14 +241,30 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     if markdown:
         click.echo(report_mod.to_markdown(report), nl=False)
         return 0
-    table = Table(title="ec2dbn runs", title_justify="left")
-    right = {"epochs", "s/epoch", "speedup", "test acc", "$/epoch", "cost"}
-    for h in report_mod.headers():
-        table.add_column(h, justify="right" if h in right else "left", no_wrap=h != "device")
-    for r in report.rows:
-        table.add_row(*report_mod.cells(r))
-    out = stdout if stdout.is_terminal else Console(highlight=False, width=200)
-    out.print(table)
-    for line in report_mod.notes(report):
-        stdout.print(line)
+    columns = [_REPORT_COLUMNS[h] for h in report_mod.headers()]
+    rows = [report_mod.cells(r) for r in report.rows]
+    print_fitted(columns, rows, title="ec2dbn runs", notes=report_mod.notes(report))
     return 0
+
+
+#: How `report` shows each column; at narrow widths the highest priority numbers are left out first.
+#: The run and its status always stay (a failed or diverged run must never read as a result).
+_REPORT_COLUMNS = {
+    c.header: c
+    for c in (
+        Column("run", keep=True),
+        Column("status", keep=True, wrap=True),
+        Column("s/epoch", 1, justify="right"),
+        Column("test acc", 2, justify="right"),
+        Column("speedup", 3, justify="right"),
+        Column("backend", 4),
+        Column("cost", 5, justify="right"),
+        Column("instance", 6),
+        Column("device", 7, wrap=True),
+        Column("$/epoch", 8, justify="right"),
+        Column("epochs", 9, justify="right"),
+        Column("data", 10, wrap=True),
+        Column("layers", 11, wrap=True),
+        Column("market", 12),
+    )
+}

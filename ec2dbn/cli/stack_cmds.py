@@ -21,7 +21,7 @@ from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.catalog import check_region
 from ec2dbn.cli import cli
 from ec2dbn.cli.options import market_option
-from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError, Ec2dbnError
@@ -38,7 +38,7 @@ def _print_table(table: Table) -> None:
     if stdout.is_terminal:
         stdout.print(table)
     else:
-        Console(file=stdout.file, width=240, highlight=False).print(table)
+        Console(file=stdout.file, width=240, highlight=False, markup=False, emoji=False).print(table)
 
 
 def _duration(seconds: int | None) -> str:
@@ -78,8 +78,12 @@ def _print_launch(record: stacks.Up) -> None:
     st = record.state
     verb = "reusing" if record.reused else "launched"
     stdout.print(
-        f"[bold green]✓[/] {verb} stack [bold]{st.name}[/]: {st.instance_id} "
-        f"({st.instance_type}, {st.market}, {st.availability_zone})"
+        styled(
+            ("✓", "bold green"),
+            f" {verb} stack ",
+            (st.name, "bold"),
+            f": {st.instance_id} ({st.instance_type}, {st.market}, {st.availability_zone})",
+        )
     )
     address = st.public_ip or "-"
     if st.public_dns:
@@ -99,7 +103,7 @@ def _print_launch(record: stacks.Up) -> None:
 
 def print_plan(p: provision.Plan) -> None:
     s = p.stack
-    stdout.print(f"[bold]Plan for stack {s.name}[/] in {p.region} (dry run: nothing created)")
+    stdout.print(styled((f"Plan for stack {s.name}", "bold"), f" in {p.region} (dry run: nothing created)"))
     via = f" via {p.image.parameter}" if p.image.parameter else ""
     stdout.print(f"  image      {s.image} → {p.image.image_id} {p.image.name}{via}")
     stdout.print(f"  access     TCP 22 from {p.cidr} only; ssh user {s.ssh_user}; IMDSv2 required")
@@ -111,13 +115,18 @@ def print_plan(p: provision.Plan) -> None:
         table.add_column(col)
     for c in p.candidates:
         table.add_row(
-            c.instance_type,
-            c.gpu,
-            str(c.vcpus),
-            ",".join(z.removeprefix(p.region) for z in c.zones),
-            _money(c.on_demand.usd_per_hour),
-            _money(c.spot.usd_per_hour) if c.spot else "-",
-            _money(c.max_price) if c.max_price is not None else "-",
+            *map(
+                cell,
+                (
+                    c.instance_type,
+                    c.gpu,
+                    c.vcpus,
+                    ",".join(z.removeprefix(p.region) for z in c.zones),
+                    _money(c.on_demand.usd_per_hour),
+                    _money(c.spot.usd_per_hour) if c.spot else "-",
+                    _money(c.max_price) if c.max_price is not None else "-",
+                ),
+            )
         )
     _print_table(table)
     hourly = p.hourly
@@ -128,8 +137,8 @@ def print_plan(p: provision.Plan) -> None:
     od = p.candidates[0].on_demand
     stdout.print(f"  prices     on-demand from {od.source}")
     for what, outcome in p.checks:
-        mark = "[green]allowed[/]" if outcome == "allowed" else f"[red]refused[/]: {outcome}"
-        stdout.print(f"  dry run    {what}: {mark}")
+        mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
+        stdout.print(styled(f"  dry run    {what}: ", mark, "" if outcome == "allowed" else f": {outcome}"))
 
 
 @cli.command()
@@ -299,16 +308,21 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
         if row.price is not None:
             sources[row.price.source] = True
         table.add_row(
-            row.name,
-            row.state,
-            row.instance_type or "-",
-            row.market or "-",
-            row.availability_zone or row.region,
-            row.public_ip or "-",
-            _duration(row.seconds_left),
-            _money(row.price.usd_per_hour) if row.price else "-",
-            _money(row.cost_so_far_usd) if row.cost_so_far_usd is not None else "-",
-            row.note,
+            *map(
+                cell,
+                (
+                    row.name,
+                    row.state,
+                    row.instance_type or "-",
+                    row.market or "-",
+                    row.availability_zone or row.region,
+                    row.public_ip or "-",
+                    _duration(row.seconds_left),
+                    _money(row.price.usd_per_hour) if row.price else "-",
+                    _money(row.cost_so_far_usd) if row.cost_so_far_usd is not None else "-",
+                    row.note,
+                ),
+            )
         )
     _print_table(table)
     for src in sources:
@@ -341,7 +355,7 @@ def _print_report(rep: aws_teardown.TeardownReport) -> None:  # a clean one
     if rep.removed_local_state:
         done.append("removed local state")
     summary = "; ".join(done) or "nothing to remove"
-    stdout.print(f"[bold green]✓[/] {rep.name} ({rep.region}): {summary}")
+    stdout.print(styled(("✓", "bold green"), f" {rep.name} ({rep.region}): {summary}"))
     stdout.print(f"  verified: nothing tagged ec2dbn:stack={rep.name} remains in {rep.region}")
 
 

@@ -10,7 +10,7 @@ import click
 from ec2dbn.cli import cli
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import market_option
-from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
+from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
 from ec2dbn.results import RunRecord
@@ -172,7 +172,10 @@ def _print_outcome(record: RunRecord, results_dir: Path) -> None:
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
         stderr.print(
-            f"[bold]{record.status}[/] (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}"
+            styled(
+                (record.status, "bold"),
+                f" (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}",
+            )
         )
 
 
