@@ -8,13 +8,13 @@ ConfigError line saying how to install it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
+from ec2dbn.untrusted_json import mapping, objects, read_object, text, whole
 from trainer.contract import METRICS_JSON
 
 INSTALL_HINT = "pip install 'ec2dbn[plot]'"
@@ -49,48 +49,55 @@ def _save(fig: Any, out_png: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------- learning
 
 
-def _load_metrics(metrics: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+def load_metrics(metrics: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A metrics.json (path or its folder) read as untrusted input, or the parsed dict itself.
+
+    Raises ConfigError (one line naming the file) when it is missing or not a JSON object.
+    """
     if isinstance(metrics, Mapping):
         return metrics
     path = Path(metrics)
     if path.is_dir():
         path = path / METRICS_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found (a finished run writes metrics.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable metrics.json ({exc})") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: not a metrics.json (expected a JSON object)")
-    return data
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (a finished run writes metrics.json)")
+    return read_object(path, "metrics.json")
 
 
 def finetune_epochs(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The fine-tuning epoch records of a metrics.json (pretraining epochs, if listed, are left out)."""
-    epochs = metrics.get("epochs") or []
-    if not isinstance(epochs, list):
-        return []
+    """The fine-tuning epoch records of a metrics.json that have a loss (pretraining epochs, if listed,
+    are left out)."""
     return [
         e
-        for e in epochs
-        if isinstance(e, Mapping) and e.get("phase", "finetune") == "finetune" and _finite(e.get("loss"))
+        for e in objects(metrics.get("epochs"))
+        if e.get("phase", "finetune") == "finetune" and _finite(e.get("loss"))
     ]
 
 
 def plot_learning_curve(metrics: str | Path | Mapping[str, Any], out_png: str | Path) -> Path:
-    """Loss (left) and error rate (right) per fine-tuning epoch; returns the PNG's path.
+    """Loss (left) and error rate (right) per fine-tuning epoch, saved as a PNG; returns its path.
 
-    `metrics` is a metrics.json path (or its folder), or its parsed dict. Train curves come from each
-    epoch's `loss`/`err`; test curves from `test_loss`/`test_err` where the records carry them. When they
-    don't, the final test error (1 − test_accuracy) is drawn as one marked point at the last epoch.
+    `metrics` is a metrics.json path (or its folder), or its parsed dict. Raises ConfigError when it
+    cannot be read, has no epoch to plot, or matplotlib is missing.
+    """
+    return _save(learning_curve_figure(load_metrics(metrics)), out_png)
+
+
+def learning_curve_figure(m: Mapping[str, Any]) -> Any:
+    """The learning-curve Figure of a parsed metrics.json.
+
+    Train curves come from each epoch's `loss`/`err`; test curves from `test_loss`/`test_err` where the
+    records carry them. When they don't, the final test error (1 − test_accuracy) is drawn as one marked
+    point at the last epoch. The epoch axis has whole-number ticks only, however few epochs there are.
     Raises ConfigError when there is no epoch to plot or matplotlib is missing.
     """
-    m = _load_metrics(metrics)
     epochs = finetune_epochs(m)
     if not epochs:
         raise ConfigError("no fine-tuning epochs in the metrics: nothing to plot")
-    x = [int(e.get("epoch", i + 1)) for i, e in enumerate(epochs)]
+    numbered = [whole(e.get("epoch"), minimum=1) for e in epochs]
+    if None in numbered or len(set(numbered)) != len(numbered):
+        numbered = list(range(1, len(epochs) + 1))  # missing, odd or repeated numbers: count them
+    x = [int(n or 0) for n in numbered]
 
     fig = _figure(10.0, 4.2)
     ax_loss, ax_err = fig.subplots(1, 2)
@@ -130,21 +137,33 @@ def plot_learning_curve(metrics: str | Path | Mapping[str, Any], out_png: str | 
     for ax in (ax_loss, ax_err):
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper right")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(literal(_run_title(m)))
-    return _save(fig, out_png)
+        _epoch_axis(ax, x)
+    fig.suptitle(literal(run_title(m)))
+    return fig
 
 
-def _run_title(m: Mapping[str, Any]) -> str:
-    config = _mapping(m.get("config"))
-    data, model = _mapping(config.get("data")), _mapping(config.get("model"))
-    name = data.get("name") or m.get("data") or "?"
-    if isinstance(name, Mapping):
-        name = name.get("name", "?")
+def _epoch_axis(ax: Any, epochs: list[int]) -> None:
+    """Whole epochs only: at least one epoch of room on each side of a short run, and a locator that
+    never puts a tick between two epochs (MaxNLocator's `integer` gives way below a few integers)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    lo, hi = min(epochs), max(epochs)
+    if hi - lo < 4:
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        ax.xaxis.set_major_locator(FixedLocator(range(lo, hi + 1)))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def run_title(m: Mapping[str, Any]) -> str:
+    """The figure's title: data set, network, backend and device, test accuracy (what the file says)."""
+    config = mapping(m.get("config"))
+    data, model = mapping(config.get("data")), mapping(config.get("model"))
+    name = text(data.get("name")) or text(mapping(m.get("data")).get("name")) or text(m.get("data")) or "?"
     layers = model.get("layers") or m.get("layers")
     net = "-".join(str(n) for n in layers) if isinstance(layers, list) else ""
-    backend = m.get("backend") or "?"
-    device = str(m.get("device") or "").removeprefix("cpu: ").removeprefix("gpu: ")
+    backend = text(m.get("backend")) or "?"
+    device = (text(m.get("device")) or "").removeprefix("cpu: ").removeprefix("gpu: ")
     parts = [str(name), f"DBN {net}" if net else "", f"{backend} on {device}" if device else str(backend)]
     title = " · ".join(p for p in parts if p)
     if _finite(m.get("test_accuracy")):
@@ -321,10 +340,6 @@ def _usd_label(usd: float) -> str:
 def _shorten(text: str, n: int = 90) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _mapping(x: Any) -> Mapping[str, Any]:
-    return x if isinstance(x, Mapping) else {}
 
 
 def _finite(x: Any) -> bool:

@@ -230,7 +230,7 @@ def test_summary_of_a_bench_without_rows_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_bench(tmp_path)
     (tmp_path / "bench.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"not a readable bench\.json"):
+    with pytest.raises(ConfigError, match=r"not a bench\.json \(not valid JSON"):
         load_bench(tmp_path)
 
 

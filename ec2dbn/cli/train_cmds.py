@@ -168,7 +168,7 @@ def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None, 
 def _print_outcome(record: RunRecord, results_dir: Path) -> None:
     if not results_dir.is_dir():
         return  # refused before it began: there is no run to report on
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in record.phases.items())
+    phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
         stderr.print(
