@@ -150,6 +150,12 @@ def run_remote_bench(
     help="USD/hour to price a --local run at (default: $0, this machine is not billed).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip bench.png (no matplotlib needed).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the priced summary as JSON (the trainer's output goes to stderr).",
+)
 def bench_cmd(
     job: Path,
     widths: str,
@@ -160,6 +166,7 @@ def bench_cmd(
     out_dir: Path | None,
     price_per_hour: float | None,
     no_plot: bool,
+    as_json: bool,
 ) -> int:
     """Time JOB's network at several hidden widths on NumPy (CPU) and CuPy (GPU).
 
@@ -189,7 +196,7 @@ def bench_cmd(
     if out_dir is None:
         out_dir = Path("results") / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     if stack_ref:
         price, note = run_remote_bench(job, stack_ref, out_dir, width_list, epochs, backends, reporter)
         code = 0
@@ -206,6 +213,11 @@ def bench_cmd(
     if not measured:
         reporter.warn("no (width, backend) row was measured (all skipped or failed): no plot")
     written = bench_mod.write_outputs(out_dir, summary, plot=measured and not no_plot)
+    if as_json:
+        doc = {**summary.to_dict(), "out_dir": str(out_dir)}
+        doc["written"] = [str(out_dir / bench_mod.BENCH_FILE), *map(str, written)]
+        click.echo(dumps(doc, indent=2))
+        return 0
     for r in summary.rows:
         if r.ok:
             reporter.step(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import asdict
+from typing import Any
 
 import click
 from rich.console import Console
@@ -101,6 +103,41 @@ def _print_launch(record: stacks.Up) -> None:
     stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
 
 
+def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
+    """The plan as JSON for scripts: what `print_plan` shows, with numbers as numbers."""
+    s = p.stack
+    return {
+        "stack": s.name,
+        "region": p.region,
+        "image": {
+            "id": p.image.image_id,
+            "name": p.image.name,
+            "requested": s.image,
+            "parameter": p.image.parameter,
+        },
+        "access": {"cidr": p.cidr, "port": 22, "ssh_user": s.ssh_user, "imds": "v2 required"},
+        "disk": {"size_gib": s.volume_gb, "type": "gp3", "encrypted": True, "deleted_with_instance": True},
+        "markets": list(p.markets),
+        "max_lifetime": s.max_lifetime,
+        "candidates": [
+            {
+                "instance_type": c.instance_type,
+                "gpu": c.gpu,
+                "vcpus": c.vcpus,
+                "zones": list(c.zones),
+                "on_demand": asdict(c.on_demand),
+                "spot": asdict(c.spot) if c.spot else None,
+                "max_price_usd_per_hour": c.max_price,
+            }
+            for c in p.candidates
+        ],
+        "hourly": asdict(p.hourly),
+        "max_cost_usd": p.max_cost_usd,
+        "checks": [{"check": what, "outcome": outcome} for what, outcome in checks],
+        "notes": list(p.notes),
+    }
+
+
 def print_plan(p: provision.Plan) -> None:
     s = p.stack
     stdout.print(styled((f"Plan for stack {s.name}", "bold"), f" in {p.region} (dry run: nothing created)"))
@@ -166,7 +203,12 @@ def print_plan(p: provision.Plan) -> None:
 @click.option("--name", help="Stack name to use (default: the stack file's `name`).")
 @click.option("--no-bootstrap", is_flag=True, help="Stop once the instance is running.")
 @click.option("--dry-run", is_flag=True, help="Validate, price and run EC2's DryRun checks; create nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the launched stack's state as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the launched stack's state (with --dry-run: the plan) as JSON.",
+)
 def launch(
     stack_ref: str | None,
     spot: bool | None,
@@ -201,7 +243,10 @@ def launch(
     if dry_run:
         p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
-        print_plan(p)
+        if as_json:
+            click.echo(dumps(plan_doc(p, checks), indent=2))
+        else:
+            print_plan(p)
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
     record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
@@ -338,7 +383,7 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise ConfigError(f"refusing to tear down {what} without confirmation: pass --yes")
-    if not click.confirm(f"Terminate and delete everything ec2dbn created for {what}?"):
+    if not click.confirm(f"Terminate and delete everything ec2dbn created for {what}?", err=True):
         raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
@@ -373,7 +418,8 @@ def _single_default() -> str:
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
 @click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) -> int:
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool, as_json: bool) -> int:
     """Terminate a stack's instances, cancel spot requests, delete its security group, key pair and local
     state — all found by tags, so it works without the state dir — then verify nothing tagged remains.
 
@@ -388,14 +434,17 @@ def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) 
     if all_stacks:
         regions = _regions(None, region)
         _confirm(f"ALL stacks in {', '.join(regions)}", yes)
-        return _teardown_all(regions, reporter)
+        return _teardown_all(regions, reporter, as_json)
     target = state.check_name(name) if name else _single_default()
     r = _regions(target, region)[0]
     if name:
         _check_known(target, r)
     _confirm(f"stack {target} in {r}", yes)
     rep = stacks.tear_down(target, r, reporter=reporter)
-    _print_report(rep)
+    if as_json:
+        click.echo(dumps(asdict(rep), indent=2))
+    else:
+        _print_report(rep)
     return 0
 
 
@@ -408,10 +457,13 @@ def _check_known(name: str, region: str) -> None:
     raise ConfigError(f"no stack {name} in {region} (known: {', '.join(known)})")
 
 
-def _teardown_all(regions: list[str], reporter: Reporter) -> int:
+def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False) -> int:
     """Every stack in every region, one failure at a time: a stack that can't be removed is reported and
-    the rest still go; exit 1 at the end, listing what remains."""
+    the rest still go; exit 1 at the end, listing what remains. With `as_json`, one JSON document
+    (every stack's report, what remains per region, the failures) before that exit."""
     failures: list[str] = []
+    reports: list[provision.TeardownReport] = []
+    remaining: dict[str, str] = {}
     for r in regions:
         try:
             names = stacks.stacks_in(r)
@@ -420,7 +472,9 @@ def _teardown_all(regions: list[str], reporter: Reporter) -> int:
             continue
         for n in names:
             try:
-                _print_report(stacks.tear_down(n, r, reporter=reporter))
+                reports.append(stacks.tear_down(n, r, reporter=reporter))
+                if not as_json:
+                    _print_report(reports[-1])
             except Ec2dbnError as exc:
                 failures.append(str(exc))
                 reporter.warn(str(exc))
@@ -428,10 +482,14 @@ def _teardown_all(regions: list[str], reporter: Reporter) -> int:
             left = aws_teardown.verify_clean(r)
         except Ec2dbnError as exc:
             left = f"unknown ({exc})"
+        remaining[r] = left
         if left != "nothing":
             failures.append(f"still tagged ec2dbn in {r}: {left}")
-        else:
+        elif not as_json:
             stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {r}")
+    if as_json:
+        doc = {"stacks": [asdict(rep) for rep in reports], "remaining": remaining, "failures": failures}
+        click.echo(dumps(doc, indent=2))
     if failures:
         raise Ec2dbnError(f"teardown --all left resources behind: {' | '.join(failures)}")
     return 0
