@@ -69,7 +69,7 @@ def _label_value(label: str) -> float:
 @pytest.mark.parametrize(
     "seconds",
     [
-        {100: 1e-5, 200: 1e-3, 400: 0.1, 800: 10.0, 1600: 1e3, 3200: 1e5},  # ten: LogLocator skipped every other
+        {100: 1e-5, 200: 1e-3, 400: 0.1, 800: 10.0, 1600: 1e3, 3200: 1e5},  # ten (LogLocator: every other)
         {100: 0.0009, 300: 0.02, 800: 0.4, 1600: 9.0, 3200: 120.0},  # five decades
         {100: 0.004, 300: 0.03, 800: 0.6},  # three
         {100: 0.2, 300: 0.9, 800: 4.0},  # two
