@@ -151,7 +151,7 @@ def load_bench(path: str | Path) -> dict[str, Any]:
         path = path / BENCH_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: not found (run `ec2dbn bench JOB.yaml --local` to make one)")
-    data = read_object(path, "bench.json")
+    data = read_object(path)
     if not isinstance(data.get("rows"), list):
         raise ConfigError(f"{path}: not a bench.json (expected an object with a list of rows)")
     return data

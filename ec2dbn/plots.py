@@ -61,7 +61,7 @@ def load_metrics(metrics: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
         path = path / METRICS_JSON
     if not path.is_file():
         raise ConfigError(f"{path}: not found (a finished run writes metrics.json)")
-    return read_object(path, "metrics.json")
+    return read_object(path)
 
 
 def finetune_epochs(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:

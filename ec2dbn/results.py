@@ -7,7 +7,6 @@ trainer produced plus `run.json`: where it ran, what it cost, and how long each 
 from __future__ import annotations
 
 import functools
-import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 from ec2dbn.errors import ConfigError
 from ec2dbn.untrusted_json import read_object
 from trainer.contract import METRICS_JSON
-from trainer.strict_json import write_json
+from trainer.strict_json import dumps, write_json
 
 
 def new_run_id(job_path: Path, now: datetime | None = None) -> str:
@@ -96,7 +95,7 @@ class RunRecord:
         path = results_dir / "run.json"
         data = read_object(path, "run.json")
         try:  # strict, from JSON: a string is no number, a number no string, a list no object
-            return _record_schema().validate_json(json.dumps(data), strict=True)
+            return _record_schema().validate_json(dumps(data), strict=True)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the record"

@@ -92,7 +92,7 @@ def test_bench_local_writes_json_summary_and_plot(tmp_path: Path, capsys: pytest
     assert "not billed" in summary  # a local run is priced at $0, with a note
     assert "Machine load" in summary
     img = imread(out / "bench.png")
-    assert img.shape[:2] == (528, 1210)  # 11 x 4.8 inches at 110 dpi
+    assert img.shape[:2] == (528, 704)  # 6.4 x 4.8 inches at 110 dpi: one panel, there is no GPU row
     assert img[..., :3].std() > 0.05  # not a blank canvas
     text = capsys.readouterr()
     assert "width 16 numpy:" in text.out  # the child's output is streamed

@@ -51,9 +51,10 @@ def test_launch_dry_run_json_is_the_same_plan(aws: MotoServer, capsys: pytest.Ca
 
 def test_status_and_teardown_json(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert _json(capsys, "status", "--json") == []
-    assert main(["launch", "--spot", "--no-bootstrap"]) == 0
-    capsys.readouterr()
+    launched = _json(capsys, "launch", "--spot", "--no-bootstrap", "--json")
+    assert launched["name"] == "g4dn-spot" and launched["reused"] is False
     (row,) = _json(capsys, "status", "--json")
+    assert row["instance_id"] == launched["instance_id"]
     assert row["name"] == "g4dn-spot" and row["state"] in ("pending", "running")
     assert row["instance_type"] == "g4dn.xlarge" and row["price"]["usd_per_hour"] > 0
 

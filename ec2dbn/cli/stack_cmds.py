@@ -230,7 +230,7 @@ def launch(
       ec2dbn launch --stack g5-spot --region us-west-2 --dry-run
       ec2dbn launch --stack ./my.yaml --instance-type g6.xlarge --instance-type g5.xlarge
     """
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # the bootstrap's output must not mix with the JSON
     stack = load_for_launch(
         stack_ref,
         name=name,
@@ -250,7 +250,7 @@ def launch(
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
     record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
-        stdout.print_json(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
+        click.echo(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}, indent=2))
     else:
         _print_launch(record)
     if not no_bootstrap:
