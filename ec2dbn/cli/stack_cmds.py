@@ -462,7 +462,7 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
     the rest still go; exit 1 at the end, listing what remains. With `as_json`, one JSON document
     (every stack's report, what remains per region, the failures) before that exit."""
     failures: list[str] = []
-    reports: list[provision.TeardownReport] = []
+    reports: list[aws_teardown.TeardownReport] = []
     remaining: dict[str, str] = {}
     for r in regions:
         try:
