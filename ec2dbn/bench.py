@@ -12,7 +12,6 @@ Outputs (next to bench.json): summary.md (a short markdown write-up) and bench.p
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 from ec2dbn.catalog import Price
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
+from ec2dbn.untrusted_json import mapping, number, read_object, text, whole
 from trainer.contract import BENCH_FILE
 
 SUMMARY_FILE = "summary.md"
@@ -144,33 +144,31 @@ def local_price(usd_per_hour: float | None = None) -> tuple[Price, str]:
 
 
 def load_bench(path: str | Path) -> dict[str, Any]:
-    """Read bench.json (or a folder holding one). Raises ConfigError when missing or malformed."""
+    """Read bench.json (or a folder holding one), untrusted: it comes from the instance. Raises
+    ConfigError when it is missing or malformed."""
     path = Path(path)
     if path.is_dir():
         path = path / BENCH_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found (run `ec2dbn bench JOB.yaml --local` to make one)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable bench.json ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (run `ec2dbn bench JOB.yaml --local` to make one)")
+    data = read_object(path)
+    if not isinstance(data.get("rows"), list):
         raise ConfigError(f"{path}: not a bench.json (expected an object with a list of rows)")
     return data
 
 
 def as_row(raw: BenchRow | Mapping[str, Any], usd_per_hour: float | None = None) -> BenchRow:
-    """A BenchRow from a bench.json row (priced at `usd_per_hour` when given), or the row itself."""
+    """A BenchRow from a bench.json row (priced at `usd_per_hour` when given), or the row itself.
+    Raises ConfigError for a row without a width and a backend; other fields of the wrong type are missing."""
     if isinstance(raw, BenchRow):
         return raw
-    try:
-        width = int(raw["width"])
-        backend = str(raw["backend"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"bench row without a width and backend: {dict(raw)!r}"[:200]) from None
-    spe = _num(raw.get("seconds_per_epoch"))
-    status = str(raw.get("status", "ok" if spe is not None else "failed"))
-    usd = _num(raw.get("usd_per_epoch"))
+    row = mapping(raw)
+    width, backend = whole(row.get("width"), minimum=1), text(row.get("backend"))
+    if width is None or backend is None:
+        raise ConfigError(f"bench row without a width and backend: {raw!r}"[:200])
+    spe = number(row.get("seconds_per_epoch"), minimum=0.0)
+    status = text(row.get("status")) or ("ok" if spe is not None else "failed")
+    usd = number(row.get("usd_per_epoch"))
     if usd_per_hour is not None and status == "ok" and spe is not None:
         usd = usd_per_epoch(spe, usd_per_hour)
     return BenchRow(
@@ -178,18 +176,12 @@ def as_row(raw: BenchRow | Mapping[str, Any], usd_per_hour: float | None = None)
         backend=backend,
         status=status,
         seconds_per_epoch=spe,
-        samples_per_second=_num(raw.get("samples_per_second")),
-        test_accuracy=_num(raw.get("test_accuracy")),
+        samples_per_second=number(row.get("samples_per_second")),
+        test_accuracy=number(row.get("test_accuracy")),
         usd_per_epoch=usd,
-        device=raw.get("device"),
-        reason=raw.get("reason"),
+        device=text(row.get("device")),
+        reason=text(row.get("reason")),
     )
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        return None
-    return float(x)
 
 
 # -------------------------------------------------------------------------------------------- math
@@ -251,9 +243,7 @@ def summarize(bench: Mapping[str, Any], price: Price | None = None, price_note: 
 def render_summary(summary: BenchSummary) -> str:
     """summary.md: what was measured, where, the table, the speedups and the break-even."""
     b = summary.bench
-    env = b.get("environment") or {}
-    data = b.get("data") or {}
-    arch = b.get("architecture") or {}
+    env, data, arch = (mapping(b.get(k)) for k in ("environment", "data", "architecture"))
     lines = ["# ec2dbn bench", ""]
     template = arch.get("layers_template")
     if template:
@@ -267,17 +257,17 @@ def render_summary(summary: BenchSummary) -> str:
         )
     if b.get("epochs") is not None:
         lines.append(
-            f"- Epochs per row: {b.get('epochs')}; {b.get('warmup', {}).get('description', '')}".rstrip()
+            f"- Epochs per row: {b.get('epochs')}; {mapping(b.get('warmup')).get('description', '')}".rstrip()
         )
     cpu = env.get("cpu_model")
     if cpu:
         lines.append(f"- CPU: {cpu}, {env.get('vcpus', '?')} vCPUs, BLAS {env.get('blas', '?')}")
     lines.append(f"- GPU: {env.get('gpu_name') or 'none usable'}")
-    load, load_end = env.get("load_average"), b.get("load_average_end")
-    if load:
-        end = f", {load_end[0]:g} at the end" if load_end else ""
+    load, load_end = _first_number(env.get("load_average")), _first_number(b.get("load_average_end"))
+    if load is not None:
+        end = f", {load_end:g} at the end" if load_end is not None else ""
         lines.append(
-            f"- Machine load (1-minute average): {load[0]:g} at the start{end}, "
+            f"- Machine load (1-minute average): {load:g} at the start{end}, "
             f"on {env.get('vcpus', '?')} vCPUs (CPU timings are noisy when it exceeds the vCPUs)"
         )
     versions = ", ".join(f"{k} {env[k]}" for k in ("numpy_version", "cupy_version") if env.get(k))
@@ -330,12 +320,17 @@ def write_outputs(out_dir: Path, summary: BenchSummary, plot: bool = True) -> li
 
 def _plot_title(summary: BenchSummary) -> str:
     b = summary.bench
-    data = (b.get("data") or {}).get("name", "")
-    template = (b.get("architecture") or {}).get("layers_template")
-    env = b.get("environment") or {}
-    where = env.get("gpu_name") or env.get("cpu_model") or ""
+    data = text(mapping(b.get("data")).get("name"))
+    template = mapping(b.get("architecture")).get("layers_template")
+    env = mapping(b.get("environment"))
+    where = text(env.get("gpu_name")) or text(env.get("cpu_model"))
     parts = [p for p in (data, str(template) if template else "", where) if p]
     return "ec2dbn bench: " + " · ".join(parts) if parts else "ec2dbn bench"
+
+
+def _first_number(values: Any) -> float | None:
+    """The first item of a JSON list (e.g. a load average's 1-minute figure) when it is a number."""
+    return number(values[0]) if isinstance(values, list) and values else None
 
 
 def _fmt_rate(x: float | None) -> str:

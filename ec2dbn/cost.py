@@ -246,9 +246,9 @@ def job_epochs(job: Any) -> int:
     return int(job.model.epochs) + pretrain_epochs
 
 
-def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
-    """The cost estimate printed before launch: the stack's first candidate at `price` (default: its
-    on-demand list price, or the stack's spot max_price — an upper bound for spot)."""
+def stack_estimate(stack: Any, epochs: int, price: Price | None = None) -> tuple[JobEstimate, str]:
+    """The cost estimate before launch: the stack's first candidate at `price` (default: its on-demand list
+    price, or the stack's spot max_price), and a note when that is an upper bound ("" otherwise)."""
     from ec2dbn import catalog
 
     itype = stack.candidates[0]
@@ -259,4 +259,10 @@ def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
             bound = " (an upper bound: spot usually costs less)"
             if stack.max_price is not None:
                 price = Price(stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot")
-    return f"{estimate_job(catalog.lookup(itype), price, epochs).describe()}{bound}"
+    return estimate_job(catalog.lookup(itype), price, epochs), bound
+
+
+def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
+    """The cost estimate printed before launch (`stack_estimate` in one line)."""
+    estimate, bound = stack_estimate(stack, epochs, price)
+    return f"{estimate.describe()}{bound}"

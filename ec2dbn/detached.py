@@ -20,6 +20,7 @@ from typing import Literal
 from ec2dbn.errors import HostKeyMismatchError, RemoteError
 from ec2dbn.events import NullReporter, Reporter
 from ec2dbn.remote import Remote, quote_path, read_command, shell_exports
+from ec2dbn.remote_output import MAX_LINE_CHARS, split_long
 
 LOG_NAME = "job.log"
 PID_NAME = "job.pid"
@@ -202,7 +203,9 @@ def follow_log(
         status_cmd = _status_script(files) if files else f"echo '{_STATUS_MARK} absent - -' >&2"
         try:
             raw = remote.run_bytes(
-                f"{status_cmd}; {read_command(log_path, offset, _MAX_READ)}", timeout=_POLL_TIMEOUT_S
+                f"{status_cmd}; {read_command(log_path, offset, _MAX_READ)}",
+                timeout=_POLL_TIMEOUT_S,
+                limit=_MAX_READ,
             )
         except HostKeyMismatchError:
             raise
@@ -235,12 +238,17 @@ def follow_log(
         offset += len(chunk)
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
-            on_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+            for piece in split_long(line.decode("utf-8", errors="replace").rstrip("\r")):
+                on_line(piece)
+        while len(pending) > MAX_LINE_CHARS:  # a line that never ends is passed on in pieces
+            on_line(pending[:MAX_LINE_CHARS].decode("utf-8", errors="replace"))
+            pending = pending[MAX_LINE_CHARS:]
         if len(chunk) >= _MAX_READ:
             continue  # more is waiting: read it now
         if done(status):
             if pending and status.state != "running":  # nothing will complete this last line
-                on_line(pending.decode("utf-8", errors="replace").rstrip("\r"))
+                for piece in split_long(pending.decode("utf-8", errors="replace").rstrip("\r")):
+                    on_line(piece)
                 pending = b""
             # A partial line of a job still running is left unread: a resume at `offset` gets it whole.
             return FollowResult(offset - len(pending), status, reconnects)

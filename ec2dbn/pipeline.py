@@ -166,7 +166,7 @@ class Pipeline:
                 reason = self._loss_reason(exc)
             else:
                 exit_code = status.exit_code if status.exit_code is not None else 1
-                notice = spot_notice(self.results_dir) if exit_code == EXIT_STOPPED else None
+                notice = spot_notice(self.results_dir, self.reporter) if exit_code == EXIT_STOPPED else None
                 if notice is None:
                     return self._finish(exit_code, status)
                 reason = (

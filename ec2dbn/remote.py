@@ -12,7 +12,6 @@ This is the only module that imports paramiko.
 from __future__ import annotations
 
 import base64
-import codecs
 import contextlib
 import gzip
 import os
@@ -31,6 +30,15 @@ import paramiko
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.remote_output import (
+    CAPTURE_BYTES,
+    DEFAULT_PULL_LIMIT_MB,
+    MIB,
+    PULL_LIMIT_ENV,
+    Kept,
+    LineSplitter,
+    pull_limit_bytes,
+)
 
 ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
 
@@ -39,6 +47,7 @@ _CONNECT_TIMEOUT_S = 15.0
 _DEAD_PEER_S = 30
 _KEEPALIVE_S = 10
 _READ_CHUNK = 64 * 1024
+_PREFETCH_REQUESTS = 64  # SFTP reads in flight while pulling (32 KiB each): bounded memory, full speed
 
 
 @dataclass(frozen=True)
@@ -240,10 +249,14 @@ class Remote:
         self._sftp = None
         self._client = None
 
-    def _drop(self) -> None:
+    def _drop_sftp(self) -> None:
         if self._sftp is not None:
             with contextlib.suppress(Exception):
                 self._sftp.close()
+        self._sftp = None
+
+    def _drop(self) -> None:
+        self._drop_sftp()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
@@ -338,8 +351,8 @@ class Remote:
         (the remote process is left running: there is no terminal to hang up), or when the connection
         drops mid-command (the command is not re-run: it may have had effects).
         """
-        out_lines = _LineSplitter(stream) if stream else None
-        err_lines = _LineSplitter(stream) if stream else None
+        out_lines = LineSplitter(stream) if stream else None
+        err_lines = LineSplitter(stream) if stream else None
         raw = self._exec(
             cmd,
             on_stdout=out_lines.feed if out_lines else None,
@@ -357,9 +370,13 @@ class Remote:
             )
         return result
 
-    def run_bytes(self, cmd: str, timeout: float | None = None) -> RawResult:
-        """Run `cmd` and return its undecoded output (never raises for a non-zero exit code)."""
-        return self._exec(cmd, timeout=timeout)
+    def run_bytes(self, cmd: str, timeout: float | None = None, limit: int = CAPTURE_BYTES) -> RawResult:
+        """Run `cmd` and return its undecoded output (never raises for a non-zero exit code).
+
+        stdout: its first `limit` bytes (for reads by byte offset: what is cut off is read by the next
+        call at the offset reached); stderr: its last CAPTURE_BYTES.
+        """
+        return self._exec(cmd, timeout=timeout, stdout_limit=limit)
 
     def _exec(
         self,
@@ -369,7 +386,10 @@ class Remote:
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
         timeout: float | None = None,
+        stdout_limit: int | None = None,
     ) -> RawResult:
+        """Run `cmd`, handing its output to the callbacks as it comes. The result keeps stdout's last
+        CAPTURE_BYTES (its first `stdout_limit` bytes when given) and stderr's last CAPTURE_BYTES."""
         client = self._connected()
         try:
             chan = client.get_transport().open_session(timeout=self.connect_timeout_s)  # type: ignore[union-attr]
@@ -377,7 +397,8 @@ class Remote:
         except (OSError, EOFError, paramiko.SSHException, AttributeError) as exc:
             self.close()
             raise RemoteError(f"lost the SSH connection to {self.address}: {_describe(exc)}") from exc
-        out, err = bytearray(), bytearray()
+        out = Kept(stdout_limit, head=True) if stdout_limit is not None else Kept(CAPTURE_BYTES)
+        err = Kept(CAPTURE_BYTES)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if stdin is not None:
@@ -389,13 +410,13 @@ class Remote:
                 got = False
                 while chan.recv_ready():
                     data = chan.recv(_READ_CHUNK)
-                    out.extend(data)
+                    out.add(data)
                     got = True
                     if on_stdout:
                         on_stdout(data)
                 while chan.recv_stderr_ready():
                     data = chan.recv_stderr(_READ_CHUNK)
-                    err.extend(data)
+                    err.add(data)
                     got = True
                     if on_stderr:
                         on_stderr(data)
@@ -428,7 +449,7 @@ class Remote:
                     f"lost the SSH connection to {self.address} while running `{_short(cmd)}`; "
                     "it may still be running there"
                 )
-            return RawResult(exit_code, bytes(out), bytes(err))
+            return RawResult(exit_code, out.value(), err.value())
         finally:
             chan.close()
 
@@ -506,14 +527,39 @@ class Remote:
             ) from exc
 
     def get_file(self, remote_path: str, local_path: str | Path) -> None:
-        """Download one file; the local file appears complete or not at all (temporary name, renamed)."""
+        """Download one file; the local file appears complete or not at all (temporary name, renamed).
+
+        Raises RemoteError when the file is larger than the pull limit (`pull_limit_bytes`), as its size
+        says or as its bytes arrive (a file still growing, or a server that misreports sizes).
+        """
+        limit = pull_limit_bytes()
         local = Path(local_path)
         local.parent.mkdir(parents=True, exist_ok=True)
         part = local.with_name(f".{local.name}.part")
         sftp = self._sftp_client()
         try:
-            sftp.get(_sftp_path(remote_path), str(part))
+            with sftp.open(_sftp_path(remote_path), "rb") as src:
+                size = src.stat().st_size or 0
+                if size > limit:
+                    raise _TooLarge(f"is {size / MIB:.1f} MiB")
+                if size:
+                    src.prefetch(size, max_concurrent_requests=_PREFETCH_REQUESTS)
+                with part.open("wb") as dst:
+                    got = 0
+                    while data := src.read(_READ_CHUNK):
+                        got += len(data)
+                        if got > limit:
+                            raise _TooLarge(f"sent more than {limit / MIB:.1f} MiB")
+                        dst.write(data)
             os.replace(part, local)
+        except _TooLarge as exc:
+            part.unlink(missing_ok=True)
+            self._drop_sftp()  # requests for the rest may still be in flight: a fresh session next time
+            value = os.environ.get(PULL_LIMIT_ENV) or str(DEFAULT_PULL_LIMIT_MB)
+            raise RemoteError(
+                f"{remote_path} on {self.address} {exc}, over the pull limit of {limit // MIB:,} MiB "
+                f"({PULL_LIMIT_ENV}={value}): not pulled; raise {PULL_LIMIT_ENV} to pull it"
+            ) from None
         except FileNotFoundError as exc:
             part.unlink(missing_ok=True)
             raise RemoteError(f"{remote_path} does not exist on {self.address}") from exc
@@ -529,6 +575,10 @@ class Remote:
     def exists(self, path: str) -> bool:
         """Whether `path` exists on the remote (file or folder)."""
         return self._exec(f"test -e {quote_path(path)}").exit_code == 0
+
+
+class _TooLarge(Exception):
+    """A pulled file is over the pull limit (the message says how it showed)."""
 
 
 class _ChannelClosed(Exception):
@@ -552,27 +602,6 @@ class _ChannelWriter:
 
     def flush(self) -> None:
         pass
-
-
-class _LineSplitter:
-    """Turns a byte stream into complete decoded lines for `emit`; `flush` emits a final partial line."""
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self.emit = emit
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.pending = ""
-
-    def feed(self, data: bytes) -> None:
-        text = self.pending + self.decoder.decode(data)
-        *lines, self.pending = text.split("\n")
-        for line in lines:
-            self.emit(line.rstrip("\r"))
-
-    def flush(self) -> None:
-        text = self.pending + self.decoder.decode(b"", final=True)
-        self.pending = ""
-        if text:
-            self.emit(text.rstrip("\r"))
 
 
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:

@@ -7,7 +7,6 @@ two only through these functions, so the layout is defined once.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from typing import Any
 import yaml
 
 from ec2dbn import detached, state
-from ec2dbn.errors import Ec2dbnError
+from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.remote import Remote, quote_path
 from ec2dbn.resources import trainer_dir
+from ec2dbn.untrusted_json import read_object, text
 from trainer.contract import CHECKPOINT_FILE, INTERRUPTION_FILE, RESUME_FILES, SPOT_KIND
 from trainer.strict_json import dumps
 
@@ -161,13 +161,19 @@ def log_size(remote: Remote, path: str) -> int:
     return int(out) if out.isdigit() else 0
 
 
-def spot_notice(results_dir: Path) -> dict[str, Any] | None:
-    """The pulled spot-interruption record, or None (missing, unreadable, not an object, or another kind:
-    an instance's file is untrusted input)."""
-    from trainer.spot_watch import read_interruption
-
-    record = read_interruption(results_dir)
-    return record if record is not None and record.get("kind") == SPOT_KIND else None
+def spot_notice(results_dir: Path, reporter: Reporter | None = None) -> dict[str, Any] | None:
+    """The pulled spot-interruption record, or None: missing, another kind, or malformed (an instance's
+    file is untrusted input; `reporter` is told what is wrong with it)."""
+    path = results_dir / INTERRUPTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_object(path, INTERRUPTION_FILE)
+    except ConfigError as exc:
+        if reporter is not None:
+            reporter.warn(f"ignored the instance's {INTERRUPTION_FILE}: {exc}")
+        return None
+    return record if record.get("kind") == SPOT_KIND else None
 
 
 def set_aside_notice(results_dir: Path, index: int) -> None:
@@ -192,12 +198,15 @@ def save_pointer(stack_name: str, run: RemoteRun, results_dir: Path) -> None:
 
 
 def load_pointer(stack_name: str) -> RemoteRun | None:
-    """The stack's current run, or None when there is none or the pointer is not what we wrote."""
-    try:
-        data = json.loads(_pointer_path(stack_name).read_text())
-        return RemoteRun(str(data["remote_dir"]), str(data["run_id"]))
-    except (OSError, ValueError, TypeError, KeyError):
+    """The stack's current run, or None when there is none; ConfigError when the pointer is malformed."""
+    path = _pointer_path(stack_name)
+    if not path.is_file():
         return None
+    data = read_object(path, "run pointer")
+    remote_dir, run_id = text(data.get("remote_dir")), text(data.get("run_id"))
+    if remote_dir is None or run_id is None:
+        raise ConfigError(f"{path}: not a run pointer (no run_id and remote_dir strings)")
+    return RemoteRun(remote_dir, run_id)
 
 
 def follow_run(st: state.StackState, run: RemoteRun, reporter: Reporter, follow: bool) -> None:

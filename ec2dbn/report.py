@@ -10,7 +10,6 @@ between runs of the same network on the same data; `Report.comparable` says whet
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from ec2dbn.bench import usd_small
 from ec2dbn.errors import ConfigError
+from ec2dbn.untrusted_json import mapping, number, objects, read_object, text
 from trainer.contract import METRICS_JSON as METRICS_FILE
 
 RUN_FILE = "run.json"
@@ -97,76 +97,68 @@ def _is_run(path: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, None when there is no such file; ConfigError when it is malformed."""
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable JSON ({exc}); is the run still writing it?") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return data
+    return read_object(path)
 
 
 def seconds_per_epoch(metrics: Mapping[str, Any]) -> float | None:
     """Median seconds of the fine-tuning epochs in a metrics.json, None when it lists none."""
-    epochs = metrics.get("epochs")
-    if not isinstance(epochs, list):
-        return None
     secs = [
-        float(e["seconds"])
-        for e in epochs
-        if isinstance(e, Mapping)
-        and e.get("phase", "finetune") == "finetune"
-        and isinstance(e.get("seconds"), int | float)
-        and not isinstance(e.get("seconds"), bool)
+        s
+        for e in objects(metrics.get("epochs"))
+        if e.get("phase", "finetune") == "finetune"
+        and (s := number(e.get("seconds"), minimum=0.0)) is not None
     ]
     return statistics.median(secs) if secs else None
 
 
 def load_row(path: Path) -> ReportRow:
-    """The report row of one run folder (metrics.json and/or run.json)."""
+    """The report row of one run folder (metrics.json and/or run.json). Fields of the wrong type are
+    shown as missing; a file that is not a JSON object is a ConfigError naming it."""
     metrics = _read_json(path / METRICS_FILE)
-    run = _read_json(path / RUN_FILE) or {}
-    if metrics is None and not run:
+    run_json = _read_json(path / RUN_FILE)
+    if metrics is None and run_json is None:
         raise ConfigError(f"{path}: no {METRICS_FILE} or {RUN_FILE}: not a results folder")
-    m = metrics or {}
-    config = _mapping(m.get("config"))
-    model = _mapping(config.get("model"))
-    data = _mapping(m.get("data")) or _mapping(config.get("data"))
-    data_name = data.get("name")
+    m, run = metrics or {}, run_json or {}
+    config = mapping(m.get("config"))
+    model = mapping(config.get("model"))
+    data_name = text(mapping(m.get("data")).get("name")) or text(mapping(config.get("data")).get("name"))
     layers = model.get("layers")
     spe = seconds_per_epoch(m)
-    mode = run.get("mode") or ("local" if metrics is not None else None)
-    price = run.get("price_usd_per_hour")
-    cost = run.get("cost_usd")
+    mode = text(run.get("mode")) or ("local" if metrics is not None else None)
+    price = number(run.get("price_usd_per_hour"), minimum=0.0)
+    cost = number(run.get("cost_usd"))
     if cost is None and mode == "local":
         cost = 0.0
     usd_per_epoch = None
-    if isinstance(price, int | float) and spe is not None:
-        usd_per_epoch = spe * float(price) / 3600.0
+    if price is not None and spe is not None:
+        usd_per_epoch = spe * price / 3600.0
     elif mode == "local" and spe is not None:
         usd_per_epoch = 0.0
+    accuracy = number(m.get("test_accuracy"), minimum=0.0)
     # run.json's (ec2dbn's) word first; a trainer-only folder has metrics.json's: finished or diverged
-    status = run.get("status") or m.get("status") or ("finished" if metrics is not None else "unknown")
+    status = text(run.get("status")) or text(m.get("status"))
+    if status is None:
+        status = "finished" if metrics is not None and accuracy is not None else "unknown"
     if metrics is None and status == "finished":
         status = "finished (no metrics.json)"
-    n_epochs = len([e for e in m.get("epochs") or [] if isinstance(e, Mapping)])
     return ReportRow(
-        run_id=str(run.get("run_id") or path.name),
+        run_id=text(run.get("run_id")) or path.name,
         path=str(path),
-        status=str(status),
-        data=str(data_name) if data_name else None,
-        layers="-".join(str(n) for n in layers) if isinstance(layers, list) else None,
-        backend=m.get("backend"),
-        device=m.get("device"),
+        status=status,
+        data=data_name,
+        layers="-".join(str(n) for n in layers) if isinstance(layers, list) and layers else None,
+        backend=text(m.get("backend")),
+        device=text(m.get("device")),
         mode=mode,
-        instance_type=run.get("instance_type") or ("local" if mode == "local" else None),
-        market=run.get("market"),
-        epochs=n_epochs,
+        instance_type=text(run.get("instance_type")) or ("local" if mode == "local" else None),
+        market=text(run.get("market")),
+        epochs=len(objects(m.get("epochs"))),
         seconds_per_epoch=spe,
-        test_accuracy=m.get("test_accuracy") if isinstance(m.get("test_accuracy"), int | float) else None,
-        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        test_accuracy=accuracy,
+        cost_usd=cost,
         usd_per_epoch=usd_per_epoch,
     )
 
@@ -233,10 +225,6 @@ def to_markdown(report: Report) -> str:
     lines.append("")
     lines += notes(report)
     return "\n".join(lines) + "\n"
-
-
-def _mapping(x: Any) -> Mapping[str, Any]:
-    return x if isinstance(x, Mapping) else {}
 
 
 def _device(device: str | None) -> str:

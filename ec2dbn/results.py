@@ -6,7 +6,7 @@ trainer produced plus `run.json`: where it ran, what it cost, and how long each 
 
 from __future__ import annotations
 
-import json
+import functools
 import secrets
 import time
 from collections.abc import Iterator
@@ -16,8 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ec2dbn.errors import ConfigError
+from ec2dbn.untrusted_json import read_object
 from trainer.contract import METRICS_JSON
-from trainer.strict_json import write_json
+from trainer.strict_json import dumps, write_json
 
 
 def new_run_id(job_path: Path, now: datetime | None = None) -> str:
@@ -25,6 +27,15 @@ def new_run_id(job_path: Path, now: datetime | None = None) -> str:
     one job started in the same second (on this machine or another)."""
     now = now or datetime.now(timezone.utc)
     return f"{job_path.stem}-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def load_run(results_root: Path, run_id: str) -> tuple[RunRecord, Path]:
+    """Run `run_id`'s record and folder (`--resume`). ConfigError when there is no such run or its
+    run.json is not a run's record."""
+    results_dir = results_root / run_id
+    if not (results_dir / "run.json").is_file():
+        raise ConfigError(f"no run {run_id} in {results_root} (no {results_dir / 'run.json'})")
+    return RunRecord.load(results_dir), results_dir
 
 
 def claim_run_dir(results_root: Path, job_path: Path) -> tuple[str, Path]:
@@ -62,7 +73,7 @@ class RunRecord:
     price_source: str | None = None
     cost_usd: float | None = None
     cost_estimate_usd: float | None = None
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float | None] = field(default_factory=dict)  # None: a non-finite time was written
     recoveries: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
 
@@ -74,13 +85,34 @@ class RunRecord:
 
     @classmethod
     def load(cls, results_dir: Path) -> RunRecord:
-        data = json.loads((results_dir / "run.json").read_text())
-        return cls(**data)
+        """results_dir/run.json read back. Fields it does not know (a newer ec2dbn's) are ignored.
+
+        Raises ConfigError, one line naming the file, when it is missing or malformed, or is not a run's
+        record (a field missing or of another type than declared here).
+        """
+        from pydantic import ValidationError
+
+        path = results_dir / "run.json"
+        data = read_object(path, "run.json")
+        try:  # strict, from JSON: a string is no number, a number no string, a list no object
+            return _record_schema().validate_json(dumps(data), strict=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the record"
+            raise ConfigError(f"{path}: not a run record ({where}: {first['msg'].lower()})") from None
 
     def finish(self, exit_code: int, status: str) -> None:
         self.exit_code = exit_code
         self.status = status
         self.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.cache
+def _record_schema() -> Any:
+    """RunRecord's pydantic validator (built once: building it takes milliseconds)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RunRecord)
 
 
 @contextmanager
@@ -93,7 +125,7 @@ def timed_phase(record: RunRecord, name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        record.phases[name] = round(record.phases.get(name, 0.0) + time.monotonic() - start, 3)
+        record.phases[name] = round((record.phases.get(name) or 0.0) + time.monotonic() - start, 3)
 
 
 def plot_run(results_dir: Path) -> Path | None:

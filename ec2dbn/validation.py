@@ -19,8 +19,9 @@ from ec2dbn import cost
 from ec2dbn.config import Stack, load_for_launch
 from ec2dbn.errors import ConfigError
 from ec2dbn.memory_check import check_fits
+from ec2dbn.remote_output import pull_limit_bytes
 from ec2dbn.remote_run import RemoteRun
-from ec2dbn.results import RunRecord, claim_run_dir
+from ec2dbn.results import RunRecord, claim_run_dir, load_run
 from trainer.contract import RESULT_FILES
 
 
@@ -103,6 +104,7 @@ def validate(
     stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr, max_lifetime=job.run.max_lifetime)
     check_fits(job, stack, request.get("backend"))
     check_local_data(str(job.data.name))
+    pull_limit_bytes()  # a bad EC2DBN_MAX_PULL_MB is refused now, not at the pull after a paid run
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
 
 
@@ -131,11 +133,7 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
 def resumable_run(run_id: str, results_root: Path, mode: str) -> tuple[RunRecord, Path]:
     """The record and folder of run `run_id`, made in `mode` ("ec2" or "local") and not ended for good:
     what `train --resume` (with or without --local) continues. ConfigError naming what is wrong."""
-    results_dir = results_root / run_id
-    try:
-        record = RunRecord.load(results_dir)
-    except (OSError, ValueError, TypeError, RecursionError):
-        raise ConfigError(f"no run {run_id} in {results_root} (no readable run.json)") from None
+    record, results_dir = load_run(results_root, run_id)  # ConfigError names run.json and its fault
     if record.mode != mode:
         where, flag = ("on EC2", "") if record.mode == "ec2" else ("locally", " --local")
         raise ConfigError(f"run {run_id} ran {where}; resume it with `ec2dbn train{flag} --resume {run_id}`")
@@ -168,5 +166,5 @@ def open_record(v: Validated) -> tuple[RunRecord, Path]:
         record = RunRecord(run_id=run_id, job=str(v.job_path), mode="ec2", stack_ref=v.stack_ref)
         text = yaml.safe_dump(v.job.to_dict(), sort_keys=False)
         (results_dir / "job.yaml").write_text(text, encoding="utf-8")
-    record.phases["validate"] = round(record.phases.get("validate", 0.0) + v.seconds, 3)
+    record.phases["validate"] = round((record.phases.get("validate") or 0.0) + v.seconds, 3)
     return record, results_dir

@@ -92,7 +92,7 @@ def test_bench_local_writes_json_summary_and_plot(tmp_path: Path, capsys: pytest
     assert "not billed" in summary  # a local run is priced at $0, with a note
     assert "Machine load" in summary
     img = imread(out / "bench.png")
-    assert img.shape[:2] == (528, 1210)  # 11 x 4.8 inches at 110 dpi
+    assert img.shape[:2] == (528, 704)  # 6.4 x 4.8 inches at 110 dpi: one panel, there is no GPU row
     assert img[..., :3].std() > 0.05  # not a blank canvas
     text = capsys.readouterr()
     assert "width 16 numpy:" in text.out  # the child's output is streamed
@@ -230,7 +230,7 @@ def test_summary_of_a_bench_without_rows_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_bench(tmp_path)
     (tmp_path / "bench.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"not a readable bench\.json"):
+    with pytest.raises(ConfigError, match=r"not a bench\.json \(not valid JSON"):
         load_bench(tmp_path)
 
 

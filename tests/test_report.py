@@ -146,5 +146,5 @@ def test_report_malformed_metrics_is_a_config_error(tmp_path: Path) -> None:
     run = tmp_path / "broken"
     run.mkdir()
     (run / "metrics.json").write_text('{"test_accuracy": 0.9, ')
-    with pytest.raises(ConfigError, match="unreadable JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         build_report([run])

@@ -54,13 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except Ec2dbnError as exc:
         if "--debug" in args:
             raise
-        from rich.markup import escape
-
-        from ec2dbn.cli.output import stderr
-
-        # Escaped: messages quote remote output ("[check] ...") that rich would take for markup.
-        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        _print_error(str(exc))
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -73,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line (and a final run.json), the traceback on --debug
         if "--debug" in args:
             raise
-        from rich.markup import escape
-
-        from ec2dbn.cli.output import stderr
-
-        message = (
+        _print_error(
             f"unexpected {type(exc).__name__}: {exc} — a bug in ec2dbn; rerun with --debug for the traceback"
         )
-        with contextlib.suppress(OSError):
-            stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr. Messages quote remote output and file contents: shown as text (controls escaped,
+    no markup), and on one line."""
+    from ec2dbn.cli.output import stderr, styled
+
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        stderr.print(styled(("error:", "bold red"), " ", " ".join(message.splitlines())))

@@ -6,14 +6,12 @@ import os
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ec2dbn import catalog
 from ec2dbn.aws.prices import spot_prices
 from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.cli import cli
-from ec2dbn.cli.output import stdout
+from ec2dbn.cli.tables import Column, print_fitted
 from trainer.strict_json import dumps
 
 
@@ -114,17 +112,18 @@ def catalog_cmd(gpu_only: bool, region: str | None, as_json: bool, live: bool) -
         click.echo(dumps(doc, indent=2))
         return 0
 
-    table = Table(title=f"EC2 instance types — {region}", title_justify="left")
-    table.add_column("Type", no_wrap=True)
-    table.add_column("GPU", no_wrap=True)
-    table.add_column("GPU mem", justify="right", no_wrap=True)
-    table.add_column("CC", justify="right", no_wrap=True)
-    table.add_column("vCPUs", justify="right", no_wrap=True)
-    table.add_column("Memory", justify="right", no_wrap=True)
-    table.add_column("On-demand $/h", justify="right", no_wrap=True)
-    if live:
-        table.add_column("Spot $/h", justify="right", no_wrap=True)
-    table.add_column("Flags")
+    columns = [
+        Column("Type", keep=True),
+        Column("GPU", 2),
+        Column("GPU mem", 4, justify="right"),
+        Column("CC", 7, justify="right"),
+        Column("vCPUs", 5, justify="right"),
+        Column("Memory", 6, justify="right"),
+        Column("On-demand $/h", 1, justify="right"),
+        *([Column("Spot $/h", 3, justify="right")] if live else []),
+        Column("Flags", keep=True, wrap=True),  # a retired type says so at any width
+    ]
+    table_rows = []
     for t, od, sp in rows:
         gpu = f"{t.gpu_count} × {t.gpu_model.removeprefix('NVIDIA ')}" if t.gpu_model else "—"
         cells = [
@@ -139,18 +138,20 @@ def catalog_cmd(gpu_only: bool, region: str | None, as_json: bool, live: bool) -
         if live:
             cells.append(_price_cell(sp.usd_per_hour) if sp else "—")
         cells.append(_flags(t))
-        style = "dim" if t.retired else None
-        table.add_row(*cells, style=style)
-    # Pipes and captured output get a fixed wide layout instead of rich's 80-column default, so a
-    # type name or a price is never cut; a terminal gets its own width.
-    out = stdout if stdout.is_terminal else Console(highlight=False, width=150)
-    out.print(table)
-    stdout.print(f"On-demand: Linux list prices, {base_note}. Source: {catalog.catalog_source()}.")
+        table_rows.append(cells)
+    notes = [f"On-demand: Linux list prices, {base_note}. Source: {catalog.catalog_source()}."]
     if live:
-        stdout.print(
+        notes.append(
             f"Spot: live Linux prices in the cheapest AZ of {region} (describe_spot_price_history); "
             "— means no spot offer there."
         )
     else:
-        stdout.print("Spot: add --live for current spot prices (needs AWS credentials).")
+        notes.append("Spot: add --live for current spot prices (needs AWS credentials).")
+    print_fitted(
+        columns,
+        table_rows,
+        title=f"EC2 instance types — {region}",
+        row_styles=["dim" if t.retired else None for t, _, _ in rows],
+        notes=notes,
+    )
     return 0

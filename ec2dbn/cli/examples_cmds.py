@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from ec2dbn.cli import cli
-from ec2dbn.cli.output import stdout
+from ec2dbn.cli.output import printable, stdout
 from ec2dbn.jobfiles import bundled_examples, job_path
 
 
@@ -44,4 +43,4 @@ def examples(name: str | None) -> None:
     found = bundled_examples()
     width = max((len(e.name) for e in found), default=0)
     for example in found:
-        stdout.print(f"{escape(example.name.ljust(width))}  {escape(example.description)}")
+        stdout.print(printable(f"{example.name.ljust(width)}  {example.description}"))

@@ -8,14 +8,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.cli.output import ConsoleReporter
+from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
 from ec2dbn.resources import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
@@ -151,6 +150,12 @@ def run_remote_bench(
     help="USD/hour to price a --local run at (default: $0, this machine is not billed).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip bench.png (no matplotlib needed).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the priced summary as JSON (the trainer's output goes to stderr).",
+)
 def bench_cmd(
     job: Path,
     widths: str,
@@ -161,6 +166,7 @@ def bench_cmd(
     out_dir: Path | None,
     price_per_hour: float | None,
     no_plot: bool,
+    as_json: bool,
 ) -> int:
     """Time JOB's network at several hidden widths on NumPy (CPU) and CuPy (GPU).
 
@@ -190,7 +196,7 @@ def bench_cmd(
     if out_dir is None:
         out_dir = Path("results") / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     if stack_ref:
         price, note = run_remote_bench(job, stack_ref, out_dir, width_list, epochs, backends, reporter)
         code = 0
@@ -207,6 +213,11 @@ def bench_cmd(
     if not measured:
         reporter.warn("no (width, backend) row was measured (all skipped or failed): no plot")
     written = bench_mod.write_outputs(out_dir, summary, plot=measured and not no_plot)
+    if as_json:
+        doc = {**summary.to_dict(), "out_dir": str(out_dir)}
+        doc["written"] = [str(out_dir / bench_mod.BENCH_FILE), *map(str, written)]
+        click.echo(dumps(doc, indent=2))
+        return 0
     for r in summary.rows:
         if r.ok:
             reporter.step(
@@ -242,14 +253,30 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     if markdown:
         click.echo(report_mod.to_markdown(report), nl=False)
         return 0
-    table = Table(title="ec2dbn runs", title_justify="left")
-    right = {"epochs", "s/epoch", "speedup", "test acc", "$/epoch", "cost"}
-    for h in report_mod.headers():
-        table.add_column(h, justify="right" if h in right else "left", no_wrap=h != "device")
-    for r in report.rows:
-        table.add_row(*report_mod.cells(r))
-    out = stdout if stdout.is_terminal else Console(highlight=False, width=200)
-    out.print(table)
-    for line in report_mod.notes(report):
-        stdout.print(line)
+    columns = [_REPORT_COLUMNS[h] for h in report_mod.headers()]
+    rows = [report_mod.cells(r) for r in report.rows]
+    print_fitted(columns, rows, title="ec2dbn runs", notes=report_mod.notes(report))
     return 0
+
+
+#: How `report` shows each column; at narrow widths the highest priority numbers are left out first.
+#: The run and its status always stay (a failed or diverged run must never read as a result).
+_REPORT_COLUMNS = {
+    c.header: c
+    for c in (
+        Column("run", keep=True),
+        Column("status", keep=True, wrap=True),
+        Column("s/epoch", 1, justify="right"),
+        Column("test acc", 2, justify="right"),
+        Column("speedup", 3, justify="right"),
+        Column("backend", 4),
+        Column("cost", 5, justify="right"),
+        Column("instance", 6),
+        Column("device", 7, wrap=True),
+        Column("$/epoch", 8, justify="right"),
+        Column("epochs", 9, justify="right"),
+        Column("data", 10, wrap=True),
+        Column("layers", 11, wrap=True),
+        Column("market", 12),
+    )
+}

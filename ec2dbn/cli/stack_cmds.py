@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import asdict
+from typing import Any
 
 import click
 from rich.console import Console
@@ -21,7 +23,7 @@ from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.catalog import check_region
 from ec2dbn.cli import cli
 from ec2dbn.cli.options import market_option
-from ec2dbn.cli.output import ConsoleReporter, stdout
+from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError, Ec2dbnError
@@ -38,7 +40,7 @@ def _print_table(table: Table) -> None:
     if stdout.is_terminal:
         stdout.print(table)
     else:
-        Console(file=stdout.file, width=240, highlight=False).print(table)
+        Console(file=stdout.file, width=240, highlight=False, markup=False, emoji=False).print(table)
 
 
 def _duration(seconds: int | None) -> str:
@@ -78,8 +80,12 @@ def _print_launch(record: stacks.Up) -> None:
     st = record.state
     verb = "reusing" if record.reused else "launched"
     stdout.print(
-        f"[bold green]✓[/] {verb} stack [bold]{st.name}[/]: {st.instance_id} "
-        f"({st.instance_type}, {st.market}, {st.availability_zone})"
+        styled(
+            ("✓", "bold green"),
+            f" {verb} stack ",
+            (st.name, "bold"),
+            f": {st.instance_id} ({st.instance_type}, {st.market}, {st.availability_zone})",
+        )
     )
     address = st.public_ip or "-"
     if st.public_dns:
@@ -97,9 +103,44 @@ def _print_launch(record: stacks.Up) -> None:
     stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
 
 
+def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
+    """The plan as JSON for scripts: what `print_plan` shows, with numbers as numbers."""
+    s = p.stack
+    return {
+        "stack": s.name,
+        "region": p.region,
+        "image": {
+            "id": p.image.image_id,
+            "name": p.image.name,
+            "requested": s.image,
+            "parameter": p.image.parameter,
+        },
+        "access": {"cidr": p.cidr, "port": 22, "ssh_user": s.ssh_user, "imds": "v2 required"},
+        "disk": {"size_gib": s.volume_gb, "type": "gp3", "encrypted": True, "deleted_with_instance": True},
+        "markets": list(p.markets),
+        "max_lifetime": s.max_lifetime,
+        "candidates": [
+            {
+                "instance_type": c.instance_type,
+                "gpu": c.gpu,
+                "vcpus": c.vcpus,
+                "zones": list(c.zones),
+                "on_demand": asdict(c.on_demand),
+                "spot": asdict(c.spot) if c.spot else None,
+                "max_price_usd_per_hour": c.max_price,
+            }
+            for c in p.candidates
+        ],
+        "hourly": asdict(p.hourly),
+        "max_cost_usd": p.max_cost_usd,
+        "checks": [{"check": what, "outcome": outcome} for what, outcome in checks],
+        "notes": list(p.notes),
+    }
+
+
 def print_plan(p: provision.Plan) -> None:
     s = p.stack
-    stdout.print(f"[bold]Plan for stack {s.name}[/] in {p.region} (dry run: nothing created)")
+    stdout.print(styled((f"Plan for stack {s.name}", "bold"), f" in {p.region} (dry run: nothing created)"))
     via = f" via {p.image.parameter}" if p.image.parameter else ""
     stdout.print(f"  image      {s.image} → {p.image.image_id} {p.image.name}{via}")
     stdout.print(f"  access     TCP 22 from {p.cidr} only; ssh user {s.ssh_user}; IMDSv2 required")
@@ -111,13 +152,18 @@ def print_plan(p: provision.Plan) -> None:
         table.add_column(col)
     for c in p.candidates:
         table.add_row(
-            c.instance_type,
-            c.gpu,
-            str(c.vcpus),
-            ",".join(z.removeprefix(p.region) for z in c.zones),
-            _money(c.on_demand.usd_per_hour),
-            _money(c.spot.usd_per_hour) if c.spot else "-",
-            _money(c.max_price) if c.max_price is not None else "-",
+            *map(
+                cell,
+                (
+                    c.instance_type,
+                    c.gpu,
+                    c.vcpus,
+                    ",".join(z.removeprefix(p.region) for z in c.zones),
+                    _money(c.on_demand.usd_per_hour),
+                    _money(c.spot.usd_per_hour) if c.spot else "-",
+                    _money(c.max_price) if c.max_price is not None else "-",
+                ),
+            )
         )
     _print_table(table)
     hourly = p.hourly
@@ -128,8 +174,8 @@ def print_plan(p: provision.Plan) -> None:
     od = p.candidates[0].on_demand
     stdout.print(f"  prices     on-demand from {od.source}")
     for what, outcome in p.checks:
-        mark = "[green]allowed[/]" if outcome == "allowed" else f"[red]refused[/]: {outcome}"
-        stdout.print(f"  dry run    {what}: {mark}")
+        mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
+        stdout.print(styled(f"  dry run    {what}: ", mark, "" if outcome == "allowed" else f": {outcome}"))
 
 
 @cli.command()
@@ -157,7 +203,12 @@ def print_plan(p: provision.Plan) -> None:
 @click.option("--name", help="Stack name to use (default: the stack file's `name`).")
 @click.option("--no-bootstrap", is_flag=True, help="Stop once the instance is running.")
 @click.option("--dry-run", is_flag=True, help="Validate, price and run EC2's DryRun checks; create nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the launched stack's state as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the launched stack's state (with --dry-run: the plan) as JSON.",
+)
 def launch(
     stack_ref: str | None,
     spot: bool | None,
@@ -179,7 +230,7 @@ def launch(
       ec2dbn launch --stack g5-spot --region us-west-2 --dry-run
       ec2dbn launch --stack ./my.yaml --instance-type g6.xlarge --instance-type g5.xlarge
     """
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # the bootstrap's output must not mix with the JSON
     stack = load_for_launch(
         stack_ref,
         name=name,
@@ -192,11 +243,14 @@ def launch(
     if dry_run:
         p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
-        print_plan(p)
+        if as_json:
+            click.echo(dumps(plan_doc(p, checks), indent=2))
+        else:
+            print_plan(p)
         return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
     record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
-        stdout.print_json(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}))
+        click.echo(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}, indent=2))
     else:
         _print_launch(record)
     if not no_bootstrap:
@@ -299,16 +353,21 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
         if row.price is not None:
             sources[row.price.source] = True
         table.add_row(
-            row.name,
-            row.state,
-            row.instance_type or "-",
-            row.market or "-",
-            row.availability_zone or row.region,
-            row.public_ip or "-",
-            _duration(row.seconds_left),
-            _money(row.price.usd_per_hour) if row.price else "-",
-            _money(row.cost_so_far_usd) if row.cost_so_far_usd is not None else "-",
-            row.note,
+            *map(
+                cell,
+                (
+                    row.name,
+                    row.state,
+                    row.instance_type or "-",
+                    row.market or "-",
+                    row.availability_zone or row.region,
+                    row.public_ip or "-",
+                    _duration(row.seconds_left),
+                    _money(row.price.usd_per_hour) if row.price else "-",
+                    _money(row.cost_so_far_usd) if row.cost_so_far_usd is not None else "-",
+                    row.note,
+                ),
+            )
         )
     _print_table(table)
     for src in sources:
@@ -324,7 +383,7 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise ConfigError(f"refusing to tear down {what} without confirmation: pass --yes")
-    if not click.confirm(f"Terminate and delete everything ec2dbn created for {what}?"):
+    if not click.confirm(f"Terminate and delete everything ec2dbn created for {what}?", err=True):
         raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
@@ -341,7 +400,7 @@ def _print_report(rep: aws_teardown.TeardownReport) -> None:  # a clean one
     if rep.removed_local_state:
         done.append("removed local state")
     summary = "; ".join(done) or "nothing to remove"
-    stdout.print(f"[bold green]✓[/] {rep.name} ({rep.region}): {summary}")
+    stdout.print(styled(("✓", "bold green"), f" {rep.name} ({rep.region}): {summary}"))
     stdout.print(f"  verified: nothing tagged ec2dbn:stack={rep.name} remains in {rep.region}")
 
 
@@ -359,7 +418,8 @@ def _single_default() -> str:
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
 @click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) -> int:
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool, as_json: bool) -> int:
     """Terminate a stack's instances, cancel spot requests, delete its security group, key pair and local
     state — all found by tags, so it works without the state dir — then verify nothing tagged remains.
 
@@ -374,14 +434,17 @@ def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool) 
     if all_stacks:
         regions = _regions(None, region)
         _confirm(f"ALL stacks in {', '.join(regions)}", yes)
-        return _teardown_all(regions, reporter)
+        return _teardown_all(regions, reporter, as_json)
     target = state.check_name(name) if name else _single_default()
     r = _regions(target, region)[0]
     if name:
         _check_known(target, r)
     _confirm(f"stack {target} in {r}", yes)
     rep = stacks.tear_down(target, r, reporter=reporter)
-    _print_report(rep)
+    if as_json:
+        click.echo(dumps(asdict(rep), indent=2))
+    else:
+        _print_report(rep)
     return 0
 
 
@@ -394,10 +457,13 @@ def _check_known(name: str, region: str) -> None:
     raise ConfigError(f"no stack {name} in {region} (known: {', '.join(known)})")
 
 
-def _teardown_all(regions: list[str], reporter: Reporter) -> int:
+def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False) -> int:
     """Every stack in every region, one failure at a time: a stack that can't be removed is reported and
-    the rest still go; exit 1 at the end, listing what remains."""
+    the rest still go; exit 1 at the end, listing what remains. With `as_json`, one JSON document
+    (every stack's report, what remains per region, the failures) before that exit."""
     failures: list[str] = []
+    reports: list[aws_teardown.TeardownReport] = []
+    remaining: dict[str, str] = {}
     for r in regions:
         try:
             names = stacks.stacks_in(r)
@@ -406,7 +472,9 @@ def _teardown_all(regions: list[str], reporter: Reporter) -> int:
             continue
         for n in names:
             try:
-                _print_report(stacks.tear_down(n, r, reporter=reporter))
+                reports.append(stacks.tear_down(n, r, reporter=reporter))
+                if not as_json:
+                    _print_report(reports[-1])
             except Ec2dbnError as exc:
                 failures.append(str(exc))
                 reporter.warn(str(exc))
@@ -414,10 +482,14 @@ def _teardown_all(regions: list[str], reporter: Reporter) -> int:
             left = aws_teardown.verify_clean(r)
         except Ec2dbnError as exc:
             left = f"unknown ({exc})"
+        remaining[r] = left
         if left != "nothing":
             failures.append(f"still tagged ec2dbn in {r}: {left}")
-        else:
+        elif not as_json:
             stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {r}")
+    if as_json:
+        doc = {"stacks": [asdict(rep) for rep in reports], "remaining": remaining, "failures": failures}
+        click.echo(dumps(doc, indent=2))
     if failures:
         raise Ec2dbnError(f"teardown --all left resources behind: {' | '.join(failures)}")
     return 0

