@@ -24,8 +24,9 @@ from pathlib import Path
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import Reporter
-from ec2dbn.remote import Remote, quote_path, shell_exports
+from ec2dbn.remote import Remote
 from ec2dbn.resources import bootstrap_dir
+from ec2dbn.shell import quote_path, shell_exports
 
 _TAIL_LINES = 3  # lines of a failing script's output quoted in the error message
 

@@ -6,48 +6,34 @@ key that does not match stops the connection before authentication, so nothing r
 The connection is opened lazily and re-opened transparently by the next call after a drop; a command
 that was running when the connection dropped is reported as failed, never silently re-run.
 
-This is the only module that imports paramiko.
+With ec2dbn/transfer.py (its file-shipping half), this is the only module that imports paramiko.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
-import os
-import re
 import select
-import shlex
 import socket
-import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import paramiko
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.remote_output import (
-    CAPTURE_BYTES,
-    DEFAULT_PULL_LIMIT_MB,
-    MIB,
-    PULL_LIMIT_ENV,
-    Kept,
-    LineSplitter,
-    pull_limit_bytes,
-)
-
-ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
+from ec2dbn.remote_output import CAPTURE_BYTES, Kept, LineSplitter
+from ec2dbn.shell import quote_path, read_command
+from ec2dbn.transfer import FileTransfer, _ChannelClosed
 
 # Seconds. A silent network (instance gone without a TCP reset) is noticed within about this long.
 _CONNECT_TIMEOUT_S = 15.0
 _DEAD_PEER_S = 30
 _KEEPALIVE_S = 10
 _READ_CHUNK = 64 * 1024
-_PREFETCH_REQUESTS = 64  # SFTP reads in flight while pulling (32 KiB each): bounded memory, full speed
 
 
 @dataclass(frozen=True)
@@ -66,52 +52,6 @@ class RawResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
-
-
-def ssh_endpoint(default_host: str, default_port: int = 22) -> tuple[str, int]:
-    """The address to SSH to: `EC2DBN_SSH_ENDPOINT=host:port` when set (a tunnel, a bastion's forwarded
-    port, a test's loopback sshd), else the instance's own address. The pinned host key is checked
-    against whichever address this returns.
-    """
-    value = os.environ.get(ENDPOINT_ENV, "").strip()
-    if not value:
-        return default_host, default_port
-    if value.startswith("["):  # [IPv6]:port
-        host, _, rest = value[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else rest or str(default_port)
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-    else:  # a bare host name or IPv4 (no colon), or a bare IPv6 address (several)
-        host, port_text = value, str(default_port)
-    port = int(port_text) if port_text.isdigit() else 0
-    if not host or not 0 < port < 65536:
-        raise ConfigError(f"{ENDPOINT_ENV}={value!r} is not host:port (e.g. 127.0.0.1:2222)")
-    return host, port
-
-
-def quote_path(path: str) -> str:
-    """A remote path quoted for the shell. `~/x` stays relative to the login's home (commands start there)."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def shell_exports(env: Mapping[str, str] | None) -> str:
-    """`export NAME='value'; ...` to put before a remote command; ConfigError for an invalid name."""
-    parts = []
-    for name, value in (env or {}).items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError(f"{name!r} is not a valid environment variable name")
-        parts.append(f"export {name}={shlex.quote(value)}; ")
-    return "".join(parts)
-
-
-def read_command(path: str, offset: int, limit: int | None = None) -> str:
-    """Shell that prints the bytes of `path` from byte `offset` on (at most `limit`); nothing if absent."""
-    cmd = f"tail -c +{int(offset) + 1} {quote_path(path)} 2>/dev/null"
-    return f"{cmd} | head -c {int(limit)}" if limit else cmd
 
 
 def load_pinned_keys(pinned: str | Path) -> list[paramiko.PKey]:
@@ -155,7 +95,7 @@ def _is_key_type(word: str) -> bool:
     return word.startswith(("ssh-", "ecdsa-", "sk-"))
 
 
-class Remote:
+class Remote(FileTransfer):
     """One SSH target (host, port, user, private key, pinned host key); connects on first use.
 
     Not thread-safe for concurrent calls; one `Remote` per thread of work.
@@ -469,105 +409,6 @@ class Remote:
                 return True
             time.sleep(0.05)
 
-    # -- files --------------------------------------------------------------------------------------
-
-    def put_tree(self, files: Mapping[str, str | Path], remote_dir: str, timeout: float | None = None) -> int:
-        """Ship files and folders as ONE tar.gz stream unpacked into `remote_dir` (created if needed).
-
-        files: archive name ("trainer", "job.yaml", "data/x.gz") → local file or folder. __pycache__
-        folders and *.pyc files are left out. Returns the compressed bytes sent.
-        """
-        for name, local in files.items():
-            parts = PurePosixPath(name).parts
-            if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
-                raise ValueError(f"archive name {name!r} must be a relative path without '..'")
-            if not Path(local).exists():
-                raise ConfigError(f"cannot ship {local}: no such file or folder")
-        sent = 0
-
-        def feed(chan: paramiko.Channel) -> None:
-            nonlocal sent
-            sink = _ChannelWriter(chan)
-            with (
-                gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as gz,  # type: ignore[arg-type]
-                tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for name, local in files.items():
-                    try:
-                        tar.add(str(local), arcname=name, filter=_tar_filter)
-                    except OSError as exc:
-                        raise ConfigError(f"cannot pack {local} for upload: {_describe(exc)}") from exc
-            sent = sink.sent
-
-        dst = quote_path(remote_dir)
-        raw = self._exec(f"mkdir -p {dst} && tar xzf - -C {dst}", stdin=feed, timeout=timeout)
-        if raw.exit_code != 0:
-            detail = _decode(raw.stderr).strip().splitlines()[-1:] or [f"exit code {raw.exit_code}"]
-            raise RemoteError(f"unpacking the upload into {remote_dir} on {self.address} failed: {detail[0]}")
-        return sent
-
-    def put_file(self, local_path: str | Path, remote_path: str) -> None:
-        """Upload one file atomically (to a temporary name, then renamed); parent folders are created."""
-        if not Path(local_path).is_file():
-            raise ConfigError(f"cannot upload {local_path}: no such file")
-        sftp = self._sftp_client()
-        target = _sftp_path(remote_path)
-        part = f"{target}.part"
-        try:
-            try:
-                sftp.put(str(local_path), part)
-            except FileNotFoundError:  # the remote folder does not exist yet
-                self.run(f"mkdir -p {quote_path(str(PurePosixPath(remote_path).parent))}")
-                sftp.put(str(local_path), part)
-            sftp.posix_rename(part, target)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self.close()
-            raise RemoteError(
-                f"uploading {local_path} to {self.address}:{remote_path} failed: {_describe(exc)}"
-            ) from exc
-
-    def get_file(self, remote_path: str, local_path: str | Path) -> None:
-        """Download one file; the local file appears complete or not at all (temporary name, renamed).
-
-        Raises RemoteError when the file is larger than the pull limit (`pull_limit_bytes`), as its size
-        says or as its bytes arrive (a file still growing, or a server that misreports sizes).
-        """
-        limit = pull_limit_bytes()
-        local = Path(local_path)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        part = local.with_name(f".{local.name}.part")
-        sftp = self._sftp_client()
-        try:
-            with sftp.open(_sftp_path(remote_path), "rb") as src:
-                size = src.stat().st_size or 0
-                if size > limit:
-                    raise _TooLarge(f"is {size / MIB:.1f} MiB")
-                if size:
-                    src.prefetch(size, max_concurrent_requests=_PREFETCH_REQUESTS)
-                with part.open("wb") as dst:
-                    got = 0
-                    while data := src.read(_READ_CHUNK):
-                        got += len(data)
-                        if got > limit:
-                            raise _TooLarge(f"sent more than {limit / MIB:.1f} MiB")
-                        dst.write(data)
-            os.replace(part, local)
-        except _TooLarge as exc:
-            part.unlink(missing_ok=True)
-            self._drop_sftp()  # requests for the rest may still be in flight: a fresh session next time
-            value = os.environ.get(PULL_LIMIT_ENV) or str(DEFAULT_PULL_LIMIT_MB)
-            raise RemoteError(
-                f"{remote_path} on {self.address} {exc}, over the pull limit of {limit // MIB:,} MiB "
-                f"({PULL_LIMIT_ENV}={value}): not pulled; raise {PULL_LIMIT_ENV} to pull it"
-            ) from None
-        except FileNotFoundError as exc:
-            part.unlink(missing_ok=True)
-            raise RemoteError(f"{remote_path} does not exist on {self.address}") from exc
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            part.unlink(missing_ok=True)
-            self.close()
-            raise RemoteError(f"downloading {self.address}:{remote_path} failed: {_describe(exc)}") from exc
-
     def read_from(self, remote_path: str, offset: int, limit: int | None = None) -> bytes:
         """The bytes of `remote_path` from byte `offset` (at most `limit`); b"" when it does not exist."""
         return self._exec(read_command(remote_path, offset, limit)).stdout
@@ -575,42 +416,6 @@ class Remote:
     def exists(self, path: str) -> bool:
         """Whether `path` exists on the remote (file or folder)."""
         return self._exec(f"test -e {quote_path(path)}").exit_code == 0
-
-
-class _TooLarge(Exception):
-    """A pulled file is over the pull limit (the message says how it showed)."""
-
-
-class _ChannelClosed(Exception):
-    """The remote end stopped reading our stdin (told apart from local read errors)."""
-
-
-class _ChannelWriter:
-    """A write-only file object over a channel's stdin, counting bytes sent."""
-
-    def __init__(self, chan: paramiko.Channel) -> None:
-        self.chan = chan
-        self.sent = 0
-
-    def write(self, data: bytes) -> int:
-        try:
-            self.chan.sendall(data)
-        except OSError as exc:  # paramiko: "Socket is closed" once the remote command has exited
-            raise _ChannelClosed(str(exc)) from exc
-        self.sent += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    parts = PurePosixPath(info.name).parts
-    if "__pycache__" in parts or info.name.endswith(".pyc"):
-        return None
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
 
 
 def _tune_socket(sock: object) -> None:
@@ -625,11 +430,6 @@ def _tune_socket(sock: object) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _DEAD_PEER_S * 1000)
-
-
-def _sftp_path(path: str) -> str:
-    # SFTP starts in the login's home, like commands do: "~/x" is "x" there.
-    return path[2:] if path.startswith("~/") else path
 
 
 def _decode(data: bytes) -> str:

@@ -18,8 +18,9 @@ import yaml
 from ec2dbn import detached, state
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.remote import Remote, quote_path
+from ec2dbn.remote import Remote
 from ec2dbn.resources import trainer_dir
+from ec2dbn.shell import quote_path
 from ec2dbn.untrusted_json import read_object, text
 from trainer.contract import CHECKPOINT_FILE, INTERRUPTION_FILE, RESUME_FILES, SPOT_KIND
 from trainer.strict_json import dumps

@@ -14,7 +14,8 @@ import pytest
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import ENDPOINT_ENV, Remote, load_pinned_keys, ssh_endpoint
+from ec2dbn.remote import Remote, load_pinned_keys
+from ec2dbn.state import SSH_ENDPOINT_ENV, parse_endpoint
 from tests.support.sshd import SshServer, _keygen, remote_for, start_sshd
 
 
@@ -79,21 +80,17 @@ def test_wrong_client_key_is_a_clear_remote_error(sshd: SshServer, tmp_path: Pat
 
 
 def test_ssh_endpoint_override(sshd: SshServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
-    assert ssh_endpoint("203.0.113.7") == ("203.0.113.7", 22)
-    monkeypatch.setenv(ENDPOINT_ENV, f"{sshd.host}:{sshd.port}")
-    host, port = ssh_endpoint("203.0.113.7")
+    """$EC2DBN_SSH_ENDPOINT is parsed by state.parse_endpoint; the address it gives really connects."""
+    monkeypatch.setenv(SSH_ENDPOINT_ENV, f"{sshd.host}:{sshd.port}")
+    host, port = parse_endpoint(f"{sshd.host}:{sshd.port}")
     assert (host, port) == (sshd.host, sshd.port)
     with Remote(host, port, sshd.user, sshd.client_key, sshd.host_public_key) as r:
         assert r.run("echo via-override").stdout == "via-override\n"
-    monkeypatch.setenv(ENDPOINT_ENV, "[::1]:2200")
-    assert ssh_endpoint("x") == ("::1", 2200)
-    monkeypatch.setenv(ENDPOINT_ENV, "bastion.example")
-    assert ssh_endpoint("x", 2222) == ("bastion.example", 2222)
+    assert parse_endpoint("[::1]:2200") == ("::1", 2200)
+    assert parse_endpoint("bastion.example") == ("bastion.example", 22)
     for bad in ("host:notaport", "host:0", ":22"):
-        monkeypatch.setenv(ENDPOINT_ENV, bad)
-        with pytest.raises(ConfigError, match=ENDPOINT_ENV):
-            ssh_endpoint("x")
+        with pytest.raises(ConfigError, match=SSH_ENDPOINT_ENV):
+            parse_endpoint(bad)
 
 
 def test_wait_until_reachable_retries_until_sshd_starts(tmp_path: Path) -> None:
