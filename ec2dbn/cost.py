@@ -246,17 +246,28 @@ def job_epochs(job: Any) -> int:
     return int(job.model.epochs) + pretrain_epochs
 
 
-def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
-    """The cost estimate printed before launch: the stack's first candidate at `price` (default: its
-    on-demand list price, or the stack's spot max_price — an upper bound for spot)."""
+def estimate_line(
+    stack: Any, epochs: int, price: Price | None = None, instance: InstanceType | None = None
+) -> str:
+    """The cost estimate printed before launch: the stack's first candidate (`instance`, default its
+    catalog entry) at `price` (default: its on-demand list price, or the stack's spot max_price — an upper
+    bound for spot). A type without a known price gets the time estimate and "price unknown"."""
     from ec2dbn import catalog
 
-    itype = stack.candidates[0]
+    itype = instance.name if instance is not None else stack.candidates[0]
+    instance = instance or catalog.lookup(itype)
     bound = ""
-    if price is None:
+    if price is None and catalog.bundled_price(itype, stack.region) is not None:
         price = catalog.on_demand_price(itype, stack.region)
         if stack.market == "spot":
             bound = " (an upper bound: spot usually costs less)"
             if stack.max_price is not None:
                 price = Price(stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot")
-    return f"{estimate_job(catalog.lookup(itype), price, epochs).describe()}{bound}"
+    if price is None:
+        est = estimate_job(instance, Price(0.0, "price unknown", "", stack.region), epochs)
+        return (
+            f"estimated time ~{est.seconds:g} s: {est.epochs} epoch{'' if est.epochs == 1 else 's'} × "
+            f"{est.seconds_per_epoch:g} s + {est.overhead_s:g} s overhead ({est.basis}); cost: price unknown "
+            f"(no bundled price for {itype} in {stack.region})"
+        )
+    return f"{estimate_job(instance, price, epochs).describe()}{bound}"

@@ -12,7 +12,7 @@ import pytest
 
 from ec2dbn import state
 from ec2dbn.aws import network, session
-from ec2dbn.aws.errors import quota_for
+from ec2dbn.aws.quotas import quota_for
 from ec2dbn.cli import main
 from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import (
@@ -286,7 +286,9 @@ def test_unknown_profile_and_rejected_keys(
         "DescribeInstances", "AuthFailure", "AWS was not able to validate the provided access credentials"
     )
     rc, _, err = cli(capsys, "launch", "--no-bootstrap")
-    assert rc == 2 and "AWS rejected the credentials (AuthFailure" in last_line(err)
+    line = last_line(err)
+    assert rc == 2 and "AWS could not validate the credentials (AuthFailure" in line
+    assert "aws sts get-caller-identity" in line and "AWS_PROFILE" in line
 
 
 def test_debug_shows_the_traceback(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
