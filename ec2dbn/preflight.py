@@ -19,6 +19,7 @@ from ec2dbn.aws.errors import CREDENTIALS_HINT
 from ec2dbn.aws.prices import spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.config import Stack
+from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 
 
@@ -116,7 +117,7 @@ def _types(aws: Aws, stack: Stack, checks: list[Check]) -> dict[str, catalog.Ins
         gpu = f"{spec.gpu_count}x {spec.gpu_model}" if spec.gpu_count else "no GPU"
         cc = f", compute capability {spec.gpu_compute_capability}" if spec.gpu_compute_capability else ""
         price = catalog.bundled_price(t, stack.region)
-        cost = f"${price.usd_per_hour:.4f}/h on-demand" if price else "price unknown"
+        cost = f"{format_usd(price.usd_per_hour)}/h on-demand" if price else "price unknown"
         detail = f"{t}: {spec.vcpus} vCPUs, {spec.memory_gib:g} GiB, {gpu}{cc}; {cost}"
         checks.append(Check("instance types", "ok", detail))
     return specs
@@ -180,14 +181,15 @@ def _zones(aws: Aws, stack: Stack, net: vpc.Network | None, checks: list[Check])
     usable: dict[str, list[str]] = {}
     lines = []
     for t in stack.candidates:
-        zones = [
-            z for z in offered.get(t, []) if not stack.availability_zones or z in stack.availability_zones
-        ]
+        everywhere = offered.get(t, [])
+        zones = [z for z in everywhere if not stack.availability_zones or z in stack.availability_zones]
         usable[t] = [z for z in zones if z in net.subnets]
         if usable[t]:
             lines.append(f"{t}: {', '.join(z.removeprefix(aws.region) for z in usable[t])}")
         elif zones:
-            lines.append(f"{t}: offered in {', '.join(zones)}, none with a subnet")
+            lines.append(f"{t}: offered in {', '.join(zones)}, none of which has a subnet of {net.source}")
+        elif everywhere:
+            lines.append(f"{t}: offered in {', '.join(everywhere)}, none in availability_zones")
         else:
             lines.append(f"{t}: not offered in {aws.region}")
     if any(usable.values()):
@@ -238,13 +240,19 @@ def _spot(aws: Aws, stack: Stack, usable: dict[str, list[str]], checks: list[Che
         return
     zone, price = min(by_zone.items(), key=lambda zp: (zp[1].usd_per_hour, zp[0]))
     od = catalog.bundled_price(first, stack.region)
-    versus = f"; on-demand ${od.usd_per_hour:.4f}/h" if od else ""
-    detail = f"{first}: ${price.usd_per_hour:.4f}/h in {zone} (cheapest zone, tried first){versus}"
+    versus = f"; on-demand {format_usd(od.usd_per_hour)}/h" if od else ""
+    detail = f"{first}: {format_usd(price.usd_per_hour)}/h in {zone} (cheapest zone, tried first){versus}"
     if stack.max_price is not None and price.usd_per_hour > stack.max_price:
         fix = "raise max_price, leave it out (spot then caps at on-demand), or allow fallback: on-demand"
         blocking = stack.fallback != "on-demand"
         checks.append(
-            Check("spot price", "fail", f"{detail}, above max_price ${stack.max_price:.4f}/h", fix, blocking)
+            Check(
+                "spot price",
+                "fail",
+                f"{detail}, above max_price {format_usd(stack.max_price)}/h",
+                fix,
+                blocking,
+            )
         )
         return
     checks.append(Check("spot price", "ok", detail))
