@@ -130,12 +130,14 @@ def _specific(exc: ClientError, code: str, msg: str, *, region: str, action: str
             f"the AWS credentials have expired ({code}): refresh them (`aws sso login`, or new "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN) and rerun"
         )
-    if code in _DENIED_CODES:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _DENIED_CODES or (code == "403" and status == 403):  # 403: a body botocore could not parse
         from ec2dbn.aws.iam_policy import required_action
 
         needed = required_action(getattr(exc, "operation_name", "") or "")
         what = f"they lack {needed}" if needed else "they lack a permission"
-        return CloudError(f"{action}: AWS denied it in {region} ({code}): {what}; {POLICY_HINT}")
+        shown = "AccessDenied, HTTP 403" if code == "403" else code
+        return CloudError(f"{action}: AWS denied it in {region} ({shown}): {what}; {POLICY_HINT}")
     if code == "OptInRequired":
         return CloudError(
             f"{action}: {region} is not enabled for this account, or the account is not subscribed to EC2 "

@@ -74,7 +74,7 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Sid": "ImageAliases",
             "Effect": "Allow",
             "Action": "ssm:GetParameter",
-            "Resource": f"arn:{partition}:ssm:*::parameter/aws/service/*",
+            "Resource": f"arn:{partition}:ssm:*:*:parameter/aws/service/*",
         },
         {
             "Sid": "CreateTaggedKeyPairAndSecurityGroup",
