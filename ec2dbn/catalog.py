@@ -320,6 +320,12 @@ def describe(
     return described
 
 
+def listed(instance_type: str) -> InstanceType | None:
+    """The catalog's usable entry for `instance_type`; None when the catalog does not list it (EC2 is
+    asked at plan). Raises ConfigError for a malformed name or a retired family, like `check_name`."""
+    return _catalog().types.get(check_name(instance_type))
+
+
 def bundled_price(instance_type: str, region: str) -> Price | None:
     """The bundled on-demand price of a catalog type in `region` (see `list_price`); None for a type the
     catalog does not list: the price is unknown, not guessed."""

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import boto3
-
+from ec2dbn import catalog
 from ec2dbn.aws.errors import aws_errors
 from ec2dbn.aws.session import Aws
-from ec2dbn.errors import ConfigError
-
-_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 
 
 @dataclass(frozen=True)
@@ -34,24 +30,10 @@ def identity(aws: Aws) -> Identity:
     return Identity(account=str(resp["Account"]), arn=str(resp["Arn"]))
 
 
-def known_regions() -> list[str]:
-    """Every EC2 region botocore's bundled endpoint data knows, in all partitions (offline)."""
-    session = boto3.session.Session()
-    found: set[str] = set()
-    for partition in _PARTITIONS:
-        found.update(session.get_available_regions("ec2", partition_name=partition))
-    return sorted(found)
-
-
 def zones(aws: Aws) -> list[str]:
     """The region's available zones. ConfigError for a region name AWS does not have; CloudError when the
     region is not enabled for the account (OptInRequired) or cannot be reached."""
-    known = known_regions()
-    if known and aws.region not in known:
-        raise ConfigError(
-            f"{aws.region} is not an AWS region (botocore knows {len(known)}, e.g. us-east-1, us-west-2, "
-            "eu-west-1); pass --region or fix the stack's region"
-        )
+    catalog.check_region(aws.region)  # offline first: a typo is not sent to a host that does not exist
     with aws_errors(aws.region, f"listing the availability zones of {aws.region}"):
         found = aws.ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])[
             "AvailabilityZones"

@@ -21,7 +21,6 @@ Resource types, ARN forms and condition keys per action follow AWS's Service Aut
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ec2dbn.aws.tags import MANAGED_TAG, RUN_TAG, TEARDOWN_TAG
@@ -195,8 +194,3 @@ def required_action(operation: str) -> str | None:
         if action.split(":", 1)[1] == operation:
             return action
     return None
-
-
-def render(partition: str = "aws") -> str:
-    """The policy as the JSON text to save and attach."""
-    return json.dumps(policy(partition), indent=2)

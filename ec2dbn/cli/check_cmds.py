@@ -68,5 +68,5 @@ def iam_policy_cmd(partition: str) -> int:
       aws iam create-policy --policy-name ec2dbn --policy-document file://ec2dbn-policy.json
       aws iam attach-user-policy --user-name YOU --policy-arn arn:aws:iam::ACCOUNT:policy/ec2dbn
     """
-    click.echo(iam_policy.render(partition))
+    click.echo(dumps(iam_policy.policy(partition), indent=2))
     return 0

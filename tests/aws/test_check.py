@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_network_vpc import custom_vpc, remove_default_vpc
-from tests.support.moto_server import MotoServer, add_hook, inject_error, tagged_resources
+from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
 def stack_file(tmp_path: Path, **fields: Any) -> str:
@@ -118,18 +118,21 @@ def test_missing_credentials(
     assert {c["status"] for c in report["checks"][1:]} == {"skip"}
 
 
-@pytest.mark.parametrize(
-    ("how", "words"),
-    [("name", "us-east-9 is not an AWS region"), ("opt-in", "not enabled for this account")],
-)
-def test_a_region_that_cannot_be_used(
-    how: str, words: str, aws: MotoServer, capsys: pytest.CaptureFixture[str]
+def test_a_region_name_aws_does_not_have_is_refused_before_any_call(
+    aws: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if how == "opt-in":
-        inject_error("DescribeAvailabilityZones", "OptInRequired", "You are not subscribed", times=None)
-    rc, report, _ = check(capsys, "--region", "us-east-9" if how == "name" else "us-east-1")
+    calls = count_calls()
+    rc, out, err = cli(capsys, "check", "--json", "--region", "us-east-9")
+    assert rc == 2 and not out.strip()
+    assert len(err.strip().splitlines()) == 1 and "'us-east-9' is not an AWS region" in err
+    assert calls.calls == 0
+
+
+def test_a_region_not_enabled_for_the_account(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
+    inject_error("DescribeAvailabilityZones", "OptInRequired", "You are not subscribed", times=None)
+    rc, report, _ = check(capsys, "--region", "us-east-1")
     (region,) = rows(report, "region")
-    assert rc == 1 and region["status"] == "fail" and words in region["detail"]
+    assert rc == 1 and region["status"] == "fail" and "not enabled for this account" in region["detail"]
     assert "--region" in region["fix"]
 
 

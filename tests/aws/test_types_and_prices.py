@@ -90,6 +90,29 @@ def test_a_gpu_type_outside_the_catalog_shows_the_gpu_ec2_reports(
     assert "8x NVIDIA H200" in row and "192" in row and "price unknown" in row
 
 
+def test_a_network_too_large_for_a_type_outside_the_catalog_is_refused_at_plan(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Validation cannot size a type the catalog lacks; the plan phase checks the job against what EC2
+    describes (c5.xlarge: 8 GiB RAM, no GPU) before anything is created."""
+    stack = stack_file(tmp_path, instance_type="c5.xlarge", market="on-demand", fallback="none")
+    wide = {"data": {"name": "digits"}, "model": {"layers": [64, 50_000_000, 10]}}
+    for job, words in (
+        (wide, "but c5.xlarge has (RAM; it trains on the CPU) 8.0 GiB"),
+        (
+            {**wide, "model": {"layers": [64, 10]}, "backend": "cupy"},
+            "backend: cupy needs a GPU, but c5.xlarge",
+        ),
+    ):
+        path = tmp_path / "job.yaml"
+        path.write_text(json.dumps(job))
+        for verb in ("plan", "train"):
+            rc, out, err = cli(capsys, verb, str(path), "--stack", stack)
+            (error,) = [line for line in err.splitlines() if not line.startswith("warning: ")]
+            assert rc == 2 and error.startswith("error: ") and words in error, (out, err)
+    assert tagged_resources(aws) == NOTHING
+
+
 def test_a_typo_is_refused_with_the_closest_name_before_anything_is_created(
     aws: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
