@@ -1,9 +1,11 @@
 """Stack definitions: the strict model of a `stacks/*.yaml` file, loading it, and command-line overrides.
 
-A stack says what to launch (region, instance type candidates, market, image, disk) and how to reach it
-(ssh user, the CIDR allowed in, where the job runs). Everything is checked here, before any AWS call:
-unknown keys, wrong types, impossible values and instance types the catalog refuses (g2) all become one
-`ConfigError` line naming the field, which the CLI turns into exit code 2.
+A stack says what to launch (region, instance type candidates, market, image, disk), where (the default
+VPC, or `vpc_id` / `subnet_ids` / `subnet_tags`) and how to reach it (ssh user, the CIDR allowed in, where
+the job runs). Everything is checked here, before any AWS call: unknown keys, wrong types, impossible
+values, malformed type names and retired families (g2) all become one `ConfigError` line naming the
+field, which the CLI turns into exit code 2. A well-formed type the catalog does not list passes: the plan
+phase asks EC2 what it is.
 
 Region precedence for `launch`: `--region` flag, then the AWS_REGION environment variable, then the
 stack's own `region` (see `launch_region`).
