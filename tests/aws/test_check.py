@@ -12,22 +12,14 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from tests.aws import helpers
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_network_vpc import custom_vpc, remove_default_vpc
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
 def stack_file(tmp_path: Path, **fields: Any) -> str:
-    base = {
-        "name": "c",
-        "region": "us-east-1",
-        "instance_type": "g4dn.xlarge",
-        "image": "ubuntu22",
-        "volume_gb": 30,
-    }
-    path = tmp_path / "c.yaml"
-    path.write_text(json.dumps({**base, **fields}))
-    return str(path)
+    return helpers.stack_file(tmp_path, "c", **fields)
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:

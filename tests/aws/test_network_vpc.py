@@ -4,27 +4,18 @@ default VPC and no subnets named is one line saying so. Against moto, with plain
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.aws import helpers
 from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import MotoServer, inject_error, tagged_resources
 
 
 def stack_file(tmp_path: Path, **fields: Any) -> str:
-    base = {
-        "name": "net",
-        "region": "us-east-1",
-        "instance_type": "g4dn.xlarge",
-        "image": "ubuntu22",
-        "volume_gb": 30,
-    }
-    path = tmp_path / "net.yaml"
-    path.write_text(json.dumps({**base, **fields}))
-    return str(path)
+    return helpers.stack_file(tmp_path, "net", **fields)
 
 
 def custom_vpc(aws: MotoServer, zones: dict[str, dict[str, str] | None]) -> tuple[str, dict[str, str]]:

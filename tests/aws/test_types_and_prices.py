@@ -12,21 +12,8 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from tests.aws.helpers import NOTHING, cli
+from tests.aws.helpers import NOTHING, cli, stack_file
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
-
-
-def stack_file(tmp_path: Path, **fields: Any) -> str:
-    base = {
-        "name": "t",
-        "region": "us-east-1",
-        "instance_type": "g4dn.xlarge",
-        "image": "ubuntu22",
-        "volume_gb": 30,
-    }
-    path = tmp_path / "t.yaml"
-    path.write_text(json.dumps({**base, **fields}))
-    return str(path)
 
 
 def answer(operation: str, body: dict[str, Any], service: str = "ec2") -> None:
