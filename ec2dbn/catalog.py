@@ -5,7 +5,8 @@ Why a bundled file: AWS's Pricing API needs credentials and a network round trip
 ships `data/catalog.yaml`, stamped with the date and source of its prices, and says so wherever a price
 is printed. Live spot prices come from `ec2dbn.aws.prices.spot_price` instead.
 
-Validation lives here too: an instance type is checked against the catalog before any AWS call, and
+Validation lives here too: an instance type name is checked before any AWS call (well-formed, not of a
+retired family; types the catalog does not list are described by EC2 in the plan phase, `describe`), and
 families whose GPU current software cannot drive are retired (listed, flagged, refused with a suggestion):
 below compute capability 5.0 (the seed's g2 GRID K520 at 3.0, p2's K80 at 3.7) CUDA 12 and CuPy cannot
 run them; below 7.5 (g3's Maxwell M60 at 5.2, p3's Volta V100 at 7.0) no current driver does, because
@@ -41,6 +42,31 @@ BASE_REGION = "us-east-1"
 
 #: An availability zone: its region, then one letter (applied with fullmatch).
 AZ_RE = re.compile(r"([a-z]{2,4}(?:-gov|-iso[a-z]?|-de)?-[a-z]+-\d+)[a-z]")
+
+#: An EC2 instance type name: family (letters, digits, '-': g4dn, p6-b200, u-6tb1) '.' size (fullmatch).
+_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
+
+#: Compute capability of the NVIDIA GPUs EC2 describes (DescribeInstanceTypes GpuInfo.Gpus[].Name), for
+#: types that are not in the bundled catalog. Names missing here (a GPU newer than this table) are taken
+#: as current: every GPU below compute capability 7.5 that EC2 ever offered is listed.
+NVIDIA_COMPUTE_CAPABILITY = {
+    "K520": "3.0",
+    "K80": "3.7",
+    "M60": "5.2",
+    "V100": "7.0",
+    "T4": "7.5",
+    "T4g": "7.5",
+    "A100": "8.0",
+    "A10G": "8.6",
+    "L4": "8.9",
+    "L40S": "8.9",
+    "H100": "9.0",
+    "H200": "9.0",
+    "B200": "10.0",
+}
+
+#: Used to suggest a type instead of a retired one that the catalog has no suggestion for.
+DEFAULT_SUGGESTION = "g4dn.xlarge"
 
 
 @dataclass(frozen=True)
@@ -177,7 +203,7 @@ def _why_retired(t: InstanceType) -> str:
 
 
 def _refusal(name: str, t: InstanceType) -> ConfigError:
-    suggestion = t.suggestion or "g4dn.xlarge"
+    suggestion = t.suggestion or DEFAULT_SUGGESTION
     modern = _catalog().types.get(suggestion)
     modern_gpu = f" ({modern.gpu_model})" if modern and modern.gpu_model else ""
     why = _why_retired(t)
@@ -230,6 +256,81 @@ def known_regions() -> tuple[str, ...]:
             }
         )
     )
+
+
+def check_name(instance_type: str) -> str:
+    """The normalised type name if it may be asked of EC2, before any AWS call.
+
+    A well-formed name the catalog does not list passes: the plan phase asks EC2 what it is. Raises
+    ConfigError for a malformed name and for a retired family (any size), like `lookup`.
+    """
+    name = str(instance_type).strip().lower()
+    if not _TYPE_RE.fullmatch(name):
+        raise ConfigError(f"{instance_type!r} is not an instance type name (family.size, e.g. g4dn.xlarge)")
+    entry = _catalog().types.get(name) or _retired_families().get(name.split(".", 1)[0])
+    if entry is not None and entry.retired:
+        raise _refusal(name, entry)
+    return name
+
+
+def closest(instance_type: str) -> str | None:
+    """The usable catalog type whose name is closest to `instance_type` (a typo's likely meaning)."""
+    usable = [n for n, t in _catalog().types.items() if not t.retired]
+    found = difflib.get_close_matches(str(instance_type).strip().lower(), usable, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def describe(
+    name: str,
+    *,
+    vcpus: int,
+    memory_gib: float,
+    gpu_model: str | None = None,
+    gpu_manufacturer: str | None = None,
+    gpu_count: int = 0,
+    gpu_memory_gib: float = 0.0,
+) -> InstanceType:
+    """What `name` is: its catalog entry when the catalog lists it, else an entry built from what EC2
+    describes (DescribeInstanceTypes: vCPUs, memory in GiB, GPU name and manufacturer, GPU memory per GPU
+    in GiB). The compute capability of an NVIDIA GPU comes from NVIDIA_COMPUTE_CAPABILITY, and the
+    catalog's retirement rule applies to it: ConfigError (with a type to use instead) below 7.5."""
+    name = check_name(name)
+    entry = _catalog().types.get(name)
+    if entry is not None:
+        return entry
+    manufacturer = (gpu_manufacturer or "").strip()
+    model = f"{manufacturer} {gpu_model}".strip() if gpu_model else None
+    cc = NVIDIA_COMPUTE_CAPABILITY.get(gpu_model or "") if manufacturer.upper() == "NVIDIA" else None
+    described = InstanceType(
+        name=name,
+        family=name.split(".", 1)[0],
+        gpu_model=model if gpu_count else None,
+        gpu_count=int(gpu_count) if gpu_model else 0,
+        gpu_memory_gib=float(gpu_memory_gib) if gpu_model else 0.0,
+        gpu_compute_capability=cc,
+        vcpus=int(vcpus),
+        memory_gib=float(memory_gib),
+        previous_generation=_is_retired(cc),
+        note="described by EC2 (not in ec2dbn's catalog)",
+        retired=_is_retired(cc),
+        suggestion=DEFAULT_SUGGESTION if _is_retired(cc) else None,
+    )
+    if described.retired:
+        raise _refusal(name, described)
+    return described
+
+
+def listed(instance_type: str) -> InstanceType | None:
+    """The catalog's usable entry for `instance_type`; None when the catalog does not list it (EC2 is
+    asked at plan). Raises ConfigError for a malformed name or a retired family, like `check_name`."""
+    return _catalog().types.get(check_name(instance_type))
+
+
+def bundled_price(instance_type: str, region: str) -> Price | None:
+    """The bundled on-demand price of a catalog type in `region` (see `list_price`); None for a type the
+    catalog does not list: the price is unknown, not guessed."""
+    entry = _catalog().types.get(str(instance_type).strip().lower())
+    return list_price(entry, region) if entry is not None else None
 
 
 def check_region(region: str) -> str:

@@ -1,9 +1,11 @@
 """Stack definitions: the strict model of a `stacks/*.yaml` file, loading it, and command-line overrides.
 
-A stack says what to launch (region, instance type candidates, market, image, disk) and how to reach it
-(ssh user, the CIDR allowed in, where the job runs). Everything is checked here, before any AWS call:
-unknown keys, wrong types, impossible values and instance types the catalog refuses (g2) all become one
-`ConfigError` line naming the field, which the CLI turns into exit code 2.
+A stack says what to launch (region, instance type candidates, market, image, disk), where (the default
+VPC, or `vpc_id` / `subnet_ids` / `subnet_tags`) and how to reach it (ssh user, the CIDR allowed in, where
+the job runs). Everything is checked here, before any AWS call: unknown keys, wrong types, impossible
+values, malformed type names and retired families (g2) all become one `ConfigError` line naming the
+field, which the CLI turns into exit code 2. A well-formed type the catalog does not list passes: the plan
+phase asks EC2 what it is.
 
 Region precedence for `launch`: `--region` flag, then the AWS_REGION environment variable, then the
 stack's own `region` (see `launch_region`).
@@ -41,6 +43,8 @@ RESERVED_TAG_PREFIXES = ("ec2dbn:", "aws:")
 # Every pattern is applied with fullmatch: `$` would also match before a trailing newline, and a name
 # ending in one splits the cloud-config comment it is written into.
 _AMI_RE = re.compile(r"ami-[0-9a-f]{8,17}")
+_VPC_RE = re.compile(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+_SUBNET_RE = re.compile(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _REMOTE_DIR_RE = re.compile(r"~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+")
 
@@ -66,6 +70,9 @@ class Stack(BaseModel):
     fallback: Literal["on-demand", "none"] = "on-demand"
     max_price: float | None = None
     availability_zones: list[str] | None = None
+    vpc_id: str | None = None
+    subnet_ids: list[str] | None = None
+    subnet_tags: dict[str, str] | None = None
     image: str = "dlami-ubuntu22"
     volume_gb: int = 100
     ssh_user: str = "ubuntu"
@@ -104,7 +111,7 @@ class Stack(BaseModel):
             raise ValueError("lists the same instance type twice")
         for t in names:
             try:
-                catalog.lookup(t)
+                catalog.check_name(t)  # well-formed, not retired; EC2 describes unlisted types at plan
             except ConfigError as exc:  # the catalog's one-liner, re-raised so the field is named
                 raise ValueError(str(exc)) from None
         return names
@@ -132,6 +139,38 @@ class Stack(BaseModel):
                 raise ValueError(f"{az} is not in region {region}")
         if len(set(v)) != len(v):
             raise ValueError("lists the same zone twice")
+        return v
+
+    @field_validator("vpc_id")
+    @classmethod
+    def _vpc(cls, v: str | None) -> str | None:
+        if v is not None and not _VPC_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a VPC id (vpc- and 8 or 17 hex digits)")
+        return v
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("is empty; leave it out to use the default VPC's subnets")
+        for s in v:
+            if not _SUBNET_RE.fullmatch(s):
+                raise ValueError(f"{s!r} is not a subnet id (subnet- and 8 or 17 hex digits)")
+        if len(set(v)) != len(v):
+            raise ValueError("lists the same subnet twice")
+        return v
+
+    @field_validator("subnet_tags")
+    @classmethod
+    def _subnet_tags(cls, v: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("is empty; give tags the subnets carry, e.g. {ec2dbn: 'yes'}")
+        if info.data.get("subnet_ids"):
+            raise ValueError("give subnet_ids or subnet_tags, not both")
         return v
 
     @field_validator("image")
@@ -337,6 +376,11 @@ def apply_overrides(
     changes = {k: v for k, v in changes.items() if v is not None}
     if "region" in changes and changes["region"] != stack.region:
         data["availability_zones"] = None
+        if stack.vpc_id or stack.subnet_ids:  # VPCs and subnets are regional: they cannot follow
+            raise ConfigError(
+                f"--region: stack {stack.name}'s vpc_id/subnet_ids are in {stack.region}; "
+                f"use a stack file for {changes['region']}, or leave --region out"
+            )
     data.update(changes)
     try:
         return Stack.model_validate(data)

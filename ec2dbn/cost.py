@@ -246,23 +246,46 @@ def job_epochs(job: Any) -> int:
     return int(job.model.epochs) + pretrain_epochs
 
 
-def stack_estimate(stack: Any, epochs: int, price: Price | None = None) -> tuple[JobEstimate, str]:
-    """The cost estimate before launch: the stack's first candidate at `price` (default: its on-demand list
-    price, or the stack's spot max_price), and a note when that is an upper bound ("" otherwise)."""
+UNKNOWN_PRICE = "price unknown"
+
+
+def stack_estimate(
+    stack: Any, epochs: int, price: Price | None = None, instance: InstanceType | None = None
+) -> tuple[JobEstimate, str]:
+    """The cost estimate before launch: the stack's first candidate (`instance`, default its catalog entry)
+    at `price` (default: its on-demand list price, or the stack's spot max_price), and a note when that is
+    an upper bound ("" otherwise). A type without a known price is priced at 0 from UNKNOWN_PRICE: its time
+    estimate holds, its cost does not (`price_known` says which)."""
     from ec2dbn import catalog
 
-    itype = stack.candidates[0]
+    itype = instance.name if instance is not None else stack.candidates[0]
+    instance = instance or catalog.lookup(itype)
     bound = ""
-    if price is None:
+    if price is None and catalog.bundled_price(itype, stack.region) is not None:
         price = catalog.on_demand_price(itype, stack.region)
         if stack.market == "spot":
             bound = " (an upper bound: spot usually costs less)"
             if stack.max_price is not None:
                 price = Price(stack.max_price, "the stack's spot max_price", price.date, stack.region, "spot")
-    return estimate_job(catalog.lookup(itype), price, epochs), bound
+    if price is None:
+        price = Price(0.0, UNKNOWN_PRICE, "", stack.region)
+        bound = f" (no bundled price for {itype} in {stack.region})"
+    return estimate_job(instance, price, epochs), bound
 
 
-def estimate_line(stack: Any, epochs: int, price: Price | None = None) -> str:
+def price_known(estimate: JobEstimate) -> bool:
+    return estimate.price.source != UNKNOWN_PRICE
+
+
+def estimate_line(
+    stack: Any, epochs: int, price: Price | None = None, instance: InstanceType | None = None
+) -> str:
     """The cost estimate printed before launch (`stack_estimate` in one line)."""
-    estimate, bound = stack_estimate(stack, epochs, price)
-    return f"{estimate.describe()}{bound}"
+    est, note = stack_estimate(stack, epochs, price, instance)
+    if price_known(est):
+        return f"{est.describe()}{note}"
+    return (
+        f"estimated time ~{est.seconds:g} s: {est.epochs} epoch{'' if est.epochs == 1 else 's'} × "
+        f"{est.seconds_per_epoch:g} s + {est.overhead_s:g} s overhead ({est.basis}); "
+        f"cost: price unknown{note}"
+    )

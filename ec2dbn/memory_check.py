@@ -5,8 +5,9 @@ the data set in float32) from the job alone; here that floor is compared with th
 trainer would use:
 
 - on EC2, for every candidate type of the stack (a launch may land on any of them): one GPU's memory
-  (`gpu_memory_gib` from the catalog; the trainer uses one GPU, so more GPUs do not add room) when the type
-  has GPUs and the backend is not numpy, else the instance's RAM (`memory_gib`);
+  (`gpu_memory_gib` from the catalog, or from EC2's description at plan for a type the catalog lacks;
+  the trainer uses one GPU, so more GPUs do not add room) when the type has GPUs and the backend is not
+  numpy, else the instance's RAM (`memory_gib`);
 - with `--local`, this machine's physical RAM (os.sysconf).
 
 A job that does not fit is a ConfigError (exit 2) with the figures, not a paid instance that dies on its
@@ -16,6 +17,7 @@ first allocation. `backend: cupy` on a type without a GPU is refused here too, f
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from ec2dbn import catalog
 from ec2dbn.config import Stack
@@ -46,9 +48,17 @@ def _refusal(job: Job, estimate: MemoryEstimate, where: str, capacity: int, advi
     )
 
 
-def check_fits(job: Job, stack: Stack | None, backend: str | None = None) -> None:
+def check_fits(
+    job: Job,
+    stack: Stack | None,
+    backend: str | None = None,
+    described: Mapping[str, catalog.InstanceType] | None = None,
+) -> None:
     """ConfigError unless `job` (with `backend` overriding its own) fits every candidate type of `stack`,
-    or this machine's RAM when `stack` is None (`--local`)."""
+    or this machine's RAM when `stack` is None (`--local`).
+
+    A candidate the catalog does not list is checked with what EC2 describes (`described`, by type name,
+    from the plan phase); while validating, before AWS is asked, it is skipped."""
     backend = backend or job.backend
     estimate = estimate_memory(job)
     smaller = "use narrower layers or a smaller minibatch_size"
@@ -58,7 +68,9 @@ def check_fits(job: Job, stack: Stack | None, backend: str | None = None) -> Non
             raise _refusal(job, estimate, "this machine has", capacity, f"{smaller}, or train on EC2")
         return
     for name in stack.candidates:
-        entry = catalog.lookup(name)
+        entry = (described or {}).get(name) or catalog.listed(name)
+        if entry is None:
+            continue  # not in the catalog: checked at plan, with what EC2 describes
         if backend == "cupy" and not entry.is_gpu:
             raise ConfigError(
                 f"backend: cupy needs a GPU, but {name} (a candidate of stack {stack.name}) has none; "

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ec2dbn import cost, stacks
+from ec2dbn import catalog, cost, stacks
 from ec2dbn.aws import provision
 from ec2dbn.errors import CloudError
 from ec2dbn.events import Reporter
+from ec2dbn.memory_check import check_fits
+from ec2dbn.preflight import require_account
 from ec2dbn.validation import Validated
 
 
@@ -29,12 +31,17 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
     Raises StackBusyError when another run holds the stack, ConfigError when the running instance is
     not what the stack asks for.
     """
+    require_account(v.stack.region)  # credentials and region first: the cause of a failure comes first
     existing = stacks.reusable_instance(v.stack, run_id)
     if existing is not None:
-        price = provision.prices(v.stack.region, existing.instance_type, existing.market, None, None)[1]
-        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price)
+        region, itype = v.stack.region, existing.instance_type
+        price = provision.prices(region, itype, existing.market, None, None)[1]
+        spec = provision.instance_spec(region, itype)
+        check_fits(v.job, v.stack, v.backend, {itype: spec})
+        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price, spec)
     p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
-    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly)
+    check_fits(v.job, v.stack, v.backend, _described(p))
+    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
 
 def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
@@ -44,6 +51,13 @@ def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tupl
         cidr = stacks.resolve_cidr(v.stack, reporter)
     except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
         cidr = "your public IP as /32 (resolved at launch)"
+    require_account(v.stack.region)
     p = provision.plan(v.stack, cidr=cidr, reporter=reporter)
+    check_fits(v.job, v.stack, v.backend, _described(p))
     checks = provision.dry_run(p, reporter=reporter)
-    return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly)
+    return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
+
+
+def _described(p: provision.Plan) -> dict[str, catalog.InstanceType]:
+    """What each candidate is (the catalog's entry or EC2's description), for the memory check."""
+    return {c.instance_type: c.spec for c in p.candidates}

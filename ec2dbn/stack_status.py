@@ -77,7 +77,7 @@ def _status_for(region: str, name: str, inv: Inventory, local: state.StackState 
             with contextlib.suppress(ValueError):
                 left = max(0, int((state.parse_iso(deadline) - now).total_seconds()))
         so_far = None
-        if launched is not None:
+        if launched is not None and price is not None:
             segment = cost.InstanceSegment(iid, inst["InstanceType"], market, price.usd_per_hour, launched)
             so_far = round(cost.actual_cost([segment], now=now).total_usd, 6)
         rows.append(

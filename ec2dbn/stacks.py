@@ -253,7 +253,9 @@ def _apply(st: state.StackState, inst: InstanceRecord) -> None:
     st.image_id = inst.image_id or st.image_id
 
 
-def _state_price(p: provision.Price) -> state.Price:
+def _state_price(p: provision.Price | None) -> state.Price | None:
+    if p is None:  # a type ec2dbn has no price for: "price unknown", never a guess
+        return None
     return state.Price(usd_per_hour=p.usd_per_hour, source=p.source, date=p.date, market=p.market)
 
 

@@ -260,12 +260,123 @@ def test_us_east_1_list_prices(name: str, usd: float) -> None:
 
 
 def test_other_region_falls_back_to_us_east_1_and_says_so() -> None:
-    p = on_demand_price("g4dn.xlarge", "eu-west-1")
+    p = on_demand_price("g4dn.xlarge", "sa-east-1")
     assert p.usd_per_hour == pytest.approx(0.526)
-    assert p.region == "eu-west-1"
+    assert p.region == "sa-east-1"
     assert p.source == (
-        f"bundled catalog (us-east-1 list price, {catalog.catalog_date()}); region eu-west-1 may differ"
+        f"bundled catalog (us-east-1 list price, {catalog.catalog_date()}); region sa-east-1 may differ"
     )
+
+
+GPU_REGIONS = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1")
+
+
+@pytest.mark.parametrize(
+    ("name", "region", "usd"),
+    [  # AWS Price List figures as recorded in skypilot-org/skypilot-catalog@001367d2 (see catalog.yaml)
+        ("g4dn.xlarge", "eu-west-1", 0.587),
+        ("g4dn.xlarge", "eu-central-1", 0.658),
+        ("g4dn.xlarge", "ap-northeast-1", 0.71),
+        ("g4dn.xlarge", "us-west-2", 0.526),
+        ("g5.xlarge", "eu-west-1", 1.123),
+        ("g5.2xlarge", "ap-northeast-1", 1.75776),
+        ("g6.xlarge", "eu-central-1", 1.0064),
+        ("g6e.48xlarge", "ap-northeast-1", 43.69912),
+    ],
+)
+def test_regional_list_prices(name: str, region: str, usd: float) -> None:
+    p = on_demand_price(name, region)
+    assert p.usd_per_hour == pytest.approx(usd) and p.region == region
+    assert p.source == f"bundled catalog ({region} list price, {catalog.catalog_date()})"
+
+
+def test_every_current_gpu_type_has_its_own_price_in_the_gpu_regions() -> None:
+    """g4dn/g5/g6/g6e in all six regions (g6 and g6e are not offered in eu-west-1: no price, no guess);
+    p4d/p5 only in us-east-1 (the regional source predates AWS's June 2025 P4/P5 reduction)."""
+    for t in catalog.all_types():
+        if not t.is_gpu or t.retired:
+            continue
+        own = [r for r in GPU_REGIONS if "may differ" not in catalog.list_price(t, r).source]
+        if t.family in ("g4dn", "g5"):
+            assert own == list(GPU_REGIONS), t.name
+        elif t.family in ("g6", "g6e"):
+            assert own == [r for r in GPU_REGIONS if r != "eu-west-1"], t.name
+        else:
+            assert own == ["us-east-1"], t.name
+
+
+@pytest.mark.parametrize("name", ["c5.xlarge", "p5e.48xlarge", "p6-b200.48xlarge", "u-6tb1.metal"])
+def test_well_formed_names_outside_the_catalog_pass_the_offline_check(name: str) -> None:
+    assert catalog.check_name(name.upper()) == name
+    assert catalog.bundled_price(name, "us-east-1") is None  # price unknown, never a guess
+    with pytest.raises(ConfigError, match="unknown instance type"):
+        lookup(name)  # the catalog's own lookup still says it does not list it
+
+
+@pytest.mark.parametrize("name", ["banana", "g4dn", "g4dn.", ".xlarge", "g4dn xlarge", "g4dn.x.large"])
+def test_malformed_names_are_refused_offline(name: str) -> None:
+    with pytest.raises(ConfigError, match="is not an instance type name"):
+        catalog.check_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "cc"), [("g2.2xlarge", "3.0"), ("g2.16xlarge", "3.0"), ("p3.2xlarge", "7.0")]
+)
+def test_retired_families_are_refused_offline(name: str, cc: str) -> None:
+    with pytest.raises(ConfigError, match=f"compute capability {cc}"):
+        catalog.check_name(name)
+
+
+def test_a_type_ec2_describes_is_built_from_its_description() -> None:
+    t = catalog.describe(
+        "p5e.48xlarge",
+        vcpus=192,
+        memory_gib=2048,
+        gpu_model="H200",
+        gpu_manufacturer="NVIDIA",
+        gpu_count=8,
+        gpu_memory_gib=141,
+    )
+    assert (t.gpu_model, t.gpu_count, t.gpu_compute_capability, t.vcpus, t.retired) == (
+        "NVIDIA H200",
+        8,
+        "9.0",
+        192,
+        False,
+    )
+    cpu = catalog.describe("c5.xlarge", vcpus=4, memory_gib=8)
+    assert (cpu.is_gpu, cpu.gpu_model, cpu.vcpus, cpu.note) == (
+        False,
+        None,
+        4,
+        "described by EC2 (not in ec2dbn's catalog)",
+    )
+    # The catalog's own entry wins when there is one.
+    assert catalog.describe("g4dn.xlarge", vcpus=1, memory_gib=1) == lookup("g4dn.xlarge")
+
+
+@pytest.mark.parametrize(("gpu", "cc"), [("M60", "5.2"), ("K80", "3.7"), ("V100", "7.0")])
+def test_the_retirement_rule_applies_to_described_gpus(gpu: str, cc: str) -> None:
+    with pytest.raises(ConfigError, match=rf"compute capability {cc}.*use g4dn.xlarge"):
+        catalog.describe(
+            "x9.large", vcpus=4, memory_gib=16, gpu_model=gpu, gpu_manufacturer="NVIDIA", gpu_count=1
+        )
+
+
+def test_unknown_or_non_nvidia_gpus_are_not_retired() -> None:
+    new = catalog.describe(
+        "g7.2xlarge", vcpus=8, memory_gib=32, gpu_model="RTX PRO 4500", gpu_manufacturer="NVIDIA", gpu_count=1
+    )
+    amd = catalog.describe(
+        "g4ad.xlarge",
+        vcpus=4,
+        memory_gib=16,
+        gpu_model="Radeon Pro V520",
+        gpu_manufacturer="AMD",
+        gpu_count=1,
+    )
+    assert (new.retired, new.gpu_compute_capability) == (False, None)
+    assert (amd.retired, amd.gpu_model) == (False, "AMD Radeon Pro V520")
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,14 @@
-"""AWS failures turned into ec2dbn's one-line errors, with the Service Quotas code to raise.
+"""AWS failures turned into ec2dbn's one-line errors, each saying what to do.
 
 botocore raises ClientError (AWS said no) and BotoCoreError subclasses (no credentials, no network).
 `translate` maps both onto `ec2dbn.errors`; the launch fallback chain also needs to tell capacity,
-quota and spot-price refusals apart, so those get their own CloudError subclasses here.
+quota, spot-price and zone refusals apart, so those get their own codes and CloudError subclasses here.
+A permission refusal names the IAM action that is missing (ec2dbn.aws.iam_policy knows which action each
+call needs) and the way to grant it. Quota messages live in ec2dbn.aws.quotas.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,17 +36,27 @@ CAPACITY_CODES = frozenset(
 QUOTA_CODES = frozenset({"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"})
 #: The spot market refused the price.
 SPOT_PRICE_CODES = frozenset({"SpotMaxPriceTooLow"})
+#: The zone cannot host this launch (type not offered there, subnet gone or full): try the next zone.
+ZONE_CODES = frozenset(
+    {
+        "Unsupported",
+        "InvalidSubnetID.NotFound",
+        "InvalidSubnet",
+        "InsufficientFreeAddressesInSubnet",
+    }
+)
 _AUTH_CODES = frozenset(
     {
-        "AuthFailure",
         "InvalidClientTokenId",
         "UnrecognizedClientException",
         "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "RequestExpired",
         "InvalidAccessKeyId",
     }
 )
+_EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+_DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
+_AMI_CODES = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"})
+POLICY_HINT = "attach the policy `ec2dbn iam-policy` prints to these credentials (README: First time on AWS)"
 _THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 
 
@@ -59,67 +70,6 @@ class QuotaError(CloudError):
 
 class SpotPriceError(CloudError):
     """The spot price is above the stack's max_price (SpotMaxPriceTooLow)."""
-
-
-# Quota names and codes (EC2 Service Quotas), by instance-family class. Codes are given only where ec2dbn
-# is sure of them; the others are named, so the user can still find them in the console.
-_ON_DEMAND_QUOTAS = {
-    "standard": ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "L-1216C47A"),
-    "g": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
-    "p": ("Running On-Demand P instances", "L-417A185B"),
-    "f": ("Running On-Demand F instances", None),
-    "inf": ("Running On-Demand Inf instances", None),
-    "x": ("Running On-Demand X instances", None),
-    "dl": ("Running On-Demand DL instances", None),
-    "trn": ("Running On-Demand Trn instances", None),
-}
-_SPOT_QUOTAS = {
-    "standard": ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", "L-34B43A08"),
-    "g": ("All G and VT Spot Instance Requests", "L-3819A6DF"),
-    "p": ("All P Spot Instance Requests", "L-7212CCBC"),
-    "f": ("All F Spot Instance Requests", None),
-    "inf": ("All Inf Spot Instance Requests", None),
-    "x": ("All X Spot Instance Requests", None),
-    "dl": ("All DL Spot Instance Requests", None),
-    "trn": ("All Trn Spot Instance Requests", None),
-}
-
-
-def quota_class(instance_type: str) -> str:
-    """The quota class of an instance type: 'g' (G and VT), 'p', 'standard', ... ."""
-    letters = re.match(r"[a-z]+", instance_type.lower())
-    prefix = letters.group(0) if letters else ""
-    for cls in ("inf", "trn", "dl", "vt"):
-        if prefix.startswith(cls):
-            return "g" if cls == "vt" else cls
-    first = prefix[:1]
-    if first in ("g", "p", "f", "x"):
-        return first
-    return "standard"
-
-
-def quota_for(instance_type: str, market: str) -> tuple[str, str | None]:
-    """(quota name, Service Quotas code or None) governing `instance_type` in `market`."""
-    table = _SPOT_QUOTAS if market == "spot" else _ON_DEMAND_QUOTAS
-    return table[quota_class(instance_type)]
-
-
-def quota_message(code: str, *, instance_type: str, market: str, region: str, vcpus: int | None) -> str:
-    """One actionable line: which quota, its code, and the command that raises it."""
-    name, qcode = quota_for(instance_type, market)
-    want = f" to at least {vcpus} vCPUs" if vcpus else ""
-    where = f"{market} {instance_type} in {region}"
-    if qcode is None:
-        return (
-            f"{code}: the vCPU quota for {where} is exhausted; raise '{name}'{want} in Service Quotas (EC2)"
-        )
-    value = vcpus or 8
-    return (
-        f"{code}: the vCPU quota for {where} is exhausted; "
-        f"raise '{name}' (Service Quotas code {qcode}){want}: "
-        f"aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {qcode} "
-        f"--desired-value {value} --region {region}"
-    )
 
 
 def error_code(exc: BaseException) -> str:
@@ -147,12 +97,9 @@ def translate(exc: BaseException, *, region: str, action: str) -> Ec2dbnError:
         return CloudError(f"{action}: cannot reach AWS ({exc}); check the network and AWS_ENDPOINT_URL")
     if isinstance(exc, ClientError):
         code, msg = error_code(exc), _message(exc)
-        if code in _AUTH_CODES:
-            return CredentialsError(f"AWS rejected the credentials ({code}: {msg}); {CREDENTIALS_HINT}")
-        if code == "UnauthorizedOperation":
-            return CloudError(
-                f"{action}: not allowed for these credentials in {region} (UnauthorizedOperation)"
-            )
+        specific = _specific(exc, code, msg, region=region, action=action)
+        if specific is not None:
+            return specific
         if code in _THROTTLE_CODES:
             return CloudError(
                 f"{action}: AWS kept throttling ({code}) after retries; wait a minute and rerun"
@@ -167,6 +114,48 @@ def translate(exc: BaseException, *, region: str, action: str) -> Ec2dbnError:
     if isinstance(exc, BotoCoreError):
         return CloudError(f"{action} failed: {exc}")
     return CloudError(f"{action} failed: {type(exc).__name__}: {exc}")
+
+
+def _specific(exc: ClientError, code: str, msg: str, *, region: str, action: str) -> Ec2dbnError | None:
+    """The refusals a first-time user meets, each with its own fix; None for the others."""
+    if code in _AUTH_CODES:
+        return CredentialsError(f"AWS rejected the credentials ({code}: {msg}); {CREDENTIALS_HINT}")
+    if code == "AuthFailure":
+        return CredentialsError(
+            f"AWS could not validate the credentials (AuthFailure: {msg}): the access key is wrong, "
+            f"deactivated or for another partition; check `aws sts get-caller-identity`; {CREDENTIALS_HINT}"
+        )
+    if code in _EXPIRED_CODES:
+        return CredentialsError(
+            f"the AWS credentials have expired ({code}): refresh them (`aws sso login`, or new "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN) and rerun"
+        )
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _DENIED_CODES or (code == "403" and status == 403):  # 403: a body botocore could not parse
+        from ec2dbn.aws.iam_policy import required_action
+
+        needed = required_action(getattr(exc, "operation_name", "") or "")
+        what = f"they lack {needed}" if needed else "they lack a permission"
+        shown = "AccessDenied, HTTP 403" if code == "403" else code
+        return CloudError(f"{action}: AWS denied it in {region} ({shown}): {what}; {POLICY_HINT}")
+    if code == "OptInRequired":
+        return CloudError(
+            f"{action}: {region} is not enabled for this account, or the account is not subscribed to EC2 "
+            "(OptInRequired): enable the region under Account > AWS Regions in the console (or finish "
+            "the account sign-up), or use --region with an enabled region"
+        )
+    if code == "PendingVerification":
+        return CloudError(
+            f"{action}: the AWS account is still being verified (PendingVerification): new accounts can "
+            "launch instances once AWS finishes (usually minutes, at most 4 hours); rerun then, or ask "
+            "AWS Support"
+        )
+    if code in _AMI_CODES:
+        return ConfigError(
+            f"{action}: the image does not exist in {region} ({code}: {msg}); AMI ids are regional: use an "
+            "alias (dlami-ubuntu22, ubuntu22, ubuntu24) or an ami- id from this region (--image)"
+        )
+    return None
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from ec2dbn.aws.errors import aws_errors, error_code
 from ec2dbn.aws.session import Aws
-from ec2dbn.errors import CloudError, ConfigError
+from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError
 
 #: alias -> public SSM parameter holding the region's current AMI id.
 _DLAMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-{}/latest/ami-id"
@@ -59,14 +59,17 @@ def resolve(aws: Aws, image: str) -> Image:
     try:
         with aws_errors(aws.region, f"describing image {image_id}"):
             images = aws.ec2.describe_images(ImageIds=[image_id])["Images"]
-    except CloudError as exc:
+    except Ec2dbnError as exc:
         cause = exc.__cause__
         if isinstance(cause, ClientError) and error_code(cause).startswith("InvalidAMIID"):
             images = []
         else:
             raise
     if not images:
-        raise ConfigError(f"image {image_id} does not exist in {aws.region} (AMIs are regional)")
+        raise ConfigError(
+            f"image {image_id} does not exist in {aws.region} (AMIs are regional): use an alias "
+            f"({', '.join(SSM_PARAMETERS)}) or an ami- id from {aws.region} (--image)"
+        )
     return _image(images[0], image, parameter)
 
 

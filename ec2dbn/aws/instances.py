@@ -1,37 +1,38 @@
 """Instances: where a type is offered, running one with AZ / candidate / market fallback, waiting, ending.
 
-The fallback chain, in order: InsufficientInstanceCapacity moves to the next availability zone, then to
-the next instance-type candidate; a quota or spot-price refusal skips the rest of that candidate's zones;
-when the spot market is exhausted and the stack allows it, the whole chain runs again on-demand. Anything
-else (bad parameters, permissions) stops at once: retrying elsewhere would not help.
+The fallback chain, in order: InsufficientInstanceCapacity, or a zone that cannot host the launch (the
+type is not offered there after all: Unsupported; its subnet is gone or full), moves to the next
+availability zone, then to the next instance-type candidate; a quota or spot-price refusal skips the rest
+of that candidate's zones; when the spot market is exhausted and the stack allows it, the whole chain runs
+again on-demand. Anything else (bad parameters, permissions) stops at once: retrying elsewhere would not
+help.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
+from ec2dbn.aws import quotas
 from ec2dbn.aws.errors import (
     CAPACITY_CODES,
     QUOTA_CODES,
     SPOT_PRICE_CODES,
+    ZONE_CODES,
     CapacityError,
     QuotaError,
     SpotPriceError,
     aws_errors,
     error_code,
-    quota_message,
     translate,
 )
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, tag_specs
-from ec2dbn.errors import CloudError, ConfigError
+from ec2dbn.errors import CloudError
 from ec2dbn.events import NullReporter, Reporter
 
 #: Waiter pacing (seconds between polls, polls): 5 min to reach running, 10 min to terminate.
@@ -62,6 +63,8 @@ class LaunchSpec:
     user_data: str
     instance_tags: dict[str, str] = field(default_factory=dict)
     user_tags: dict[str, str] = field(default_factory=dict)
+    #: zone -> subnet the instance goes into there (ec2dbn.aws.vpc); empty: EC2's default subnet.
+    subnets: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,73 +76,6 @@ class Attempt:
     market: str
     outcome: str
     message: str = ""
-
-
-def offered_zones(aws: Aws, instance_types: Sequence[str]) -> dict[str, list[str]]:
-    """instance type -> sorted availability zones of the region that offer it (absent when none)."""
-    out: dict[str, list[str]] = {}
-    with aws_errors(aws.region, "listing instance type offerings"):
-        pages = aws.ec2.get_paginator("describe_instance_type_offerings").paginate(
-            LocationType="availability-zone",
-            Filters=[{"Name": "instance-type", "Values": list(instance_types)}],
-        )
-        for page in pages:
-            for o in page["InstanceTypeOfferings"]:
-                out.setdefault(o["InstanceType"], []).append(o["Location"])
-    return {t: sorted(z) for t, z in out.items()}
-
-
-#: Regions checked (in parallel) to say where a type IS offered when the chosen region lacks it: the
-#: default-enabled regions where EC2 GPU capacity is usually found. Bounded so the error stays quick.
-MAJOR_REGIONS = (
-    "us-east-1",
-    "us-east-2",
-    "us-west-2",
-    "ca-central-1",
-    "eu-west-1",
-    "eu-central-1",
-    "ap-northeast-1",
-    "ap-southeast-2",
-)
-
-
-def offered_regions(aws: Aws, instance_type: str, limit_s: float = 20.0) -> list[str]:
-    """Major regions (MAJOR_REGIONS) that offer `instance_type`; best effort, for error messages."""
-    regions = list(MAJOR_REGIONS)
-
-    def offers(region: str) -> str | None:
-        try:
-            resp = Aws(region).ec2.describe_instance_type_offerings(
-                LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
-            )
-        except Exception:
-            return None
-        return region if resp["InstanceTypeOfferings"] else None
-
-    deadline = time.monotonic() + limit_s
-    pool = ThreadPoolExecutor(max_workers=len(regions))
-    try:
-        futures = [pool.submit(offers, r) for r in regions if r != aws.region]
-        found = []
-        for f in futures:
-            try:
-                r = f.result(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception:  # slow or failing region: leave it out of a best-effort hint
-                r = None
-            if r:
-                found.append(r)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return sorted(found)
-
-
-def supported_architectures(aws: Aws, instance_types: Sequence[str]) -> dict[str, list[str]]:
-    """instance type -> CPU architectures it runs (x86_64, arm64), to match the image against."""
-    with aws_errors(aws.region, "describing instance types"):
-        resp = aws.ec2.describe_instance_types(InstanceTypes=list(instance_types))
-    return {
-        t["InstanceType"]: list(t["ProcessorInfo"]["SupportedArchitectures"]) for t in resp["InstanceTypes"]
-    }
 
 
 def run_request(
@@ -185,7 +121,18 @@ def run_request(
         params["Placement"] = {"AvailabilityZone": zone}
     if spec.key_name:
         params["KeyName"] = spec.key_name
-    if spec.security_group_id:
+    subnet = spec.subnets.get(zone) if zone else None
+    if subnet:  # the chosen subnet, and a public IP whatever the subnet's MapPublicIpOnLaunch says
+        nic: dict[str, Any] = {
+            "DeviceIndex": 0,
+            "SubnetId": subnet,
+            "AssociatePublicIpAddress": True,
+            "DeleteOnTermination": True,
+        }
+        if spec.security_group_id:
+            nic["Groups"] = [spec.security_group_id]
+        params["NetworkInterfaces"] = [nic]
+    elif spec.security_group_id:
         params["SecurityGroupIds"] = [spec.security_group_id]
     if market == "spot":
         options: dict[str, Any] = {
@@ -258,13 +205,17 @@ def launch_with_fallback(
                             f"no {market} capacity for {cand.instance_type} in {zone} ({code}); trying on"
                         )
                         continue
+                    if code in ZONE_CODES:
+                        reporter.step(f"{zone} cannot take {cand.instance_type} ({code}: {msg}); trying on")
+                        continue
                     if code in QUOTA_CODES:
-                        line = quota_message(
+                        line = quotas.quota_message(
                             code,
                             instance_type=cand.instance_type,
                             market=market,
                             region=aws.region,
                             vcpus=cand.vcpus,
+                            quota=quotas.current(aws, cand.instance_type, market),
                         )
                         quota_lines.append(line)
                         reporter.warn(line)
@@ -307,6 +258,11 @@ def _final_error(
         extra = f" (also: {' | '.join(quota_lines[:-1])})" if len(quota_lines) > 1 else ""
         return QuotaError(quota_lines[-1] + extra)
     tried = _summary(attempts)
+    if all(a.outcome in ZONE_CODES for a in attempts):
+        return CapacityError(
+            f"no zone in {region} could take the launch: tried {tried}; check the stack's subnets "
+            "(`ec2dbn check`), add instance_type candidates or use --region"
+        )
     if all(a.outcome in SPOT_PRICE_CODES for a in attempts):
         return SpotPriceError(
             f"the spot price is above max_price in {region} ({tried}); "
@@ -396,17 +352,3 @@ def wait_terminated(aws: Aws, instance_ids: Sequence[str], *, reporter: Reporter
             ) from None
         except Exception as exc:
             raise translate(exc, region=aws.region, action="waiting for termination") from exc
-
-
-def check_offered(aws: Aws, instance_types: Sequence[str]) -> dict[str, list[str]]:
-    """Zones offering each type; ConfigError naming where it IS offered when the region offers none."""
-    zones = offered_zones(aws, instance_types)
-    if not any(zones.get(t) for t in instance_types):
-        first = instance_types[0]
-        elsewhere = offered_regions(aws, first)
-        where = f"; it is offered in {', '.join(elsewhere)}" if elsewhere else ""
-        types = ", ".join(instance_types)
-        raise ConfigError(
-            f"{types} {'is' if len(instance_types) == 1 else 'are'} not offered in {aws.region}{where}"
-        )
-    return zones

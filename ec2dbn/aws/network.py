@@ -1,7 +1,8 @@
 """Network access to the instance: the caller's public IP and the security group that admits only it.
 
 The security group allows exactly one inbound rule, TCP 22 from one CIDR (by default the caller's public
-IP as /32), in the region's default VPC. Outbound stays open (the instance installs packages).
+IP as /32), in the VPC the stack launches into (ec2dbn.aws.vpc). Outbound stays open (the instance
+installs packages).
 """
 
 from __future__ import annotations
@@ -70,15 +71,6 @@ def resolve_cidr(spec: str, reporter: Reporter | None = None) -> str:
             "anyone can try to log in. Use --ssh-cidr YOUR.IP/32 (or 'auto') unless you really mean it"
         )
     return str(net)
-
-
-def default_vpc(aws: Aws) -> str:
-    """The region's default VPC id (ec2dbn launches there; its subnets give instances public IPs)."""
-    with aws_errors(aws.region, "looking up the default VPC"):
-        vpcs = aws.ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
-    if not vpcs:
-        raise CloudError(f"no default VPC in {aws.region}; create one with `aws ec2 create-default-vpc`")
-    return str(vpcs[0]["VpcId"])
 
 
 @dataclass(frozen=True)
@@ -150,10 +142,11 @@ def _reconcile(aws: Aws, group: dict[str, Any], cidr: str, reporter: Reporter) -
         reporter.step(f"security group {gid} allows TCP 22 from {cidr} only")
 
 
-def ensure(aws: Aws, stack: str, name: str, cidr: str, *, reporter: Reporter | None = None) -> SecurityGroup:
-    """The stack's security group in the default VPC, created if missing, its ingress reconciled to `cidr`."""
+def ensure(
+    aws: Aws, stack: str, name: str, cidr: str, vpc_id: str, *, reporter: Reporter | None = None
+) -> SecurityGroup:
+    """The stack's security group in `vpc_id`, created if missing, its ingress reconciled to `cidr`."""
     reporter = reporter or NullReporter()
-    vpc_id = default_vpc(aws)
     groups = find(aws, stack, vpc_id)
     created = False
     if groups:

@@ -57,6 +57,40 @@ def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: st
     }
     if az:
         kwargs["AvailabilityZone"] = az
+    latest = _latest_rows(ec2_client, kwargs, wanted, az)
+    cheapest: dict[str, dict[str, Any]] = {}
+    for (itype, _zone), row in sorted(latest.items()):
+        if itype not in cheapest or float(row["SpotPrice"]) < float(cheapest[itype]["SpotPrice"]):
+            cheapest[itype] = row
+    return {
+        itype: _price(
+            row, region, row["AvailabilityZone"] if az else f"cheapest AZ {row['AvailabilityZone']}"
+        )
+        for itype, row in cheapest.items()
+    }
+
+
+def spot_prices_by_zone(ec2_client: Any, instance_type: str, region: str) -> dict[str, Price]:
+    """zone -> the current Linux spot price of `instance_type` there (zones without a price are absent).
+
+    One paginated describe_spot_price_history call; how launch orders zones (cheapest first) and what the
+    plan shows as the spot price of the zone launch tries first. Raises like `spot_prices`.
+    """
+    region = check_region(region)
+    name = instance_type.strip().lower()
+    kwargs: dict[str, Any] = {
+        "InstanceTypes": [name],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": datetime.now(timezone.utc),
+    }
+    rows = _latest_rows(ec2_client, kwargs, {name}, None)
+    return {zone: _price(row, region, zone) for (_t, zone), row in sorted(rows.items())}
+
+
+def _latest_rows(
+    ec2_client: Any, kwargs: dict[str, Any], wanted: set[str], az: str | None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(type, zone) -> the latest Linux spot price history row."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for page in ec2_client.get_paginator("describe_spot_price_history").paginate(**kwargs):
@@ -73,23 +107,18 @@ def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: st
                     latest[key] = row
     except Exception as exc:  # botocore's ClientError / NoCredentialsError / EndpointConnectionError
         raise _cloud_error(exc, "describe_spot_price_history") from exc
+    return latest
 
-    cheapest: dict[str, dict[str, Any]] = {}
-    for (itype, _zone), row in sorted(latest.items()):
-        if itype not in cheapest or float(row["SpotPrice"]) < float(cheapest[itype]["SpotPrice"]):
-            cheapest[itype] = row
-    out: dict[str, Price] = {}
-    for itype, row in cheapest.items():
-        stamp: datetime = row["Timestamp"]
-        where = row["AvailabilityZone"] if az else f"cheapest AZ {row['AvailabilityZone']}"
-        out[itype] = Price(
-            usd_per_hour=float(row["SpotPrice"]),
-            source=f"live spot price ({where}, describe_spot_price_history, {stamp.isoformat()})",
-            date=stamp.date().isoformat(),
-            region=region,
-            market="spot",
-        )
-    return out
+
+def _price(row: dict[str, Any], region: str, where: str) -> Price:
+    stamp: datetime = row["Timestamp"]
+    return Price(
+        usd_per_hour=float(row["SpotPrice"]),
+        source=f"live spot price ({where}, describe_spot_price_history, {stamp.isoformat()})",
+        date=stamp.date().isoformat(),
+        region=region,
+        market="spot",
+    )
 
 
 def spot_price(ec2_client: Any, instance_type: str, az_or_region: str) -> Price | None:

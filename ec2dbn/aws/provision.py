@@ -14,16 +14,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from ec2dbn import catalog
-from ec2dbn.aws import discovery, images, instances, keys, network
+from ec2dbn.aws import discovery, instances, keys, network, vpc
 from ec2dbn.aws.errors import aws_errors
-from ec2dbn.aws.prices import spot_price
+from ec2dbn.aws.planning import CandidatePlan, Plan, dry_run, instance_spec, plan, prices
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict
 from ec2dbn.catalog import Price
 from ec2dbn.config import Stack
-from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+
+#: The plan phase's verbs live in ec2dbn.aws.planning; they are part of this API.
+__all__ = ["CandidatePlan", "Plan", "Price", "dry_run", "instance_spec", "plan", "prices"]
 
 REUSABLE_STATES = ("pending", "running")
 
@@ -70,189 +72,6 @@ class InstanceRecord:
         return TEARDOWN_TAG in self.tags
 
 
-# ---------------------------------------------------------------------------------------------- plan
-
-
-@dataclass
-class CandidatePlan:
-    """One instance type the stack may get. Prices USD/hour; `zones` in the order they will be tried."""
-
-    instance_type: str
-    zones: list[str]
-    vcpus: int
-    gpu: str
-    on_demand: Price
-    spot: Price | None
-    max_price: float | None
-
-
-@dataclass
-class Plan:
-    """What `launch` would do: validated stack, resolved image, candidates with prices, markets to try."""
-
-    stack: Stack
-    cidr: str
-    image: images.Image
-    markets: list[str]
-    candidates: list[CandidatePlan]
-    notes: list[str] = field(default_factory=list)
-    checks: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def region(self) -> str:
-        return self.stack.region
-
-    @property
-    def hourly(self) -> Price:
-        """The expected price of the first choice: current spot price (capped by max_price) or on-demand."""
-        first = self.candidates[0]
-        if self.markets[0] == "spot":
-            if (
-                first.spot is not None
-                and first.max_price is not None
-                and first.spot.usd_per_hour <= first.max_price
-            ):
-                return first.spot
-            cap = first.max_price if first.max_price is not None else first.on_demand.usd_per_hour
-            return Price(cap, "spot max_price (upper bound)", first.on_demand.date, self.region, "spot")
-        return first.on_demand
-
-    @property
-    def max_cost_usd(self) -> float:
-        """The most the first choice can cost if left to its self-terminating deadline."""
-        first = self.candidates[0]
-        worst = first.on_demand.usd_per_hour
-        if self.markets[0] == "spot" and first.max_price is not None:
-            worst = max(first.max_price, worst if "on-demand" in self.markets else 0.0)
-        return worst * self.stack.lifetime_minutes / 60
-
-
-def plan(
-    stack: Stack,
-    *,
-    cidr: str,
-    reporter: Reporter | None = None,
-    avoid_zones: Iterable[str] = (),
-) -> Plan:
-    """Validate the stack against the region and price it. Creates nothing.
-
-    Raises ConfigError when no candidate is offered (naming where it is), the image is unknown or larger
-    than volume_gb; CloudError/CredentialsError for AWS trouble.
-    """
-    reporter = reporter or NullReporter()
-    aws = Aws(stack.region)
-    zones = instances.check_offered(aws, stack.candidates)
-    notes: list[str] = []
-    wanted = stack.availability_zones
-    image = images.resolve(aws, stack.image)
-    if image.root_size_gb and stack.volume_gb < image.root_size_gb:
-        raise ConfigError(
-            f"volume_gb {stack.volume_gb} is smaller than image {image.image_id}'s "
-            f"{image.root_size_gb} GiB root snapshot"
-        )
-    offered = [t for t in stack.candidates if zones.get(t)]
-    archs = instances.supported_architectures(aws, offered)
-    markets: list[str] = [str(stack.market)]
-    if stack.market == "spot" and stack.fallback == "on-demand":
-        markets.append("on-demand")
-    avoid = set(avoid_zones)
-    cands: list[CandidatePlan] = []
-    for t in stack.candidates:
-        tz = zones.get(t, [])
-        if wanted:
-            tz = [z for z in wanted if z in tz]
-        if not tz:
-            notes.append(f"{t} skipped: not offered in {', '.join(wanted) if wanted else stack.region}")
-            continue
-        if image.architecture not in archs.get(t, [image.architecture]):
-            notes.append(
-                f"{t} skipped: it runs {'/'.join(archs[t])}, image {image.image_id} is {image.architecture}"
-            )
-            continue
-        entry = catalog.lookup(t)
-        od = catalog.on_demand_price(t, stack.region)
-        spot = None
-        max_price = None
-        if "spot" in markets:
-            max_price = stack.max_price if stack.max_price is not None else od.usd_per_hour
-            spot = _spot_price(aws, t, stack.region)
-            if spot is not None and spot.usd_per_hour > max_price:
-                notes.append(
-                    f"{t}: spot now ${spot.usd_per_hour:.4f}/h is above max_price ${max_price:.4f}/h"
-                )
-        tz = [z for z in tz if z not in avoid] + [z for z in tz if z in avoid]
-        gpu = f"{entry.gpu_count}x {entry.gpu_model}" if entry.gpu_count else "no GPU"
-        cands.append(CandidatePlan(t, tz, entry.vcpus, gpu, od, spot, max_price))
-    if not cands:
-        raise ConfigError(f"no instance_type candidate can run here: {'; '.join(notes)}")
-    for n in notes:
-        reporter.warn(n)
-    return Plan(stack=stack, cidr=cidr, image=image, markets=markets, candidates=cands, notes=notes)
-
-
-def dry_run(p: Plan, *, reporter: Reporter | None = None) -> list[tuple[str, str]]:
-    """EC2's DryRun permission checks for everything launch would create: (what, 'allowed' | why not)."""
-    aws = Aws(p.region)
-    stack = p.stack
-    vpc = network.default_vpc(aws)
-    checks: list[tuple[str, str]] = []
-    if keys.find(aws, stack.key_name) is None:
-        checks.append(
-            (
-                "create key pair",
-                instances.dry_run(aws, {"KeyName": stack.key_name, "KeyType": "ed25519"}, "create_key_pair"),
-            )
-        )
-    existing_sg = network.find(aws, stack.name, vpc)
-    if not existing_sg:
-        params = {"GroupName": stack.key_name, "Description": "ec2dbn dry run", "VpcId": vpc}
-        checks.append(("create security group", instances.dry_run(aws, params, "create_security_group")))
-    spec = instances.LaunchSpec(
-        stack=stack.name,
-        image_id=p.image.image_id,
-        root_device_name=p.image.root_device_name,
-        volume_gb=stack.volume_gb,
-        key_name=stack.key_name if not any(c[0] == "create key pair" for c in checks) else None,
-        security_group_id=existing_sg[0]["GroupId"] if existing_sg else None,
-        user_data="#cloud-config\n",
-        user_tags=stack.tags,
-    )
-    first = p.candidates[0]
-    for market in p.markets:
-        params = instances.run_request(spec, first.instance_type, first.zones[0], market, first.max_price)
-        params.pop("ClientToken")
-        checks.append(
-            (f"run {market} {first.instance_type}", instances.dry_run(aws, params, "run_instances"))
-        )
-    p.checks = checks
-    return checks
-
-
-# -------------------------------------------------------------------------------------------- prices
-
-
-def _spot_price(aws: Aws, instance_type: str, az_or_region: str) -> Price | None:
-    """The live spot price in an AZ or a region's cheapest AZ; None when unknown (display only)."""
-    try:
-        return spot_price(aws.ec2, instance_type, az_or_region)
-    except Ec2dbnError:
-        return None  # the launch itself is bounded by max_price
-
-
-def prices(
-    region: str, instance_type: str, market: str, zone: str | None, max_price: float | None
-) -> tuple[Price, Price]:
-    """(price paid per hour, on-demand price) for an instance, best effort for spot."""
-    od = catalog.on_demand_price(instance_type, region)
-    if market != "spot":
-        return od, od
-    found = _spot_price(Aws(region), instance_type, zone or region)
-    if found is not None:
-        return found, od
-    cap = max_price if max_price is not None else od.usd_per_hour
-    return Price(cap, "spot max_price (upper bound; no spot price history)", od.date, region, "spot"), od
-
-
 # -------------------------------------------------------------------------------------------- launch
 
 
@@ -290,7 +109,7 @@ def launch(
     sg: network.SecurityGroup | None = None
     try:
         key = keys.ensure(aws, stack.name, stack.key_name, key_store, reporter=reporter)
-        sg = network.ensure(aws, stack.name, stack.key_name, p.cidr, reporter=reporter)
+        sg = network.ensure(aws, stack.name, stack.key_name, p.cidr, p.network.vpc_id, reporter=reporter)
         spec = instances.LaunchSpec(
             stack=stack.name,
             image_id=p.image.image_id,
@@ -301,6 +120,7 @@ def launch(
             user_data=user_data,
             instance_tags=dict(instance_tags),
             user_tags=stack.tags,
+            subnets=p.network.subnets,
         )
         cands = [instances.Candidate(c.instance_type, c.zones, c.vcpus, c.max_price) for c in p.candidates]
         result = instances.launch_with_fallback(
@@ -346,8 +166,17 @@ def wait_running(region: str, instance_id: str, *, reporter: Reporter | None = N
 
 
 def allow_ssh(stack: Stack, cidr: str, *, reporter: Reporter | None = None) -> network.SecurityGroup:
-    """The stack's security group with its ingress reconciled to exactly `cidr` (your IP may have moved)."""
-    return network.ensure(Aws(stack.region), stack.name, stack.key_name, cidr, reporter=reporter)
+    """The stack's security group with its ingress reconciled to exactly `cidr` (your IP may have moved):
+    the one it has, in whichever VPC, else a new one in the stack's network."""
+    aws = Aws(stack.region)
+    groups = network.find(aws, stack.name)
+    if groups:
+        vpc_id = str(groups[0]["VpcId"])
+    else:
+        vpc_id = vpc.resolve(
+            aws, vpc_id=stack.vpc_id, subnet_ids=stack.subnet_ids, subnet_tags=stack.subnet_tags
+        ).vpc_id
+    return network.ensure(aws, stack.name, stack.key_name, cidr, vpc_id, reporter=reporter)
 
 
 # --------------------------------------------------------------------------------------------- query

@@ -3,6 +3,8 @@
 Credentials, profile and endpoints come only from boto3's default chain, so AWS_PROFILE, AWS_REGION,
 AWS_ENDPOINT_URL and the per-service AWS_ENDPOINT_URL_EC2 / _SSM / _STS work unchanged (boto3 >= 1.34
 reads them; tests reach moto that way). The region is always passed explicitly: the stack decides it.
+Every call a client here can make must be allowed by the policy `ec2dbn iam-policy` prints
+(ec2dbn.aws.iam_policy); the test suite records them all and checks.
 
 Every client uses botocore's "standard" retry mode, which retries throttling (RequestLimitExceeded) and
 transient errors with jittered exponential backoff.
@@ -102,3 +104,11 @@ class Aws:
     @property
     def ssm(self) -> Any:
         return self.client("ssm")
+
+    @property
+    def sts(self) -> Any:
+        return self.client("sts")
+
+    @property
+    def quotas(self) -> Any:
+        return self.client("service-quotas")

@@ -28,6 +28,7 @@ from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.preflight import require_account
 from trainer.strict_json import dumps
 
 
@@ -125,13 +126,13 @@ def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]
                 "gpu": c.gpu,
                 "vcpus": c.vcpus,
                 "zones": list(c.zones),
-                "on_demand": asdict(c.on_demand),
+                "on_demand": asdict(c.on_demand) if c.on_demand else None,
                 "spot": asdict(c.spot) if c.spot else None,
                 "max_price_usd_per_hour": c.max_price,
             }
             for c in p.candidates
         ],
-        "hourly": asdict(p.hourly),
+        "hourly": asdict(p.hourly) if p.hourly else None,
         "max_cost_usd": p.max_cost_usd,
         "checks": [{"check": what, "outcome": outcome} for what, outcome in checks],
         "notes": list(p.notes),
@@ -147,6 +148,7 @@ def print_plan(p: provision.Plan) -> None:
     stdout.print(f"  disk       {s.volume_gb} GiB gp3, encrypted, deleted with the instance")
     stdout.print(f"  markets    {' then '.join(p.markets)}")
     stdout.print(f"  lifetime   {s.max_lifetime}: the instance terminates itself")
+    stdout.print(f"  network    {p.network.source}; public IP requested at launch")
     table = Table(show_edge=False, pad_edge=False, box=None)
     for col in ("type", "GPU", "vCPUs", "zones (in order)", "on-demand/h", "spot now/h", "max price/h"):
         table.add_column(col)
@@ -159,20 +161,19 @@ def print_plan(p: provision.Plan) -> None:
                     c.gpu,
                     c.vcpus,
                     ",".join(z.removeprefix(p.region) for z in c.zones),
-                    _money(c.on_demand.usd_per_hour),
+                    _money(c.on_demand.usd_per_hour) if c.on_demand else "price unknown",
                     _money(c.spot.usd_per_hour) if c.spot else "-",
-                    _money(c.max_price) if c.max_price is not None else "-",
+                    _money(c.max_price) if c.max_price is not None else "none (caps at on-demand)",
                 ),
             )
         )
     _print_table(table)
-    hourly = p.hourly
-    stdout.print(
-        f"  cost       {_money(hourly.usd_per_hour)}/h {hourly.market} ({hourly.source}); "
-        f"at most {_money(p.max_cost_usd)} if left for its whole {s.max_lifetime}"
-    )
+    hourly, worst = p.hourly, p.max_cost_usd
+    rate = f"{_money(hourly.usd_per_hour)}/h {hourly.market} ({hourly.source})" if hourly else "price unknown"
+    bound = f"at most {_money(worst)}" if worst is not None else "no upper bound known"
+    stdout.print(f"  cost       {rate}; {bound} if left for its whole {s.max_lifetime}")
     od = p.candidates[0].on_demand
-    stdout.print(f"  prices     on-demand from {od.source}")
+    stdout.print(f"  prices     on-demand from {od.source if od else 'nowhere: price unknown'}")
     for what, outcome in p.checks:
         mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
         stdout.print(styled(f"  dry run    {what}: ", mark, "" if outcome == "allowed" else f": {outcome}"))
@@ -241,6 +242,7 @@ def launch(
         image=image,
     )
     if dry_run:
+        require_account(stack.region)  # credentials and region first: the cause of a failure comes first
         p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
         if as_json:
@@ -264,6 +266,7 @@ def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
     from ec2dbn.lease import check_free
 
     check_free(stack.name)
+    require_account(stack.region)  # credentials and region first: the cause of a failure comes first
     existing = stacks.reusable_instance(stack)
     if existing is not None:
         return stacks.bring_up(stack, existing=existing, reporter=reporter, stack_source=source)

@@ -166,12 +166,12 @@ def plan(
     p, checks, line = planning.dry_run(v, ConsoleReporter())
     packages = packages_line(v.requirements, v.stack.bootstrap)
     if as_json:
-        estimate, _bound = cost.stack_estimate(v.stack, v.epochs, p.hourly)
+        estimate, _note = cost.stack_estimate(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
         doc = plan_doc(p, checks)
         doc["job"] = {"path": str(job), "epochs": v.epochs, "layers": list(v.job.model.layers)}
         doc["packages"] = {"pip": [requirement for _, requirement in v.requirements], "line": packages}
         doc["estimate"] = {
-            "usd": estimate.usd,
+            "usd": estimate.usd if cost.price_known(estimate) else None,
             "seconds": estimate.seconds,
             "seconds_per_epoch": estimate.seconds_per_epoch,
             "overhead_s": estimate.overhead_s,

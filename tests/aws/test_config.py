@@ -102,7 +102,15 @@ def test_lifetimes(text: str, minutes: int) -> None:
         ({"instance_type": []}, "instance_type", "non-empty list"),
         ({"instance_type": ["g4dn.xlarge", "g4dn.xlarge"]}, "instance_type", "twice"),
         ({"instance_type": "g2.2xlarge"}, "instance_type", "g4dn.xlarge"),
-        ({"instance_type": "z9.huge"}, "instance_type", "unknown instance type"),
+        ({"instance_type": "banana"}, "instance_type", "not an instance type name"),
+        ({"instance_type": "g4dn xlarge"}, "instance_type", "not an instance type name"),
+        ({"instance_type": "g2.4xlarge"}, "instance_type", "compute capability 3.0"),
+        ({"vpc_id": "vpc-xyz"}, "vpc_id", "not a VPC id"),
+        ({"subnet_ids": []}, "subnet_ids", "empty"),
+        ({"subnet_ids": ["subnet-0123456789abcdef0", "sg-12345678"]}, "subnet_ids", "not a subnet id"),
+        ({"subnet_ids": ["subnet-01234567", "subnet-01234567"]}, "subnet_ids", "twice"),
+        ({"subnet_ids": ["subnet-01234567"], "subnet_tags": {"a": "b"}}, "subnet_tags", "not both"),
+        ({"subnet_tags": {}}, "subnet_tags", "empty"),
         ({"max_recoveries": -1}, "max_recoveries", "outside 0"),
         ({"remote_dir": "relative/dir"}, "remote_dir", "must be"),
         ({"remote_dir": "/tmp/$(rm -rf ~)"}, "remote_dir", "must be"),
@@ -117,6 +125,29 @@ def test_bad_values_are_one_line_naming_the_field(change: dict, field: str, word
 def test_missing_required_field() -> None:
     msg = error_of({"name": "t", "region": "us-east-1"})
     assert msg == "s.yaml: instance_type: is required"
+
+
+def test_types_outside_the_catalog_pass_validation_for_ec2_to_describe() -> None:
+    # Refused offline only when malformed or retired; EC2 says what c5.xlarge and p5e.48xlarge are at plan.
+    s = parse_stack({**GOOD, "instance_type": ["C5.XLarge", "p5e.48xlarge", "p6-b200.48xlarge"]})
+    assert s.candidates == ["c5.xlarge", "p5e.48xlarge", "p6-b200.48xlarge"]
+
+
+def test_network_keys_are_optional_and_kept() -> None:
+    s = parse_stack(
+        {**GOOD, "vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-01234567", "subnet-89abcdef"]}
+    )
+    assert s.vpc_id == "vpc-0123456789abcdef0" and s.subnet_ids == ["subnet-01234567", "subnet-89abcdef"]
+    assert parse_stack({**GOOD, "subnet_tags": {"tier": "public"}}).subnet_tags == {"tier": "public"}
+    plain = parse_stack(GOOD)
+    assert (plain.vpc_id, plain.subnet_ids, plain.subnet_tags) == (None, None, None)
+
+
+def test_a_region_override_cannot_carry_regional_network_ids() -> None:
+    s = parse_stack({**GOOD, "subnet_ids": ["subnet-01234567"]})
+    with pytest.raises(ConfigError, match=r"^--region: stack t's vpc_id/subnet_ids are in us-east-1"):
+        apply_overrides(s, region="us-west-2")
+    assert apply_overrides(parse_stack(GOOD), region="us-west-2").region == "us-west-2"
 
 
 def test_g2_is_refused_with_the_catalog_reason() -> None:

@@ -4,7 +4,6 @@ tagged behind that the call created."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,9 @@ import pytest
 
 from ec2dbn import state
 from ec2dbn.aws import network, session
-from ec2dbn.aws.errors import quota_for
+from ec2dbn.aws.quotas import quota_for
 from ec2dbn.cli import main
-from tests.aws.helpers import NOTHING, cli
+from tests.aws.helpers import NOTHING, cli, stack_file
 from tests.support.moto_server import (
     MotoServer,
     add_hook,
@@ -43,19 +42,6 @@ def launched(aws: MotoServer, stack: str = "g4dn-spot") -> dict[str, Any]:
 
 def is_spot(params: dict[str, Any]) -> bool:
     return "InstanceMarketOptions" in params
-
-
-def stack_file(tmp_path: Path, **fields: Any) -> str:
-    base = {
-        "name": "t",
-        "region": "us-east-1",
-        "instance_type": "g4dn.xlarge",
-        "image": "ubuntu22",
-        "volume_gb": 30,
-    }
-    path = tmp_path / "t.yaml"
-    path.write_text(json.dumps({**base, **fields}))  # JSON is YAML
-    return str(path)
 
 
 # ----------------------------------------------------------------------------------------- fallback chain
@@ -286,7 +272,9 @@ def test_unknown_profile_and_rejected_keys(
         "DescribeInstances", "AuthFailure", "AWS was not able to validate the provided access credentials"
     )
     rc, _, err = cli(capsys, "launch", "--no-bootstrap")
-    assert rc == 2 and "AWS rejected the credentials (AuthFailure" in last_line(err)
+    line = last_line(err)
+    assert rc == 2 and "AWS could not validate the credentials (AuthFailure" in line
+    assert "aws sts get-caller-identity" in line and "AWS_PROFILE" in line
 
 
 def test_debug_shows_the_traceback(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,14 +61,18 @@ def test_launch_status_teardown_secure_and_leak_free(
     # What was asked of EC2.
     (params,) = run_calls.params
     assert params["ImageId"] == aws.images[("us-east-1", "dlami-ubuntu22")]
+    # No MaxPrice: AWS recommends none (spot then caps at the on-demand price of the instance's region).
     assert params["InstanceMarketOptions"] == {
         "MarketType": "spot",
-        "SpotOptions": {
-            "MaxPrice": "0.526",
-            "SpotInstanceType": "one-time",
-            "InstanceInterruptionBehavior": "terminate",
-        },
+        "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
     }
+    # The default VPC's subnet in the zone tried first, with a public IP asked for on the interface.
+    (nic,) = params["NetworkInterfaces"]
+    zone = params["Placement"]["AvailabilityZone"]
+    (subnet,) = ec2.describe_subnets(SubnetIds=[nic["SubnetId"]])["Subnets"]
+    assert subnet["AvailabilityZone"] == zone and subnet["DefaultForAz"]
+    assert nic["AssociatePublicIpAddress"] is True and nic["DeviceIndex"] == 0
+    assert "SecurityGroupIds" not in params and inst["PublicIpAddress"]
     assert {s["ResourceType"] for s in params["TagSpecifications"]} == {
         "instance",
         "volume",
@@ -97,7 +101,9 @@ def test_launch_status_teardown_secure_and_leak_free(
     (sg,) = ec2.describe_security_groups(Filters=[{"Name": "tag:ec2dbn:stack", "Values": ["g4dn-spot"]}])[
         "SecurityGroups"
     ]
-    assert [g["GroupId"] for g in inst["SecurityGroups"]] == [sg["GroupId"]]
+    # On the instance's network interface (moto does not copy it into inst["SecurityGroups"]; EC2 does).
+    assert [g["GroupId"] for n in inst["NetworkInterfaces"] for g in n["Groups"]] == [sg["GroupId"]]
+    assert params["NetworkInterfaces"][0]["Groups"] == [sg["GroupId"]]
     (perm,) = sg["IpPermissions"]
     assert (perm["IpProtocol"], perm["FromPort"], perm["ToPort"]) == ("tcp", 22, 22)
     assert [r["CidrIp"] for r in perm["IpRanges"]] == [f"{CALLER_IP}/32"]

@@ -19,6 +19,7 @@ def test_per_service_endpoint_variables_are_honoured(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", aws.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", aws.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws.url)  # launch asks STS who the credentials are first
     rc, _, err = cli(capsys, "launch", "--no-bootstrap")
     assert rc == 0, err
     assert len(tagged_resources(aws)["instances"]) == 1

@@ -42,6 +42,7 @@ import pytest  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
+DEFAULT_CREDENTIALS = ("testing", "testing")
 CALLER_IP = "203.0.113.7"
 SEED_REGIONS = ("us-east-1",)
 
@@ -79,6 +80,7 @@ class MotoServer:
         self.images: dict[tuple[str, str], str] = {}
         self._session = boto3.session.Session()
         self._clients: dict[tuple[str, str], Any] = {}
+        self._credentials = DEFAULT_CREDENTIALS
 
     def stop(self) -> None:
         self._server.stop()
@@ -92,14 +94,37 @@ class MotoServer:
     def client(self, service: str, region: str = "us-east-1") -> Any:
         """A plain boto3 client on moto (no ec2dbn code, no injected hooks), cached per service and region."""
         if (service, region) not in self._clients:
+            key, secret = self._credentials
             self._clients[(service, region)] = self._session.client(
                 service,
                 region_name=region,
                 endpoint_url=self.url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
             )
         return self._clients[(service, region)]
+
+    def use_credentials(self, key: str, secret: str) -> None:
+        """The harness's own clients (`client`) sign with these from now on (an IAM user's, once moto
+        enforces IAM: see `enforce_iam`)."""
+        self._credentials = (key, secret)
+        self._clients.clear()
+
+    def enforce_iam(self, on: bool) -> None:
+        """Make moto check every request against the caller's IAM policies (on), or accept all (off).
+
+        moto's own switch (POST /moto-api/reset-auth with INITIAL_NO_AUTH_ACTION_COUNT): 0 = from the next
+        request on, inf = never. It is process-wide, like the server.
+        """
+        data = b"0" if on else b"inf"
+        req = urllib.request.Request(  # not form data: moto reads the raw body
+            f"{self.url}/moto-api/reset-auth",
+            method="POST",
+            data=data,
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
 
     def seed_images(self, regions: tuple[str, ...] = SEED_REGIONS) -> None:
         """Register one AMI per alias and publish it under the alias's public SSM parameter, as AWS does.
@@ -177,10 +202,36 @@ def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     # Security-group deletion retries quickly here (the real pacing waits for EC2 to detach ENIs).
     monkeypatch.setattr(network, "SG_DELETE_BACKOFF", (0.01, 0.02, 0.05))
     hooks_before = list(session.EVENT_HOOKS)
+    session.EVENT_HOOKS.append(("before-parameter-build", _record_operation))
     try:
         yield moto_server
     finally:
         session.EVENT_HOOKS[:] = hooks_before
+
+
+#: Every AWS operation ec2dbn's own clients prepared in this test session, as the IAM action it needs
+#: ('ec2:RunInstances'): checked against `ec2dbn iam-policy` when the session ends.
+OPERATIONS_SEEN: set[str] = set()
+
+
+def _record_operation(model: Any, **_: Any) -> None:
+    OPERATIONS_SEEN.add(f"{model.service_model.signing_name}:{model.name}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test made ec2dbn call an AWS operation its IAM policy does not allow: the
+    policy must cover every call the suite's flows make (see tests/aws/test_iam_policy.py)."""
+    from ec2dbn.aws.iam_policy import actions
+
+    missing = sorted(OPERATIONS_SEEN - actions())
+    if missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        line = (
+            f"ec2dbn called AWS operations its IAM policy (`ec2dbn iam-policy`) lacks: {', '.join(missing)}"
+        )
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -------------------------------------------------------------------------------------- error injection

@@ -1,0 +1,71 @@
+"""Verbs for a first time on AWS: `check` (can the stack launch here?) and `iam-policy` (what to grant)."""
+
+from __future__ import annotations
+
+import click
+
+from ec2dbn import preflight
+from ec2dbn.aws import iam_policy
+from ec2dbn.cli import cli
+from ec2dbn.cli.output import stdout, styled
+from ec2dbn.config import DEFAULT_STACK, load_for_launch
+from trainer.strict_json import dumps
+
+_MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}
+
+
+@cli.command()
+@click.option(
+    "--stack",
+    "stack_ref",
+    metavar="NAME|PATH",
+    help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
+)
+@click.option("--region", help="Region to check (else $AWS_REGION, else the stack's).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(stack_ref: str | None, region: str | None, as_json: bool) -> int:
+    """Check that the stack can launch from these credentials in this region: credentials and account,
+    region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price. Creates nothing.
+
+    \b
+    Exit code 0 when the stack can launch, 1 when it cannot (every ✗ says how to fix it).
+    Examples:
+      ec2dbn check
+      ec2dbn check --stack g5-spot --region us-west-2 --json
+    """
+    stack = load_for_launch(stack_ref, region=region)
+    report = preflight.run(stack)
+    if as_json:
+        click.echo(dumps(report.as_json(), indent=2))
+        return 0 if report.launchable else 1
+    stdout.print(styled(("ec2dbn check", "bold"), f": stack {stack.name} in {stack.region}"))
+    width = max(len(c.name) for c in report.checks)
+    for c in report.checks:
+        stdout.print(styled(_MARK[c.status], f" {c.name:<{width}}  {c.detail}"))
+        if c.fix and c.status in ("fail", "warn"):
+            stdout.print(styled(f"  {'':<{width}}  ", ("fix:", "bold"), f" {c.fix}"))
+    verdict = "can launch" if report.launchable else "cannot launch: fix each ✗ above"
+    stdout.print(styled(f"stack {stack.name} {verdict}"))
+    return 0 if report.launchable else 1
+
+
+@cli.command("iam-policy")
+@click.option(
+    "--partition",
+    type=click.Choice(iam_policy.PARTITIONS),
+    default="aws",
+    show_default=True,
+    help="AWS partition of the ARNs (aws-cn for China, aws-us-gov for GovCloud).",
+)
+def iam_policy_cmd(partition: str) -> int:
+    """Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged
+    ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas and STS reads.
+
+    \b
+    Example (attach it to the IAM user ec2dbn runs as):
+      ec2dbn iam-policy > ec2dbn-policy.json
+      aws iam create-policy --policy-name ec2dbn --policy-document file://ec2dbn-policy.json
+      aws iam attach-user-policy --user-name YOU --policy-arn arn:aws:iam::ACCOUNT:policy/ec2dbn
+    """
+    click.echo(dumps(iam_policy.policy(partition), indent=2))
+    return 0
