@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import yaml
@@ -121,12 +121,15 @@ def run_local(
     reporter: Reporter,
     backend: str | None = None,
     resume: bool = False,
+    env: Mapping[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> int:
     """Train `job_path` here into `results_dir`, streaming the trainer's output; return its exit code.
 
     Never leaves the trainer behind: every stop reaches it and this waits for its checkpoint. A
     diverged run (exit 4) is recorded as "diverged" with exit code 1 and raised as JobFailedError
-    carrying the trainer's message.
+    carrying the trainer's message. env: the trainer's environment (default this process's);
+    on_start(proc): told the trainer process as it starts (a sweep stops its workers through it).
     """
     reporter = QuietOnClosedTerminal(reporter)
     cmd = [sys.executable, "-u", "-m", "trainer", "run", str(job_path), "--out", str(results_dir)]
@@ -138,7 +141,16 @@ def run_local(
     record.save(results_dir)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with timed_phase(record, "train"):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=None if env is None else dict(env),
+        )
+        if on_start is not None:
+            on_start(proc)
         with _forward_stops(proc):
             try:
                 assert proc.stdout is not None

@@ -7,11 +7,14 @@ decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go thr
 - plan: the stack is leased to this run (a local lock), then AWS is asked what exists and what a launch
   would cost. Nothing is created yet, so a failure up to here needs no teardown.
 - provision … pull: from here on something may exist in AWS. Every way out — any exception, Ctrl-C,
-  SIGTERM, SIGHUP — goes through the one `finally` in `Pipeline.run`, which tears the stack down (unless
-  --keep) and writes a final run.json.
+  SIGTERM, SIGHUP, a stop asked by another thread — goes through the one `finally` in `Pipeline.run`,
+  which tears the stack down (unless --keep) and writes a final run.json.
 - recovery: whatever goes wrong after launch, the pipeline asks AWS about the instance. Gone → a
   recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
   `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
+
+Where the instance comes from is the pipeline's `Capacity` (ec2dbn.capacity): a stack of the run's own
+for `train`, a slot of a sweep's fleet for a sweep point (ec2dbn.sweep), which never tears the fleet down.
 """
 
 from __future__ import annotations
@@ -24,16 +27,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ec2dbn import cost, detached, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
+from ec2dbn.capacity import Capacity, StackCapacity
 from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import CloudError, Ec2dbnError, JobFailedError, RemoteError, StackTornDownError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
-from ec2dbn.lease import LocalLease
 from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
 from ec2dbn.remote import Remote
 from ec2dbn.remote_run import (
@@ -90,6 +92,14 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class StopRequested(Interrupted):
+    """`Pipeline.request_stop()` was called (from another thread, e.g. a sweep's Ctrl-C): stop as Ctrl-C
+    does, at the next phase boundary or while following the log."""
+
+    def __init__(self) -> None:
+        super().__init__(signal.SIGINT)
+
+
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """SIGTERM and SIGHUP (a closed terminal) raise `Interrupted` like Ctrl-C does, in the main thread."""
@@ -108,34 +118,16 @@ def signals_as_interrupts() -> Iterator[None]:
             signal.signal(s, h)
 
 
-@dataclass
-class Planned:
-    """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
-
-    existing: provision.InstanceRecord | None
-    plan: provision.Plan | None
-
-
-def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Planned, str]:
-    """What the stack would become for this run, and the estimate line. Creates nothing.
-
-    Raises StackBusyError when another run holds the stack, ConfigError when the running instance is
-    not what the stack asks for.
-    """
-    existing = stacks.reusable_instance(v.stack, run_id)
-    if existing is not None:
-        price = provision.prices(v.stack.region, existing.instance_type, existing.market, None, None)[1]
-        return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price)
-    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
-    return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly)
-
-
 class Pipeline:
-    """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N."""
+    """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N.
 
-    def __init__(self, v: Validated, reporter: Reporter) -> None:
+    capacity: where the instance comes from (default: a stack of the run's own, `StackCapacity`).
+    """
+
+    def __init__(self, v: Validated, reporter: Reporter, capacity: Capacity | None = None) -> None:
         self.v = v
         self.stack = v.stack
+        self.capacity: Capacity = capacity or StackCapacity(v)
         self.reporter: Reporter = QuietOnClosedTerminal(reporter)
         self.record, self.results_dir = open_record(v)
         self.run_dir = RemoteRun(self.stack.remote_dir, self.record.run_id)
@@ -143,13 +135,20 @@ class Pipeline:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.segments: list[cost.InstanceSegment] = []
         self._remote: Remote | None = None
-        self._lease: LocalLease | None = None
         self._provisioning = False
         self._copier = CheckpointCopier(self.run_dir, self.results_dir, self.reporter)
         self._reattach = v.resume is not None
+        self._stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        """Ask the run (from any thread) to stop as Ctrl-C stops it: the trainer checkpoints, what exists is
+        pulled, the run ends `interrupted`. Noticed at the next phase or log poll."""
+        self._stop_requested.set()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        if self._stop_requested.is_set() and name != "teardown":
+            raise StopRequested()
         for hook in PHASE_HOOKS:
             hook(name)
         with timed_phase(self.record, name):
@@ -172,11 +171,9 @@ class Pipeline:
                 if self._remote is not None:
                     self._remote.abandon()  # closing a connection wedged by the interrupt could hang
                 return int(self.record.exit_code or 130)
-            except StackTornDownError:
-                self._finish_record(1, "torn-down")
-                raise
-            except BaseException:
-                self._finish_record(1, "failed")
+            except BaseException as exc:
+                # An error may name the status it means (a torn-down stack, a sweep out of capacity).
+                self._finish_record(1, getattr(exc, "run_status", "failed"))
                 raise
             finally:
                 self._end()
@@ -187,19 +184,12 @@ class Pipeline:
 
     def _phases(self) -> int:
         with self.phase("plan"):
-            self._lease = LocalLease(self.stack.name, self.record.run_id).acquire()
-            planned, estimate = plan_stack(self.v, self.reporter, self.record.run_id)
-            candidates = ", ".join(self.stack.candidates)
-            self.reporter.step(
-                f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}"
-            )
-            self.reporter.step(estimate)
+            self.capacity.plan(self.v, self.reporter, self.record.run_id)
         resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
-        current: Planned | None = planned
         while True:
             try:
-                status = self._attempt(current, resume=resume, avoid_zones=avoid)
+                status = self._attempt(resume=resume, avoid_zones=avoid)
             except Exception as exc:
                 reason = self._loss_reason(exc)
             else:
@@ -212,7 +202,7 @@ class Pipeline:
                 )
             avoid = [self.st.availability_zone] if self.st and self.st.availability_zone else []
             self._recover(reason)
-            current, resume = None, True
+            resume = True
 
     def _loss_reason(self, exc: Exception) -> str:
         """Decide from what AWS says about the instance, not from the exception: gone → the reason to
@@ -244,41 +234,31 @@ class Pipeline:
 
     # -- one instance ----------------------------------------------------------------------------------
 
-    def _attempt(
-        self, planned: Planned | None, *, resume: bool, avoid_zones: list[str]
-    ) -> detached.JobStatus:
+    def _attempt(self, *, resume: bool, avoid_zones: list[str]) -> detached.JobStatus:
         """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance."""
         run = self.run_dir
         self._provisioning = True  # from here on something may exist in AWS: `_end` tears down
         with self.phase("provision"):
-            up = stacks.bring_up(
-                self.stack,
-                plan=planned.plan if planned else None,
-                existing=planned.existing if planned else None,
-                run_id=self.record.run_id,
-                reporter=self.reporter,
-                avoid_zones=avoid_zones,
-                stack_source=self.v.stack_ref or "",
-                on_launched=self._launched,
-            )
+            up = self.capacity.acquire(self.reporter, avoid_zones, self._launched)
         self._launched(up.state)
-        remote = self._remote = remote_for(up.state)
         with self.phase("connect"):
+            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s())
             remote.wait_until_reachable(
                 ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
             )
         if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
             self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
         else:
-            with self.phase("bootstrap"):
-                log = self.results_dir / "bootstrap.log"
-                run_bootstrap(remote, self.stack.bootstrap, up.state.remote_dir, self.reporter, log)
+            if not up.bootstrapped:
+                with self.phase("bootstrap"):
+                    log = self.results_dir / "bootstrap.log"
+                    run_bootstrap(remote, self.stack.bootstrap, up.state.remote_dir, self.reporter, log)
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:
                     upload_resume_files(remote, run, self.results_dir, self.reporter)
             with self.phase("run"):
-                detached.start_detached(remote, self.v.command(run, resume), run.workdir)
+                detached.start_detached(remote, self.v.command(run, resume), run.workdir, env=up.env)
         self._reattach = False
         try:
             with self.phase("follow"):
@@ -330,14 +310,18 @@ class Pipeline:
             if notice or line.startswith(EPOCH_MARKER):
                 self._copier.maybe_copy(remote, force=notice)
 
-        return detached.follow_log(
+        status = detached.follow_log(
             remote,
             run.log,
             on_line=on_line,
+            is_done=lambda s: s.state != "running" or self._stop_requested.is_set(),
             workdir=run.workdir,
             reporter=self.reporter,
             on_disconnect=lambda _err: self._instance_fate() in ("alive", "unknown"),
         ).status
+        if status.state == "running":  # only a stop request ends following a job still running
+            raise StopRequested()
+        return status
 
     def _stop(self, remote: Remote, run: RemoteRun) -> None:
         """Interrupted: ask the trainer to checkpoint and stop, and wait (bounded) for it to do so."""
@@ -384,9 +368,9 @@ class Pipeline:
             self._remote.abandon()
             self._remote = None
         with self.phase("teardown"):
-            stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
+            self.capacity.lost(self.reporter, reason)
         self._end_segment()
-        segment_cost = cost.actual_cost(self.segments[-1:]).total_usd if self.segments else 0.0
+        segment_cost = self._cost(self.segments[-1:]).total_usd
         self.record.recoveries.append(
             {
                 "at": state.iso(state.utc_now()),
@@ -412,13 +396,10 @@ class Pipeline:
             self._remote.close()
         try:
             if self._provisioning and self.v.keep:
-                self._keep()
+                self.capacity.release(self.reporter, self.st, keep=True, run_id=self.record.run_id)
             elif self._provisioning:
                 with self.phase("teardown"):
-                    report = stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
-                self.reporter.step(
-                    f"teardown: {report.remaining} ec2dbn-tagged remains for {self.stack.name}"
-                )
+                    self.capacity.release(self.reporter, self.st, keep=False, run_id=self.record.run_id)
         except (Ec2dbnError, KeyboardInterrupt) as exc:
             self.reporter.warn(
                 f"teardown did not finish ({exc or 'interrupted'}): resources of stack {self.stack.name} may "
@@ -427,21 +408,15 @@ class Pipeline:
         finally:
             self._end_segment()
             if self.segments:
-                breakdown = cost.actual_cost(self.segments)
+                breakdown = self._cost(self.segments)
                 self.record.segments = breakdown.to_dict()["segments"]
                 self.record.cost_usd = round(breakdown.total_usd, 6)
             self._finish_record(1, "failed")  # a way out that set no status is a failure
             self.record.save(self.results_dir)
-            if self._lease is not None:
-                self._lease.release()
+            self.capacity.close()
 
-    def _keep(self) -> None:
-        if self.st is None:
-            return
-        stacks.release(self.st, self.record.run_id)
-        self.reporter.step(
-            f"--keep: {self.st.instance_id} is still running; `ec2dbn teardown {self.stack.name}` removes it"
-        )
+    def _cost(self, segments: list[cost.InstanceSegment]) -> cost.CostBreakdown:
+        return cost.actual_cost(segments, minimum_billed_s=self.capacity.minimum_billed_s)
 
     def _end_segment(self) -> None:
         if self.segments and self.segments[-1].ended_at is None:

@@ -38,7 +38,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding verbs to `cli`.
-    from ec2dbn.cli import catalog_cmds, report_cmds, stack_cmds, train_cmds  # noqa: F401
+    from ec2dbn.cli import catalog_cmds, report_cmds, stack_cmds, sweep_cmds, train_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
