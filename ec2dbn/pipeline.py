@@ -147,7 +147,7 @@ class Pipeline:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        if self._stop_requested.is_set() and name != "teardown":
+        if self._stop_requested.is_set() and name not in ("pull", "teardown"):  # a stop still pulls
             raise StopRequested()
         for hook in PHASE_HOOKS:
             hook(name)

@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2dbn.aws.errors import QUOTA_CODES, aws_errors, quota_message
+from botocore.exceptions import ClientError
+
+from ec2dbn.aws.errors import QUOTA_CODES, aws_errors, error_code, quota_message, translate
 from ec2dbn.aws.instances import Attempt, _final_error, _summary
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, base_tags
@@ -175,14 +177,40 @@ def summary(errors: Sequence[Attempt]) -> str:
 
 def delete(aws: Aws, fleet_ids: Sequence[str]) -> list[str]:
     """Delete instant fleets and terminate their instances; returns the ids EC2 could not delete, each
-    with its reason. Up to 25 fleets per call (EC2's limit for instant fleets)."""
+    with its reason. Up to 25 fleets per call (EC2's limit for instant fleets).
+
+    A fleet that launched nothing has nothing to terminate, and some endpoints (moto) then refuse
+    `TerminateInstances=True` with InvalidParameterCombination: such a fleet is deleted on its own,
+    without terminating (there is nothing to keep running).
+    """
     failed: list[str] = []
     ids = list(fleet_ids)
     for start in range(0, len(ids), 25):
-        with aws_errors(aws.region, "deleting EC2 fleets"):
-            resp = aws.ec2.delete_fleets(FleetIds=ids[start : start + 25], TerminateInstances=True)
+        batch = ids[start : start + 25]
+        try:
+            resp = aws.ec2.delete_fleets(FleetIds=batch, TerminateInstances=True)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidParameterCombination":
+                raise translate(exc, region=aws.region, action="deleting EC2 fleets") from exc
+            resp = {"UnsuccessfulFleetDeletions": [_delete_one(aws, fid) for fid in batch]}
+        except Exception as exc:
+            raise translate(exc, region=aws.region, action="deleting EC2 fleets") from exc
         for item in resp.get("UnsuccessfulFleetDeletions") or []:
             why = item.get("Error") or {}
-            if why.get("Code") != "fleetIdDoesNotExist":
+            if item and why.get("Code") != "fleetIdDoesNotExist":
                 failed.append(f"{item.get('FleetId')}: {why.get('Code')}: {why.get('Message')}")
     return failed
+
+
+def _delete_one(aws: Aws, fleet_id: str) -> dict[str, Any]:
+    """One fleet, terminating its instances, or (refused: it has none) without; {} when deleted."""
+    for terminate in (True, False):
+        try:
+            resp = aws.ec2.delete_fleets(FleetIds=[fleet_id], TerminateInstances=terminate)
+        except ClientError as exc:
+            if terminate and error_code(exc) == "InvalidParameterCombination":
+                continue
+            raise translate(exc, region=aws.region, action=f"deleting EC2 fleet {fleet_id}") from exc
+        failures = resp.get("UnsuccessfulFleetDeletions") or []
+        return dict(failures[0]) if failures else {}
+    return {}

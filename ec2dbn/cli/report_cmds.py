@@ -237,6 +237,8 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     """
     if as_json and markdown:
         raise ConfigError("--json and --markdown exclude each other: pick one")
+    if len(results) == 1 and report_mod.is_sweep(results[0]) and not as_json:
+        return _sweep_report(results[0], markdown)
     report = report_mod.build_report(list(results))
     if as_json:
         click.echo(dumps(report.to_dict(), indent=2))
@@ -254,4 +256,18 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     out.print(table)
     for line in report_mod.notes(report):
         stdout.print(line)
+    return 0
+
+
+def _sweep_report(sweep_dir: Path, markdown: bool) -> int:
+    """One sweep: its points by test accuracy, with the swept values (what summary.md holds)."""
+    from ec2dbn.sweep.summary import rows, to_markdown
+
+    record, table = rows(sweep_dir)
+    text = to_markdown(record, table)
+    if markdown:
+        click.echo(text, nl=False)
+        return 0
+    out = stdout if stdout.is_terminal else Console(highlight=False, width=200)
+    out.print(text, markup=False)
     return 0

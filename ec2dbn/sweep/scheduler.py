@@ -114,6 +114,8 @@ class Sweep:
         with signals_as_interrupts():
             try:
                 self.runner.start_capacity(self.reporter)
+                self.record.groups = self.runner.capacity_record()  # `ec2dbn logs` finds the instances
+                self.record.save(self.sweep_dir)
                 self._loop()
                 return self._exit_code()
             except KeyboardInterrupt as exc:

@@ -50,7 +50,7 @@ def test_sweep_grid_on_three_instances_matches_local_runs(fake_fleet, aws, tmp_p
     stack = sweep_stack(tmp_path)
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-    code, lines, err = run_cli(
+    code, _, err = run_cli(
         ["sweep", str(job), "--stack", str(stack), "--instances", "3", "--results", str(results)], env
     )
     assert code == 0, err[-4000:]
