@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from ec2dbn.aws import fleets, instances, keys, network, templates
 from ec2dbn.aws.fleets import FleetAnswer, FleetInstance, Pool
-from ec2dbn.aws.instances import Attempt, LaunchSpec
-from ec2dbn.aws.provision import Plan, _undo
+from ec2dbn.aws.instances import Attempt
+from ec2dbn.aws.provision import Plan, _undo, launch_spec
 from ec2dbn.aws.session import Aws
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
@@ -101,17 +101,7 @@ def launch_fleet(
     try:
         key = keys.ensure(aws, stack.name, stack.key_name, key_store, reporter=reporter)
         sg = network.ensure(aws, stack.name, stack.key_name, p.cidr, reporter=reporter)
-        spec = LaunchSpec(
-            stack=stack.name,
-            image_id=p.image.image_id,
-            root_device_name=p.image.root_device_name,
-            volume_gb=stack.volume_gb,
-            key_name=key.name,
-            security_group_id=sg.group_id,
-            user_data=user_data,
-            instance_tags={**instance_tags, **sweep_tags},
-            user_tags=stack.tags,
-        )
+        spec = launch_spec(p, key, sg, user_data, {**instance_tags, **sweep_tags})
         template = templates.create(aws, stack.key_name, spec, sweep_tags)
         reporter.step(f"created launch template {template.template_id} ({template.name})")
         answers = request_capacity(p, template.template_id, count, sweep_tags, reporter, aws)

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ec2dbn.cli import cli
+from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
@@ -53,14 +53,7 @@ from ec2dbn.sweep.record import SweepRecord
 @click.option(
     "--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend (--local)."
 )
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Folder under which results/<sweep-id>/ is written.",
-)
+@results_option("Folder under which results/<sweep-id>/ is written.")
 @click.option(
     "--dry-run", is_flag=True, help="Print the points, the capacity plan and the estimate; create nothing."
 )
@@ -220,7 +213,7 @@ def _run(
     def runner(work_left: Callable[[int], bool]) -> Runner:
         if p.local:
             return LocalRunner(sweep_dir, record.parallel or parallel, backend)
-        return Ec2Runner(record.sweep_id, sweep_dir, p.stacks, p.counts, budget, reporter, work_left)
+        return Ec2Runner(record.sweep_id, sweep_dir, p.stacks, p.counts, budget, reporter, work_left, backend)
 
     live = stdout.is_terminal
     echo = None if live else _echo()

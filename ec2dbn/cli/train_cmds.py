@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ec2dbn.cli import cli
+from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
@@ -32,14 +32,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
 )
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Folder under which results/<run-id>/ is written.",
-)
+@results_option("Folder under which results/<run-id>/ is written.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
 @click.option(
     "--resume",
@@ -191,14 +184,7 @@ def _stack_state(name: str | None) -> StackState:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Where sweeps are (for NAME = SWEEP_ID/POINT).",
-)
+@results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
 def logs(name: str | None, follow: bool, results_root: Path) -> None:
     """Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of
     a sweep (NAME = SWEEP_ID/POINT).

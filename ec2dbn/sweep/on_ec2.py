@@ -50,8 +50,10 @@ class Ec2Runner:
         budget: Budget,
         reporter: Reporter,
         work_left: Callable[[int], bool],
+        backend: str | None = None,
     ) -> None:
         self.sweep_dir = sweep_dir
+        self.backend = backend
         self.pool = SlotPool()
         self.counts = list(counts)
         self.groups = [
@@ -96,6 +98,7 @@ class Ec2Runner:
             results_root=self.sweep_dir,
             results_dir=results_dir,
             resume=previous,
+            backend=self.backend,
         )
         flow = Pipeline(v, reporter, SlotCapacity(group, slot, results_dir))
         self._flows[pid] = flow

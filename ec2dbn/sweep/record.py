@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
+from ec2dbn.results import claim_dir
 from trainer.strict_json import write_json
 
 SWEEP_FILE = "sweep.json"
@@ -33,14 +34,7 @@ def new_sweep_id(now: datetime | None = None) -> str:
 
 def claim_sweep_dir(results_root: Path) -> tuple[str, Path]:
     """A new sweep id and its folder, created exclusively (never shared with another sweep)."""
-    results_root.mkdir(parents=True, exist_ok=True)
-    while True:
-        sweep_id = new_sweep_id()
-        try:
-            (results_root / sweep_id).mkdir()
-        except FileExistsError:
-            continue
-        return sweep_id, results_root / sweep_id
+    return claim_dir(results_root, new_sweep_id)
 
 
 @dataclass

@@ -107,6 +107,14 @@ def sweep_process(tmp_path: Path, args: list[str], on_line: Any = None) -> tuple
     return code, [text for _, text in lines], err
 
 
+def is_held(line: str, held: set[str]) -> set[str]:
+    """Add the point whose trainer says (in a `[pNN] ...` line of the sweep's output) it is held."""
+    point, _, text = line.partition("] ")
+    if point.startswith("[p") and text.startswith(HELD):
+        held.add(point[1:])
+    return held
+
+
 def local_reference(tmp_path: Path, point_dir: Path) -> Path:
     """`ec2dbn train --local` of the point's own job.yaml with the fake instance's environment."""
     results = tmp_path / f"local-{point_dir.name}"
@@ -159,9 +167,7 @@ def test_an_instance_reclaimed_mid_sweep_hands_its_point_to_another_slot(
     with hold_on_the_instance(fake_fleet, tmp_path, epoch=2) as hold:
 
         def act(_proc: subprocess.Popen[str], line: str) -> None:
-            if line.startswith("[p0") and line.split("] ", 1)[1].startswith(HELD):
-                held.add(line[1:4])
-            if held >= {"p01", "p02"} and not taken:
+            if is_held(line, held) >= {"p01", "p02"} and not taken:
                 _, record = the_sweep(tmp_path / "results")
                 taken.append(next(p["instance_id"] for p in record["points"] if p["point_id"] == "p01"))
                 fake_fleet.reclaim(taken[0])
@@ -221,9 +227,7 @@ def test_ctrl_c_mid_sweep_keeps_what_finished_and_resume_runs_the_rest(
     with hold_on_the_instance(fake_fleet, tmp_path, epoch=2) as hold:
 
         def interrupt(proc: subprocess.Popen[str], line: str) -> None:
-            if line.startswith("[p0") and line.split("] ", 1)[1].startswith(HELD):
-                held.add(line[1:4])
-            if len(held) == 2 and not sent:
+            if len(is_held(line, held)) == 2 and not sent:
                 proc.send_signal(signal.SIGINT)
                 sent.append(True)
 
