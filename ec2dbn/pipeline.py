@@ -342,7 +342,6 @@ class Pipeline:
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
         self.record.finish(0 if exit_code == EXIT_OK else 1, trainer_status(exit_code))
-        plot_quietly(self.results_dir, self.reporter)
         if exit_code == EXIT_DIVERGED:  # the job's fault, not the machine's: no recovery, the trainer's words
             raise diverged_error(self.results_dir, self.tail)
         if exit_code != EXIT_OK:
@@ -414,6 +413,8 @@ class Pipeline:
             self._finish_record(1, "failed")  # a way out that set no status is a failure
             self.record.save(self.results_dir)
             self.capacity.close()
+            if self.record.status in ("finished", "diverged"):  # drawn once the instance is let go
+                plot_quietly(self.results_dir, self.reporter)
 
     def _cost(self, segments: list[cost.InstanceSegment]) -> cost.CostBreakdown:
         return cost.actual_cost(segments, minimum_billed_s=self.capacity.minimum_billed_s)

@@ -40,7 +40,8 @@ def claim_sweep_dir(results_root: Path) -> tuple[str, Path]:
 @dataclass
 class PointEntry:
     """One point in sweep.json. status: pending | running | finished | failed | diverged | interrupted
-    | torn-down | skipped (never started: the sweep stopped first)."""
+    | torn-down | skipped (never started: the sweep stopped first). A resumed point's times are its last
+    run's."""
 
     point_id: str
     values: dict[str, Any]
@@ -49,6 +50,8 @@ class PointEntry:
     slot: str | None = None
     instance_id: str | None = None
     error: str | None = None
+    started_s: float | None = None  # seconds after the sweep started: when it took its slot
+    ended_s: float | None = None  # ... and when it gave the slot back (else when its run ended)
 
 
 @dataclass

@@ -61,6 +61,7 @@ class Running:
     thread: threading.Thread
     reporter: PointReporter
     outcome: tuple[RunRecord | None, str | None] = (None, None)
+    ended_s: float | None = None
 
 
 class Sweep:
@@ -182,12 +183,9 @@ class Sweep:
     def _start(self, vp: ValidPoint, slot: Slot) -> None:
         pid = vp.point.point_id
         entry = self.record.point(pid)
-        entry.status, entry.slot, entry.instance_id, entry.error = (
-            "running",
-            slot.name,
-            slot.instance_id,
-            None,
-        )
+        entry.status, entry.slot, entry.error = "running", slot.name, None
+        entry.instance_id = slot.instance_id
+        entry.started_s, entry.ended_s = round(time.monotonic() - self.started, 3), None
         self.board.update(pid, state="running", slot=slot.name)
         self.record.save(self.sweep_dir)
         reporter = PointReporter(
@@ -201,6 +199,7 @@ class Sweep:
             except BaseException as exc:  # never lose a point's end, whatever its runner raised
                 run.outcome = (None, f"unexpected {type(exc).__name__}: {exc}")
             finally:
+                run.ended_s = round(time.monotonic() - self.started, 3)
                 self._changed.set()
 
         run.thread = threading.Thread(target=work, name=f"point-{pid}", daemon=True)
@@ -218,6 +217,11 @@ class Sweep:
             run.reporter.close()
             record, error = run.outcome
             entry = self.record.point(pid)
+            released = self.runner.pool.released_at.get(entry.slot or "")
+            started = self.started + (entry.started_s or 0.0)
+            entry.ended_s = (
+                round(released - self.started, 3) if released and released >= started else run.ended_s
+            )
             entry.status = record.status if record is not None else "failed"
             entry.error = error
             if record is not None:

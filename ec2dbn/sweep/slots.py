@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class SlotPool:
         self._alive: dict[str, int] = {}  # instance id -> group, while it is usable
         self._waiting_first = 0  # points that lost their instance wait ahead of new ones
         self._closed: str | None = None
+        #: slot name -> time.monotonic() of its last give_back: when its point let it go
+        self.released_at: dict[str, float] = {}
 
     def expect(self, group: int, count: int = 1) -> None:
         """`count` instances of `group` are on their way (launched, not ready yet)."""
@@ -85,6 +88,7 @@ class SlotPool:
 
     def give_back(self, slot: Slot) -> None:
         with self._cond:
+            self.released_at[slot.name] = time.monotonic()
             if slot.instance_id is None or slot.instance_id in self._alive:
                 self._free.setdefault(slot.group, []).append(slot)
                 self._cond.notify_all()
