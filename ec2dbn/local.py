@@ -123,13 +123,15 @@ def run_local(
     resume: bool = False,
     env: Mapping[str, str] | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    plot: bool = True,
 ) -> int:
     """Train `job_path` here into `results_dir`, streaming the trainer's output; return its exit code.
 
     Never leaves the trainer behind: every stop reaches it and this waits for its checkpoint. A
     diverged run (exit 4) is recorded as "diverged" with exit code 1 and raised as JobFailedError
     carrying the trainer's message. env: the trainer's environment (default this process's);
-    on_start(proc): told the trainer process as it starts (a sweep stops its workers through it).
+    on_start(proc): told the trainer process as it starts (a sweep stops its workers through it);
+    plot: draw the learning curve (a sweep draws its points' at its end).
     """
     reporter = QuietOnClosedTerminal(reporter)
     cmd = [sys.executable, "-u", "-m", "trainer", "run", str(job_path), "--out", str(results_dir)]
@@ -165,7 +167,8 @@ def run_local(
     diverged = code == EXIT_DIVERGED
     record.finish(1 if diverged else code, trainer_status(code))
     record.save(results_dir)
-    plot_quietly(results_dir, reporter)
+    if plot:
+        plot_quietly(results_dir, reporter)
     if diverged:
         raise diverged_error(results_dir, tail)
     return code

@@ -413,7 +413,7 @@ class Pipeline:
             self._finish_record(1, "failed")  # a way out that set no status is a failure
             self.record.save(self.results_dir)
             self.capacity.close()
-            if self.record.status in ("finished", "diverged"):  # drawn once the instance is let go
+            if self.v.plot and self.record.status in ("finished", "diverged"):  # once the instance is let go
                 plot_quietly(self.results_dir, self.reporter)
 
     def _cost(self, segments: list[cost.InstanceSegment]) -> cost.CostBreakdown:

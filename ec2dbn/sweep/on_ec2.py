@@ -17,11 +17,11 @@ from typing import Any
 
 from ec2dbn import stacks
 from ec2dbn.config import Stack
-from ec2dbn.errors import Ec2dbnError
+from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.lease import LocalLease
 from ec2dbn.results import RunRecord
-from ec2dbn.sweep.budget import Budget, point_estimate_usd
+from ec2dbn.sweep.budget import Budget, instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import FleetGroup, slots_of
 from ec2dbn.sweep.points import ValidPoint
 from ec2dbn.sweep.record import BASE_JOB_FILE
@@ -56,6 +56,7 @@ class Ec2Runner:
         self.backend = backend
         self.pool = SlotPool()
         self.counts = list(counts)
+        self.budget = budget
         self.groups = [
             FleetGroup(i, s, sweep_id, sweep_dir, self.pool, budget, reporter, work_left)
             for i, s in enumerate(stacks_)
@@ -69,6 +70,7 @@ class Ec2Runner:
         """Lease each group's stack name to this sweep and launch its fleet. A group EC2 gives nothing is
         left out (its points are skipped, with the reason); when every group gets nothing, the first
         group's explained error is raised."""
+        self._check_budget(reporter)
         first_error: Ec2dbnError | None = None
         for group, count in zip(self.groups, self.counts, strict=True):
             self._leases.append(LocalLease(group.name, self.sweep_id).acquire())
@@ -81,6 +83,21 @@ class Ec2Runner:
                 first_error = first_error or exc
         if len(self.unlaunched) == len(self.groups) and first_error is not None:
             raise first_error
+
+    def _check_budget(self, reporter: Reporter) -> None:
+        """Refuse, before anything is created, a --max-cost below the fleets' first minute."""
+        limit = self.budget.max_cost_usd
+        if limit is None:
+            return
+        floor = math.fsum(
+            n * instance_floor_usd(g.plan(reporter).hourly.usd_per_hour)
+            for g, n in zip(self.groups, self.counts, strict=True)
+        )
+        if floor >= limit:
+            raise ConfigError(
+                f"--max-cost ${limit:g} is below what {sum(self.counts)} instance(s) cost in their first "
+                f"minute (~${floor:.4f}, EC2's minimum): raise --max-cost or lower --instances"
+            )
 
     def run_point(self, vp: ValidPoint, slot: Slot, reporter: Reporter) -> tuple[RunRecord, str | None]:
         """The point's pipeline on `slot` (resuming its run when its folder has one); blocks."""
@@ -99,6 +116,7 @@ class Ec2Runner:
             results_dir=results_dir,
             resume=previous,
             backend=self.backend,
+            plot=False,  # drawn after the fleet is torn down (ec2dbn.sweep.summary), not on its time
         )
         flow = Pipeline(v, reporter, SlotCapacity(group, slot, results_dir))
         self._flows[pid] = flow

@@ -90,6 +90,7 @@ class LocalRunner:
                 resume=resume,
                 env=self.environment(),
                 on_start=lambda proc: self._started(pid, proc),
+                plot=False,  # drawn at the sweep's end, not while the worker is wanted
             )
         except Ec2dbnError as exc:
             error = str(exc)

@@ -301,6 +301,6 @@ class Sweep:
         try:
             from ec2dbn.sweep.summary import write_summary
 
-            write_summary(self.sweep_dir)
+            write_summary(self.sweep_dir, self.reporter)
         except Exception as exc:  # the summary is a bonus; the points' results are safe on disk
             self.reporter.warn(f"no sweep summary: {exc}")

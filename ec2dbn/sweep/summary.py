@@ -15,6 +15,8 @@ from typing import Any
 
 from ec2dbn.bench import usd_small
 from ec2dbn.errors import ConfigError
+from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.local import plot_quietly
 from ec2dbn.report import load_row
 from ec2dbn.sweep.points import show_value
 from ec2dbn.sweep.record import SweepRecord
@@ -97,8 +99,12 @@ def to_markdown(record: SweepRecord, table: list[SweepRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(sweep_dir: Path) -> list[Path]:
-    """summary.md, and sweep.png when matplotlib is there and some point has an accuracy."""
+def write_summary(sweep_dir: Path, reporter: Reporter | None = None) -> list[Path]:
+    """Each point's learning curve (as `train` draws it), summary.md, and sweep.png when matplotlib is
+    there and some point has an accuracy."""
+    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        if (folder / "metrics.json").is_file() and not (folder / "learning_curve.png").is_file():
+            plot_quietly(folder, reporter or NullReporter())
     record, table = rows(sweep_dir)
     written = [sweep_dir / SUMMARY_FILE]
     written[0].write_text(to_markdown(record, table), encoding="utf-8")

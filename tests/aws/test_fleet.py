@@ -158,3 +158,41 @@ def test_status_and_teardown_all_see_a_sweep(aws: MotoServer, capsys: pytest.Cap
     assert rc == 0, err
     assert "deleted fleet(s)" in err and "deleted launch template" in err
     assert tagged_resources(aws) == NOTHING
+
+
+def sweep_job(tmp_path: Any) -> str:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "data: {name: digits}\nmodel: {layers: [64, 20, 10], epochs: 2}\n"
+        "sweep: {grid: {model.learn_rates: [0.1, 0.3, 1.0]}}\n"
+    )
+    return str(path)
+
+
+def test_a_dry_run_prints_the_fleet_and_its_estimate_and_creates_nothing(
+    aws: MotoServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    rc, out, err = cli(
+        capsys,
+        "sweep",
+        sweep_job(tmp_path),
+        "--stack",
+        "g4dn-ondemand",
+        "--dry-run",
+        "--results",
+        str(results),
+    )
+    assert rc == 0, err
+    assert "p03" in out and "3 instance(s) × 1 slot(s) for 3 point(s)" in out
+    assert "on-demand over g4dn.xlarge in us-east-1a" in out and "estimated cost ~$" in out
+    assert tagged_resources(aws) == NOTHING and not results.exists()
+
+
+def test_a_max_cost_below_the_fleets_first_minute_is_refused_before_anything_exists(
+    aws: MotoServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", sweep_job(tmp_path), "--stack", "g4dn-ondemand", "--max-cost", "0.01"]
+    rc, _, err = cli(capsys, *args, "--results", str(tmp_path / "results"))
+    assert rc == 2 and "--max-cost $0.01 is below what 3 instance(s) cost in their first minute" in err
+    assert tagged_resources(aws) == NOTHING
