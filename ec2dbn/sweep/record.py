@@ -72,6 +72,7 @@ class SweepRecord:
     max_cost_usd: float | None = None
     cost_usd: float | None = None
     elapsed_s: float | None = None
+    capacity_s: float | None = None  # seconds from the start until every fleet was torn down
     parallel: int | None = None
     groups: list[dict[str, Any]] = field(default_factory=list)
 

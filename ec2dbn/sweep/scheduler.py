@@ -284,6 +284,7 @@ class Sweep:
         """Tear down, cost, and the final sweep.json (never lets a teardown problem hide the sweep's own)."""
         self.runner.pool.close(self.stop_reason or "the sweep is over")
         problems = self.runner.end(self.reporter)
+        self.record.capacity_s = round(time.monotonic() - self.started, 3)
         for pid, run in list(self.running.items()):  # runs that outlived the wait: not answered
             entry = self.record.point(pid)
             entry.status, entry.error = "interrupted", "the sweep ended before this point did"

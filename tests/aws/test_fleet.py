@@ -196,3 +196,16 @@ def test_a_max_cost_below_the_fleets_first_minute_is_refused_before_anything_exi
     rc, _, err = cli(capsys, *args, "--results", str(tmp_path / "results"))
     assert rc == 2 and "--max-cost $0.01 is below what 3 instance(s) cost in their first minute" in err
     assert tagged_resources(aws) == NOTHING
+
+
+def test_a_grid_over_instance_types_gets_one_fleet_per_type(
+    aws: MotoServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", sweep_job(tmp_path), "--stack", "g4dn-ondemand", "--dry-run"]
+    rc, out, err = cli(capsys, *args, "--grid", "instance_type=g4dn.xlarge,g5.xlarge")
+    assert rc == 0, err
+    fleets = [line for line in out.splitlines() if line.startswith("fleet ")]
+    assert len(fleets) == 2  # 3 learning rates × 2 types: 3 points on each type's own fleet
+    assert "-1: 3 instance(s)" in fleets[0] and "over g4dn.xlarge in" in fleets[0]
+    assert "-2: 3 instance(s)" in fleets[1] and "over g5.xlarge in" in fleets[1]
+    assert tagged_resources(aws) == NOTHING
