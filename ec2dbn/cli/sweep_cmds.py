@@ -101,8 +101,8 @@ def sweep(
             raise click.UsageError("--resume takes no JOB, --grid, --random or --sample: the sweep has them")
         record, p = prep.prepare_resume(results_root / resume_id, spot=spot, ssh_cidr=ssh_cidr)
         sweep_dir = results_root / resume_id
-        prep.assign_capacity(p, record.sweep_id, instances, max_instances)
         todo = {e.point_id for e in record.unfinished()}
+        prep.assign_capacity(p, record.sweep_id, instances, max_instances, todo)
         p.points = [vp for vp in p.points if vp.point.point_id in todo]
         stderr.print(f"resuming sweep {record.sweep_id}: {len(p.points)} unfinished point(s)")
         return _run(record, sweep_dir, p, reporter, max_cost or record.max_cost_usd, parallel, backend)

@@ -90,6 +90,7 @@ class FleetGroup:
         self._base: state.StackState | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._prices: dict[tuple[str, str, str | None], catalog.Price] = {}
 
     @property
     def name(self) -> str:
@@ -161,7 +162,10 @@ class FleetGroup:
 
     def _track(self, inst: FleetInstance) -> None:
         """A new instance: priced, counted against the budget, made ready in its own thread."""
-        paid, _ = provision.prices(self.stack.region, inst.instance_type, inst.market, inst.zone, None)
+        pool = (inst.instance_type, inst.market, inst.zone)
+        if pool not in self._prices:  # one price look-up per pool, not per instance
+            self._prices[pool] = provision.prices(self.stack.region, *pool, None)[0]
+        paid = self._prices[pool]
         member = Member(inst, paid, state.utc_now(), slots_of(inst.instance_type))
         with self._lock:
             self.members[inst.instance_id] = member

@@ -73,6 +73,9 @@ class Ec2Runner:
         self._check_budget(reporter)
         first_error: Ec2dbnError | None = None
         for group, count in zip(self.groups, self.counts, strict=True):
+            if count == 0:  # nothing left to run on this hardware (a --resume)
+                self.pool.failed(group.index)
+                continue
             self._leases.append(LocalLease(group.name, self.sweep_id).acquire())
             try:
                 group.launch(count)
@@ -81,7 +84,7 @@ class Ec2Runner:
                 self.unlaunched[group.index] = str(exc)
                 reporter.warn(f"{group.name}: no instance: {exc}")
                 first_error = first_error or exc
-        if len(self.unlaunched) == len(self.groups) and first_error is not None:
+        if first_error is not None and len(self.unlaunched) == sum(1 for n in self.counts if n):
             raise first_error
 
     def _check_budget(self, reporter: Reporter) -> None:
@@ -92,6 +95,7 @@ class Ec2Runner:
         floor = math.fsum(
             n * instance_floor_usd(g.plan(reporter).hourly.usd_per_hour)
             for g, n in zip(self.groups, self.counts, strict=True)
+            if n
         )
         if floor >= limit:
             raise ConfigError(

@@ -94,13 +94,17 @@ def prepare_resume(
     return record, prepared
 
 
-def assign_capacity(p: Prepared, sweep_id: str, instances: int | None, max_instances: int) -> None:
-    """Group the points by hardware and size each group's fleet (EC2 only)."""
+def assign_capacity(
+    p: Prepared, sweep_id: str, instances: int | None, max_instances: int, todo: set[str] | None = None
+) -> None:
+    """Group the points by hardware (all of them, so a group keeps its name on --resume) and size each
+    group's fleet for the points still to run (`todo`, default all; a group with none gets none). EC2 only."""
     if p.local:
         return
     p.groups, p.stacks = group_by_hardware(p.points, sweep_id)
+    left = [g for pid, g in p.groups.items() if todo is None or pid in todo]
     p.counts = [
-        instances_for(sum(1 for g in p.groups.values() if g == i), stack, instances, max_instances)
+        instances_for(left.count(i), stack, instances, max_instances) if i in left else 0
         for i, stack in enumerate(p.stacks)
     ]
 

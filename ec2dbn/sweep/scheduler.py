@@ -165,7 +165,8 @@ class Sweep:
             try:
                 slot = self.runner.pool.take(group, timeout_s=0)
             except NoSlotError as exc:
-                self._skip_group(group, str(exc))
+                why = getattr(self.runner, "unlaunched", {}).get(group)  # EC2 gave the fleet nothing
+                self._skip_group(group, f"no instance: {why}" if why else str(exc))
                 return True
             if slot is None:
                 continue

@@ -175,7 +175,9 @@ def _heatmap(record: SweepRecord, table: list[SweepRow], scored: list[SweepRow],
     image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
     for i, row in enumerate(grid):
         for j, acc in enumerate(row):
-            ax.text(j, i, "—" if math.isnan(acc) else f"{acc:.1f}", ha="center", va="center", color="w")
+            bright = not math.isnan(acc) and float(image.norm(acc)) > 0.6  # viridis turns yellow up there
+            text = "—" if math.isnan(acc) else f"{acc:.1f}"
+            ax.text(j, i, text, ha="center", va="center", color="black" if bright else "white")
     ax.set_xticks(range(len(xs)), [literal(s) for s in sx])
     ax.set_yticks(range(len(ys)), [literal(s) for s in sy])
     ax.set_xlabel(literal(kx))
