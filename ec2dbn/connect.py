@@ -1,16 +1,21 @@
 """Reaching a stack's instance: the one `Remote` with the host key pinned at launch.
 
 Never trust-on-first-use: without a pinned key there is no connection. The address is the instance's
-public IP on port 22, or `EC2DBN_SSH_ENDPOINT` (a tunnel, a bastion's forwarded port, a test's sshd).
+public IP on port 22, or `EC2DBN_SSH_ENDPOINT` (a tunnel, a bastion's forwarded port, a test's sshd), or
+the instance's own line in the `EC2DBN_SSH_ENDPOINTS` file (one tunnel per instance, e.g. a sweep's).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from ec2dbn import state
 from ec2dbn.errors import RemoteError
 from ec2dbn.remote import Remote
+
+#: Seconds between looks at $EC2DBN_SSH_ENDPOINTS while an instance is not listed there yet.
+ENDPOINT_POLL_S = 0.1
 
 #: Seconds to wait for sshd on a fresh instance (boot plus cloud-init); EC2DBN_SSH_TIMEOUT overrides.
 DEFAULT_SSH_TIMEOUT_S = 600.0
@@ -20,13 +25,25 @@ def ssh_timeout_s() -> float:
     return float(os.environ.get("EC2DBN_SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT_S))
 
 
-def remote_for(st: state.StackState) -> Remote:
-    """The SSH target for a launched stack, with the host key pinned at launch."""
+def remote_for(st: state.StackState, wait_s: float = 0.0) -> Remote:
+    """The SSH target for a launched stack, with the host key pinned at launch.
+
+    wait_s: how long to wait for the instance's line in $EC2DBN_SSH_ENDPOINTS (its tunnel coming up);
+    RemoteError when it is still missing then.
+    """
     if not st.host_public_key:
         raise RemoteError(
             f"no pinned host key for stack {st.name}: refusing to SSH; "
             f"`ec2dbn teardown {st.name}` and relaunch"
         )
-    host, port = st.ssh_endpoint()
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            host, port = st.ssh_endpoint()
+            break
+        except state.EndpointPending as exc:
+            if time.monotonic() >= give_up:
+                raise RemoteError(f"no SSH address: {exc}") from None
+            time.sleep(ENDPOINT_POLL_S)
     key = st.key_path or str(state.key_path(st.name))
     return Remote(host, port, st.ssh_user, key, st.host_public_key)

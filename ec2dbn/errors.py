@@ -46,3 +46,6 @@ class StackBusyError(ConfigError):
 
 class StackTornDownError(Ec2dbnError):
     """`ec2dbn teardown` ended the stack while a run was using it: a deliberate stop, not a loss."""
+
+    #: The run status (run.json) a run ended by this error gets.
+    run_status = "torn-down"

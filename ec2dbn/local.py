@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import yaml
@@ -96,12 +96,17 @@ def run_local(
     reporter: Reporter,
     backend: str | None = None,
     resume: bool = False,
+    env: Mapping[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    plot: bool = True,
 ) -> int:
     """Train `job_path` here into `results_dir`, streaming the trainer's output; return its exit code.
 
     Never leaves the trainer behind: every stop reaches it and this waits for its checkpoint. A
     diverged run (exit 4) is recorded as "diverged" with exit code 1 and raised as JobFailedError
-    carrying the trainer's message.
+    carrying the trainer's message. env: the trainer's environment (default this process's);
+    on_start(proc): told the trainer process as it starts (a sweep stops its workers through it);
+    plot: draw the learning curve (a sweep draws its points' at its end).
     """
     reporter = QuietOnClosedTerminal(reporter)
     cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
@@ -113,7 +118,16 @@ def run_local(
     record.save(results_dir)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with timed_phase(record, "train"):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=None if env is None else dict(env),
+        )
+        if on_start is not None:
+            on_start(proc)
         # SIGTERM / SIGHUP to ec2dbn become SIGTERM to the trainer (which checkpoints and exits 3).
         with interrupts.on_signals(lambda _signum: _stop(proc)):
             try:
@@ -129,7 +143,8 @@ def run_local(
     diverged = code == EXIT_DIVERGED
     record.finish(1 if diverged else code, trainer_status(code))
     record.save(results_dir)
-    plot_quietly(results_dir, reporter)
+    if plot:
+        plot_quietly(results_dir, reporter)
     if diverged:
         raise diverged_error(results_dir, tail)
     return code

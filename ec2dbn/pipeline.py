@@ -7,11 +7,14 @@ decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go thr
 - plan: the stack is leased to this run (a local lock), then AWS is asked what exists and what a launch
   would cost. Nothing is created yet, so a failure up to here needs no teardown.
 - provision … pull: from here on something may exist in AWS. Every way out — any exception, Ctrl-C,
-  SIGTERM, SIGHUP — goes through the one `finally` in `Pipeline.run`, which tears the stack down (unless
-  --keep) and writes a final run.json.
+  SIGTERM, SIGHUP, a stop asked by another thread — goes through the one `finally` in `Pipeline.run`,
+  which tears the stack down (unless --keep) and writes a final run.json.
 - recovery: whatever goes wrong after launch, the pipeline asks AWS about the instance. Gone → a
   recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
   `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
+
+Where the instance comes from is the pipeline's `Capacity` (ec2dbn.capacity): a stack of the run's own
+for `train`, a slot of a sweep's fleet for a sweep point (ec2dbn.sweep), which never tears the fleet down.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ec2dbn import cost, detached, interrupts, stacks, state
+from ec2dbn import cost, detached, interrupts, state
 from ec2dbn.aws import provision
 from ec2dbn.bootstrap import run_bootstrap
+from ec2dbn.capacity import Capacity, StackCapacity
 from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import (
     ConfigError,
@@ -37,9 +43,7 @@ from ec2dbn.errors import (
     StackTornDownError,
 )
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
-from ec2dbn.lease import LocalLease
 from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
-from ec2dbn.planning import Planned, plan_stack
 from ec2dbn.remote import Remote
 from ec2dbn.remote_run import (
     CheckpointCopier,
@@ -84,12 +88,24 @@ PHASE_HOOKS: list[Callable[[str], None]] = []
 STOP_GRACE_S = 60.0
 
 
-class Pipeline:
-    """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N."""
+class StopRequested(interrupts.Interrupted):
+    """`Pipeline.request_stop()` was called (from another thread, e.g. a sweep's Ctrl-C): stop as Ctrl-C
+    does, at the next phase boundary or while following the log."""
 
-    def __init__(self, v: Validated, reporter: Reporter) -> None:
+    def __init__(self) -> None:
+        super().__init__(signal.SIGINT)
+
+
+class Pipeline:
+    """One run on EC2. `run()` returns the exit code: 0 finished, 1 failed, 128+N ended by signal N.
+
+    capacity: where the instance comes from (default: a stack of the run's own, `StackCapacity`).
+    """
+
+    def __init__(self, v: Validated, reporter: Reporter, capacity: Capacity | None = None) -> None:
         self.v = v
         self.stack = v.stack
+        self.capacity: Capacity = capacity or StackCapacity(v)
         self.reporter: Reporter = QuietOnClosedTerminal(reporter)
         self.record, self.results_dir = open_record(v)
         self.run_dir = RemoteRun(self.stack.remote_dir, self.record.run_id)
@@ -97,14 +113,21 @@ class Pipeline:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.segments: list[cost.InstanceSegment] = []
         self._remote: Remote | None = None
-        self._lease: LocalLease | None = None
         self._provisioning = False
         self._copier = CheckpointCopier(self.run_dir, self.results_dir, self.reporter)
         self._reattach = v.resume is not None
         self._discard = False
+        self._stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        """Ask the run (from any thread) to stop as Ctrl-C stops it: the trainer checkpoints, what exists is
+        pulled, the run ends `interrupted`. Noticed at the next phase or log poll."""
+        self._stop_requested.set()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        if self._stop_requested.is_set() and name not in ("pull", "teardown"):  # a stop still pulls
+            raise StopRequested()
         for hook in PHASE_HOOKS:
             hook(name)
         with timed_phase(self.record, name):
@@ -126,9 +149,6 @@ class Pipeline:
                 if self._remote is not None:
                     self._remote.abandon()  # closing a connection wedged by the interrupt could hang
                 return int(self.record.exit_code or code)
-            except StackTornDownError:
-                self._finish_record(1, "torn-down")
-                raise
             except ConfigError as exc:
                 # Refused before anything could exist (a busy stack, a stack that differs): a new run
                 # leaves no results folder behind, as bad input in the validate phase leaves none.
@@ -137,8 +157,9 @@ class Pipeline:
                 )
                 self._finish_record(exc.exit_code, "failed")
                 raise
-            except BaseException:
-                self._finish_record(1, "failed")
+            except BaseException as exc:
+                # An error may name the status it means (a torn-down stack, a sweep out of capacity).
+                self._finish_record(1, getattr(exc, "run_status", "failed"))
                 raise
             finally:
                 self._end()
@@ -149,19 +170,12 @@ class Pipeline:
 
     def _phases(self) -> int:
         with self.phase("plan"):
-            self._lease = LocalLease(self.stack.name, self.record.run_id).acquire()
-            planned, estimate = plan_stack(self.v, self.reporter, self.record.run_id)
-            candidates = ", ".join(self.stack.candidates)
-            self.reporter.step(
-                f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}"
-            )
-            self.reporter.step(estimate)
+            self.capacity.plan(self.v, self.reporter, self.record.run_id)
         resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
-        current: Planned | None = planned
         while True:
             try:
-                status = self._attempt(current, resume=resume, avoid_zones=avoid)
+                status = self._attempt(resume=resume, avoid_zones=avoid)
             except Exception as exc:
                 reason = self._loss_reason(exc)
             else:
@@ -174,7 +188,7 @@ class Pipeline:
                 )
             avoid = [self.st.availability_zone] if self.st and self.st.availability_zone else []
             self._recover(reason)
-            current, resume = None, True
+            resume = True
 
     def _loss_reason(self, exc: Exception) -> str:
         """Decide from what AWS says about the instance, not from the exception: gone → the reason to
@@ -206,48 +220,38 @@ class Pipeline:
 
     # -- one instance ----------------------------------------------------------------------------------
 
-    def _attempt(
-        self, planned: Planned | None, *, resume: bool, avoid_zones: list[str]
-    ) -> detached.JobStatus:
+    def _attempt(self, *, resume: bool, avoid_zones: list[str]) -> detached.JobStatus:
         """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance."""
         run = self.run_dir
         self._provisioning = True  # from here on something may exist in AWS: `_end` tears down
         with self.phase("provision"):
-            up = stacks.bring_up(
-                self.stack,
-                plan=planned.plan if planned else None,
-                existing=planned.existing if planned else None,
-                run_id=self.record.run_id,
-                reporter=self.reporter,
-                avoid_zones=avoid_zones,
-                stack_source=self.v.stack_ref or "",
-                on_launched=self._launched,
-            )
+            up = self.capacity.acquire(self.reporter, avoid_zones, self._launched)
         self._launched(up.state)
-        remote = self._remote = remote_for(up.state)
         with self.phase("connect"):
+            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s())
             remote.wait_until_reachable(
                 ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
             )
         if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
             self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
         else:
-            with self.phase("bootstrap"):
-                log = self.results_dir / "bootstrap.log"
-                run_bootstrap(
-                    remote,
-                    self.stack.bootstrap,
-                    up.state.remote_dir,
-                    self.reporter,
-                    log,
-                    requirements=self.v.requirements,
-                )
+            if not up.bootstrapped:
+                with self.phase("bootstrap"):
+                    log = self.results_dir / "bootstrap.log"
+                    run_bootstrap(
+                        remote,
+                        self.stack.bootstrap,
+                        up.state.remote_dir,
+                        self.reporter,
+                        log,
+                        requirements=self.v.requirements,
+                    )
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:
                     upload_resume_files(remote, run, self.results_dir, self.reporter)
             with self.phase("run"):
-                detached.start_detached(remote, self.v.command(run, resume), run.workdir)
+                detached.start_detached(remote, self.v.command(run, resume), run.workdir, env=up.env)
         self._reattach = False
         try:
             with self.phase("follow"):
@@ -299,14 +303,18 @@ class Pipeline:
             if notice or line.startswith(EPOCH_MARKER):
                 self._copier.maybe_copy(remote, force=notice)
 
-        return detached.follow_log(
+        status = detached.follow_log(
             remote,
             run.log,
             on_line=on_line,
+            is_done=lambda s: s.state != "running" or self._stop_requested.is_set(),
             workdir=run.workdir,
             reporter=self.reporter,
             on_disconnect=lambda _err: self._instance_fate() in ("alive", "unknown"),
         ).status
+        if status.state == "running":  # only a stop request ends following a job still running
+            raise StopRequested()
+        return status
 
     def _stop(self, remote: Remote, run: RemoteRun) -> None:
         """Interrupted: ask the trainer to checkpoint and stop, and wait (bounded) for it to do so."""
@@ -327,7 +335,6 @@ class Pipeline:
 
     def _finish(self, exit_code: int, status: detached.JobStatus) -> int:
         self.record.finish(0 if exit_code == EXIT_OK else 1, trainer_status(exit_code))
-        plot_quietly(self.results_dir, self.reporter)
         if exit_code == EXIT_DIVERGED:  # the job's fault, not the machine's: no recovery, the trainer's words
             raise diverged_error(self.results_dir, self.tail)
         if exit_code != EXIT_OK:
@@ -353,9 +360,9 @@ class Pipeline:
             self._remote.abandon()
             self._remote = None
         with self.phase("teardown"):
-            stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
+            self.capacity.lost(self.reporter, reason)
         self._end_segment()
-        segment_cost = cost.actual_cost(self.segments[-1:]).total_usd if self.segments else 0.0
+        segment_cost = self._cost(self.segments[-1:]).total_usd
         self.record.recoveries.append(
             {
                 "at": state.iso(state.utc_now()),
@@ -381,13 +388,10 @@ class Pipeline:
             self._remote.close()
         try:
             if self._provisioning and self.v.keep:
-                self._keep()
+                self.capacity.release(self.reporter, self.st, keep=True, run_id=self.record.run_id)
             elif self._provisioning:
                 with self.phase("teardown"):
-                    report = stacks.tear_down(self.stack.name, self.stack.region, reporter=self.reporter)
-                self.reporter.step(
-                    f"teardown: {report.remaining} ec2dbn-tagged remains for {self.stack.name}"
-                )
+                    self.capacity.release(self.reporter, self.st, keep=False, run_id=self.record.run_id)
         except (Ec2dbnError, KeyboardInterrupt) as exc:
             self.reporter.warn(
                 f"teardown did not finish ({exc or 'interrupted'}): resources of stack {self.stack.name} may "
@@ -396,7 +400,7 @@ class Pipeline:
         finally:
             self._end_segment()
             if self.segments:
-                breakdown = cost.actual_cost(self.segments)
+                breakdown = self._cost(self.segments)
                 self.record.segments = breakdown.to_dict()["segments"]
                 self.record.cost_usd = round(breakdown.total_usd, 6)
             self._finish_record(1, "failed")  # a way out that set no status is a failure
@@ -404,16 +408,12 @@ class Pipeline:
                 shutil.rmtree(self.results_dir, ignore_errors=True)
             else:
                 self.record.save(self.results_dir)
-            if self._lease is not None:
-                self._lease.release()
+            self.capacity.close()
+            if self.v.plot and self.record.status in ("finished", "diverged") and not self._discard:
+                plot_quietly(self.results_dir, self.reporter)  # once the instance is let go
 
-    def _keep(self) -> None:
-        if self.st is None:
-            return
-        stacks.release(self.st, self.record.run_id)
-        self.reporter.step(
-            f"--keep: {self.st.instance_id} is still running; `ec2dbn teardown {self.stack.name}` removes it"
-        )
+    def _cost(self, segments: list[cost.InstanceSegment]) -> cost.CostBreakdown:
+        return cost.actual_cost(segments, minimum_billed_s=self.capacity.minimum_billed_s)
 
     def _end_segment(self) -> None:
         if self.segments and self.segments[-1].ended_at is None:

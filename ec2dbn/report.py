@@ -22,6 +22,7 @@ from ec2dbn.untrusted_json import mapping, number, objects, read_object, text
 from trainer.contract import METRICS_JSON as METRICS_FILE
 
 RUN_FILE = "run.json"
+SWEEP_FILE = "sweep.json"  # ec2dbn.sweep.record's; a folder with one holds a sweep's points
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,31 @@ def run_dirs(paths: Sequence[str | Path]) -> list[Path]:
         if _is_run(path):
             out.append(path)
             continue
-        children = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        children = _runs_in(path)
         if not children:
             raise ConfigError(
                 f"{path} holds no run: expected {METRICS_FILE} or {RUN_FILE} in it or its subfolders"
             )
         out.extend(children)
     return out
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """The run folders in `folder`; a sweep's folder (results/<sweep-id>/) stands for its points'."""
+    out: list[Path] = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if _is_run(child):
+            out.append(child)
+        elif is_sweep(child):
+            out.extend(sorted(p for p in child.iterdir() if p.is_dir() and _is_run(p)))
+    if is_sweep(folder):
+        out = [p for p in out if p.parent == folder]
+    return out
+
+
+def is_sweep(path: Path) -> bool:
+    """A sweep's folder: sweep.json beside one folder per point (ec2dbn.sweep.record)."""
+    return (path / SWEEP_FILE).is_file()
 
 
 def _is_run(path: Path) -> bool:
@@ -144,8 +163,11 @@ def load_row(path: Path) -> ReportRow:
         status = "finished" if metrics is not None and accuracy is not None else "unknown"
     if metrics is None and status == "finished":
         status = "finished (no metrics.json)"
+    run_id = text(run.get("run_id")) or path.name
+    if is_sweep(path.parent):  # a sweep's point: named SWEEP_ID/POINT, as `ec2dbn logs` takes it
+        run_id = f"{path.parent.name}/{path.name}"
     return ReportRow(
-        run_id=text(run.get("run_id")) or path.name,
+        run_id=run_id,
         path=str(path),
         status=status,
         data=data_name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -39,11 +39,16 @@ def load_run(results_root: Path, run_id: str) -> tuple[RunRecord, Path]:
 
 
 def claim_run_dir(results_root: Path, job_path: Path) -> tuple[str, Path]:
-    """A new run id and its results folder, created here and now: a folder that exists already (another
-    run took that id) is never shared, a new id is drawn instead."""
+    """A new run id and its results folder, created here and now (see `claim_dir`)."""
+    return claim_dir(results_root, lambda: new_run_id(job_path))
+
+
+def claim_dir(results_root: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
+    """A new id and its folder under results_root, created here and now: a folder that exists already
+    (another run or sweep took that id) is never shared, a new id is drawn instead."""
     results_root.mkdir(parents=True, exist_ok=True)
     while True:
-        run_id = new_run_id(job_path)
+        run_id = new_id()
         try:
             (results_root / run_id).mkdir()
         except FileExistsError:

@@ -14,7 +14,7 @@ from typing import Any
 from ec2dbn import cost, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.aws.discovery import Inventory
-from ec2dbn.aws.tags import DEADLINE_TAG, MARKET_TAG, STACK_TAG, as_dict
+from ec2dbn.aws.tags import DEADLINE_TAG, MARKET_TAG, STACK_TAG, SWEEP_TAG, as_dict
 from ec2dbn.catalog import Price
 
 
@@ -99,6 +99,7 @@ def _status_for(region: str, name: str, inv: Inventory, local: state.StackState 
                 security_groups=sgs,
                 key_pairs=kps,
                 local_state=local is not None,
+                note=f"sweep {tags[SWEEP_TAG]}" if SWEEP_TAG in tags else "",
             )
         )
     if not rows:

@@ -45,11 +45,17 @@ class StateKeyStore:
 
 @dataclass
 class Up:
-    """A stack that is up: its recorded state, whether it was reused, and what this call created."""
+    """A stack that is up: its recorded state, whether it was reused, and what this call created.
+
+    bootstrapped: the instance was already made ready (a sweep's fleet bootstraps each instance once);
+    env: variables for the job's command (a sweep slot's CUDA_VISIBLE_DEVICES).
+    """
 
     state: state.StackState
     reused: bool
     created: list[str] = field(default_factory=list)
+    bootstrapped: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class TeardownIncomplete(CloudError):

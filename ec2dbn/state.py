@@ -28,6 +28,10 @@ from trainer.strict_json import dumps
 
 #: Overrides the address used for SSH (`host:port`): tunnels, bastions, and tests with a loopback sshd.
 SSH_ENDPOINT_ENV = "EC2DBN_SSH_ENDPOINT"
+#: A file mapping instance ids to SSH addresses, one `i-0123abcd host:port` a line (`#` comments): one
+#: tunnel or bastion port per instance, e.g. for a sweep's fleet. Read at every connection, so a script may
+#: add an instance's line once its tunnel is up; an instance not listed yet is not reachable yet.
+SSH_ENDPOINTS_ENV = "EC2DBN_SSH_ENDPOINTS"
 
 STATE_VERSION = 1
 #: state.json is a few KiB; anything larger is not one ec2dbn wrote.
@@ -124,7 +128,14 @@ class StackState(BaseModel):
     instance_state: str | None = None
 
     def ssh_endpoint(self) -> tuple[str, int]:
-        """(host, port) for SSH: $EC2DBN_SSH_ENDPOINT when set, else the public IP (or DNS) on port 22."""
+        """(host, port) for SSH: the instance's line in $EC2DBN_SSH_ENDPOINTS when that is set, else
+        $EC2DBN_SSH_ENDPOINT when set, else the public IP (or DNS) on port 22.
+
+        Raises EndpointPending when $EC2DBN_SSH_ENDPOINTS is set but does not list the instance (yet).
+        """
+        table = os.environ.get(SSH_ENDPOINTS_ENV)
+        if table:
+            return instance_endpoint(Path(table), self.instance_id or "")
         override = os.environ.get(SSH_ENDPOINT_ENV)
         if override:
             return parse_endpoint(override)
@@ -134,15 +145,43 @@ class StackState(BaseModel):
         return host, 22
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
+class EndpointPending(Ec2dbnError):
+    """$EC2DBN_SSH_ENDPOINTS does not list the instance yet: it has no SSH address (yet)."""
+
+
+def parse_endpoint(text: str, where: str = SSH_ENDPOINT_ENV) -> tuple[str, int]:
     """'host:port' (or '[v6]:port', or 'host' for port 22) -> (host, port); ConfigError when malformed."""
     host, sep, port = text.strip().rpartition(":")
     if not sep:
         host, port = text.strip(), "22"
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{SSH_ENDPOINT_ENV}={text!r} is not host:port")
+        raise ConfigError(f"{where}={text!r} is not host:port")
     return host, int(port)
+
+
+def instance_endpoint(table: Path, instance_id: str) -> tuple[str, int]:
+    """The (host, port) listed for `instance_id` in an $EC2DBN_SSH_ENDPOINTS file.
+
+    Raises EndpointPending when the file (or the instance's line) is not there yet, ConfigError for a
+    malformed line.
+    """
+    try:
+        text = table.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{SSH_ENDPOINTS_ENV}: cannot read {table} ({exc})") from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ConfigError(f"{table}:{number}: expected `INSTANCE_ID HOST:PORT`, got {raw.strip()!r}")
+        if fields[0] == instance_id:
+            return parse_endpoint(fields[1], f"{table}:{number}")
+    raise EndpointPending(f"{instance_id or 'the instance'} has no line in {table} ({SSH_ENDPOINTS_ENV}) yet")
 
 
 def utc_now() -> datetime:

@@ -41,6 +41,7 @@ class Validated:
     seconds: float = 0.0
     run_command: Callable[[RemoteRun, bool], str] | None = None
     result_files: tuple[str, ...] = RESULT_FILES
+    plot: bool = True  # draw the learning curve at the end (a sweep draws its points' after teardown)
 
     @property
     def epochs(self) -> int:

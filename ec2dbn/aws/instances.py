@@ -78,23 +78,15 @@ class Attempt:
     message: str = ""
 
 
-def run_request(
-    spec: LaunchSpec, instance_type: str, zone: str | None, market: str, max_price: float | None
-) -> dict[str, Any]:
-    """The run_instances parameters for one attempt: secure by construction.
+def secure_settings(spec: LaunchSpec) -> dict[str, Any]:
+    """What every ec2dbn instance is launched with, by run_instances or a fleet's launch template.
 
     IMDSv2 only (HttpTokens=required), an encrypted gp3 root volume deleted with the instance, OS shutdown
-    = terminate (so the user-data deadline ends billing), and every resource tagged at creation.
+    = terminate (so the user-data deadline ends billing), the stack's key pair and security group.
+    `UserData` is plain text here (run_instances encodes it; a launch template wants it in base64).
     """
-    resources = ["instance", "volume"] + (["spot-instances-request"] if market == "spot" else [])
-    tags = tag_specs(resources, spec.stack, spec.user_tags)
-    extra = [{"Key": k, "Value": v} for k, v in {**spec.instance_tags, MARKET_TAG: market}.items()]
-    tags[0] = {"ResourceType": "instance", "Tags": tags[0]["Tags"] + extra}
     params: dict[str, Any] = {
         "ImageId": spec.image_id,
-        "InstanceType": instance_type,
-        "MinCount": 1,
-        "MaxCount": 1,
         "UserData": spec.user_data,
         "InstanceInitiatedShutdownBehavior": "terminate",
         "MetadataOptions": {
@@ -113,14 +105,34 @@ def run_request(
                 },
             }
         ],
+    }
+    if spec.key_name:
+        params["KeyName"] = spec.key_name
+    if spec.security_group_id:
+        params["SecurityGroupIds"] = [spec.security_group_id]
+    return params
+
+
+def run_request(
+    spec: LaunchSpec, instance_type: str, zone: str | None, market: str, max_price: float | None
+) -> dict[str, Any]:
+    """The run_instances parameters for one attempt: secure by construction (`secure_settings`), in the
+    zone's subnet when the stack names subnets, and every resource tagged at creation."""
+    resources = ["instance", "volume"] + (["spot-instances-request"] if market == "spot" else [])
+    tags = tag_specs(resources, spec.stack, spec.user_tags)
+    extra = [{"Key": k, "Value": v} for k, v in {**spec.instance_tags, MARKET_TAG: market}.items()]
+    tags[0] = {"ResourceType": "instance", "Tags": tags[0]["Tags"] + extra}
+    params: dict[str, Any] = {
+        **secure_settings(spec),
+        "InstanceType": instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
         "TagSpecifications": tags,
         # Same token on botocore's own retries (idempotent), new one per fallback attempt.
         "ClientToken": f"ec2dbn-{uuid.uuid4().hex}",  # EC2 allows 64 characters
     }
     if zone:
         params["Placement"] = {"AvailabilityZone": zone}
-    if spec.key_name:
-        params["KeyName"] = spec.key_name
     subnet = spec.subnets.get(zone) if zone else None
     if subnet:  # the chosen subnet, and a public IP whatever the subnet's MapPublicIpOnLaunch says
         nic: dict[str, Any] = {
@@ -129,11 +141,10 @@ def run_request(
             "AssociatePublicIpAddress": True,
             "DeleteOnTermination": True,
         }
-        if spec.security_group_id:
-            nic["Groups"] = [spec.security_group_id]
+        groups = params.pop("SecurityGroupIds", None)  # EC2 wants them on the interface instead
+        if groups:
+            nic["Groups"] = groups
         params["NetworkInterfaces"] = [nic]
-    elif spec.security_group_id:
-        params["SecurityGroupIds"] = [spec.security_group_id]
     if market == "spot":
         options: dict[str, Any] = {
             "SpotInstanceType": "one-time",

@@ -110,18 +110,7 @@ def launch(
     try:
         key = keys.ensure(aws, stack.name, stack.key_name, key_store, reporter=reporter)
         sg = network.ensure(aws, stack.name, stack.key_name, p.cidr, p.network.vpc_id, reporter=reporter)
-        spec = instances.LaunchSpec(
-            stack=stack.name,
-            image_id=p.image.image_id,
-            root_device_name=p.image.root_device_name,
-            volume_gb=stack.volume_gb,
-            key_name=key.name,
-            security_group_id=sg.group_id,
-            user_data=user_data,
-            instance_tags=dict(instance_tags),
-            user_tags=stack.tags,
-            subnets=p.network.subnets,
-        )
+        spec = launch_spec(p, key, sg, user_data, instance_tags)
         cands = [instances.Candidate(c.instance_type, c.zones, c.vcpus, c.max_price) for c in p.candidates]
         result = instances.launch_with_fallback(
             aws, spec, cands, p.markets, avoid_zones=avoid_zones, reporter=reporter
@@ -135,6 +124,29 @@ def launch(
     if inst.market != result.market:  # run_instances' answer may lack the tags it was given
         inst = replace(inst, market=result.market)
     return Launched(inst, key, sg, chosen, result.attempts)
+
+
+def launch_spec(
+    p: Plan,
+    key: keys.KeyPair,
+    sg: network.SecurityGroup,
+    user_data: str,
+    instance_tags: Mapping[str, str],
+) -> instances.LaunchSpec:
+    """What every instance of the plan is launched with (one by launch, many by a sweep's fleet), apart
+    from type, zone and market."""
+    return instances.LaunchSpec(
+        stack=p.stack.name,
+        image_id=p.image.image_id,
+        root_device_name=p.image.root_device_name,
+        volume_gb=p.stack.volume_gb,
+        key_name=key.name,
+        security_group_id=sg.group_id,
+        user_data=user_data,
+        instance_tags=dict(instance_tags),
+        user_tags=p.stack.tags,
+        subnets=p.network.subnets,
+    )
 
 
 def _undo(

@@ -22,6 +22,8 @@ RUN_TAG = "ec2dbn:run"
 #: Set by `ec2dbn teardown` (an ISO-8601 UTC time) just before it terminates the instance: a run that
 #: then loses its instance knows it was ended on purpose and does not relaunch.
 TEARDOWN_TAG = "ec2dbn:teardown"
+#: The id of the `ec2dbn sweep` that owns a fleet, its launch template and its instances.
+SWEEP_TAG = "ec2dbn:sweep"
 
 
 def utc_stamp() -> str:

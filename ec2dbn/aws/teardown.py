@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2dbn.aws import discovery, instances, keys, network
+from ec2dbn.aws import discovery, fleets, instances, keys, network, templates
 from ec2dbn.aws.errors import aws_errors
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import TEARDOWN_TAG, is_ours, utc_stamp
@@ -27,6 +27,8 @@ class TeardownReport:
     region: str
     terminated: list[str] = field(default_factory=list)
     cancelled_spot_requests: list[str] = field(default_factory=list)
+    deleted_fleets: list[str] = field(default_factory=list)
+    deleted_launch_templates: list[str] = field(default_factory=list)
     deleted_security_groups: list[str] = field(default_factory=list)
     deleted_key_pairs: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -51,9 +53,10 @@ def teardown(
     """Remove everything tagged for the stack in `region`, plus the named extras that are provably the
     stack's (local state may name them), then verify.
 
-    Order: mark the instances as torn down (so a run using them stops instead of relaunching), cancel spot
-    requests, terminate, wait, delete the security groups (retrying DependencyViolation while EC2
-    detaches them), delete the key pairs. A step that fails is recorded and the rest still runs: one
+    Order: mark the instances as torn down (so a run using them stops instead of relaunching), delete
+    fleets (a sweep's, terminating their instances), cancel spot requests, terminate, wait, delete the
+    launch templates and the security groups (retrying DependencyViolation while EC2 detaches them),
+    delete the key pairs. A step that fails is recorded and the rest still runs: one
     stuck resource never hides the others. A security group or key pair without ec2dbn's tags for this
     stack is never deleted. Raises CloudError at the end when anything failed or is still tagged.
     """
@@ -80,6 +83,10 @@ def teardown(
                 ids.append(iid)
     if ids:
         attempt("mark the instances as torn down", _mark_torn_down, aws, ids)
+    fleet_ids = [f["FleetId"] for f in inv.fleets]
+    if fleet_ids and attempt(f"delete fleets {', '.join(fleet_ids)}", _delete_fleets, aws, fleet_ids):
+        report.deleted_fleets = fleet_ids
+        reporter.step(f"deleted fleet(s) {', '.join(fleet_ids)}, terminating their instances")
     spot_ids = sorted(
         {r["SpotInstanceRequestId"] for r in inv.spot_requests}
         | {i["SpotInstanceRequestId"] for i in inv.instances if i.get("SpotInstanceRequestId")}
@@ -91,6 +98,12 @@ def teardown(
         reporter.step(f"terminating {', '.join(ids)}")
         if attempt("wait for termination", lambda: instances.wait_terminated(aws, ids, reporter=reporter)):
             report.terminated = ids
+
+    for lt in inv.launch_templates:
+        tid = lt["LaunchTemplateId"]
+        if attempt(f"delete launch template {tid}", templates.delete, aws, tid):
+            report.deleted_launch_templates.append(tid)
+            reporter.step(f"deleted launch template {tid} ({lt.get('LaunchTemplateName')})")
 
     groups = [g["GroupId"] for g in inv.security_groups]
     for gid in (g for g in group_ids if g and g not in groups):
@@ -124,6 +137,12 @@ def teardown(
     except Ec2dbnError as exc:
         report.remaining = f"unknown ({exc})"
     return report
+
+
+def _delete_fleets(aws: Aws, fleet_ids: list[str]) -> None:
+    failed = fleets.delete(aws, fleet_ids)
+    if failed:
+        raise CloudError(f"EC2 did not delete fleet(s): {'; '.join(failed)}")
 
 
 def _mark_torn_down(aws: Aws, instance_ids: list[str]) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +19,18 @@ from ec2dbn import __version__
 from ec2dbn.errors import Ec2dbnError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def results_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--results DIR` (default results/), passed to the verb as `results_root`."""
+    return click.option(
+        "--results",
+        "results_root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("results"),
+        show_default=True,
+        help=help_text,
+    )
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -45,6 +60,7 @@ def _register_commands() -> None:
         examples_cmds,
         report_cmds,
         stack_cmds,
+        sweep_cmds,
         train_cmds,
     )
 

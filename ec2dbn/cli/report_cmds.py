@@ -13,7 +13,7 @@ from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
 from ec2dbn.cli import cli
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.output import ConsoleReporter
+from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
 from ec2dbn.resources import trainer_argv
@@ -246,6 +246,8 @@ def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     """
     if as_json and markdown:
         raise ConfigError("--json and --markdown exclude each other: pick one")
+    if len(results) == 1 and report_mod.is_sweep(results[0]) and not as_json:
+        return _sweep_report(results[0], markdown)
     report = report_mod.build_report(list(results))
     if as_json:
         click.echo(dumps(report.to_dict(), indent=2))
@@ -280,3 +282,16 @@ _REPORT_COLUMNS = {
         Column("market", 12),
     )
 }
+
+
+def _sweep_report(sweep_dir: Path, markdown: bool) -> int:
+    """One sweep: its points by test accuracy, with the swept values (what summary.md holds)."""
+    from ec2dbn.sweep.summary import rows, to_markdown
+
+    record, table = rows(sweep_dir)
+    text = printable(to_markdown(record, table), newlines=True)  # point values come from results files
+    if markdown:
+        click.echo(text, nl=False)
+    else:
+        stdout.print(styled(text), end="")
+    return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ec2dbn.cli import cli
+from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
@@ -36,14 +36,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
 )
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Folder under which results/<run-id>/ is written.",
-)
+@results_option("Folder under which results/<run-id>/ is written.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
 @click.option(
     "--resume",
@@ -224,15 +217,23 @@ def _stack_state(name: str | None) -> StackState:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
-def logs(name: str | None, follow: bool) -> None:
-    """Show the log of the job running on stack NAME (re-attach after a disconnect).
+@results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
+def logs(name: str | None, follow: bool, results_root: Path) -> None:
+    """Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of
+    a sweep (NAME = SWEEP_ID/POINT).
 
     \b
-    Example:
+    Examples:
       ec2dbn logs g4dn-spot --follow
+      ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
     from ec2dbn.remote_run import follow_run, load_pointer
 
+    if name and "/" in name:
+        from ec2dbn.sweep.logs import follow_point
+
+        follow_point(results_root, name, ConsoleReporter(), follow)
+        return
     st = _stack_state(name)
     run = load_pointer(st.name)
     if run is None:

@@ -11,7 +11,15 @@ import pytest
 from ec2dbn.cli import main
 
 #: tests.support.moto_server.tagged_resources() of an account with nothing of ec2dbn's left.
-NOTHING = {"instances": [], "spot_requests": [], "security_groups": [], "key_pairs": [], "volumes": []}
+NOTHING = {
+    "instances": [],
+    "spot_requests": [],
+    "security_groups": [],
+    "key_pairs": [],
+    "volumes": [],
+    "fleets": [],
+    "launch_templates": [],
+}
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -3,7 +3,10 @@
 moto reports instances `running` but nothing boots. `FakeCloudInit` watches moto (through a plain boto3
 client) and, for each running ec2dbn instance, does what cloud-init does on a real one: installs the host
 key from the instance's user-data and the key pair's public key as authorized_keys, then starts a real
-sshd on 127.0.0.1. `EC2DBN_SSH_ENDPOINT` points ec2dbn at it. When moto says the instance is gone, its
+sshd on 127.0.0.1. `EC2DBN_SSH_ENDPOINT` points ec2dbn at it; with `per_instance_ports` (a fleet: several
+instances up at once) each instance's sshd gets its own port, written to the `EC2DBN_SSH_ENDPOINTS` file
+as the instance boots, as a user's per-instance tunnels would be. Each instance has its own HOME (its own
+disk). When moto says the instance is gone, its
 sshd is stopped, as the machine would be. Tests can also restart an sshd (a flaky connection), boot the
 next instance with the wrong host key (a man in the middle) or not boot one at all (`boot = False`).
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from tests.support.fake_imds import FakeImds
 from tests.support.moto_server import MotoServer
@@ -60,13 +64,19 @@ def _free_port() -> int:
 
 
 class FakeCloudInit:
-    """Boots a real sshd for every running ec2dbn instance in moto; one SSH port for all of them."""
+    """Boots a real sshd for every running ec2dbn instance in moto; one SSH port for all of them, or
+    (per_instance_ports) one each, listed in `endpoints_file`."""
 
-    def __init__(self, moto: MotoServer, workdir: Path, region: str = "us-east-1") -> None:
+    def __init__(
+        self, moto: MotoServer, workdir: Path, region: str = "us-east-1", per_instance_ports: bool = False
+    ) -> None:
         self.moto = moto
         self.workdir = workdir
         self.region = region
         self.port = _free_port()
+        self.per_instance_ports = per_instance_ports
+        #: `INSTANCE_ID 127.0.0.1:PORT` per booted instance (EC2DBN_SSH_ENDPOINTS), in per-instance mode.
+        self.endpoints_file = workdir / "ssh-endpoints"
         self.servers: dict[str, SshServer] = {}
         self.booted: list[str] = []
         self.wrong_host_key = False
@@ -112,6 +122,14 @@ class FakeCloudInit:
             power_off(instance_id)
         self.moto.client("ec2", self.region).terminate_instances(InstanceIds=[instance_id])
 
+    def _list_endpoint(self, instance_id: str, port: int) -> None:
+        """Add the instance's line to the endpoints file (atomically: ec2dbn reads it at any moment)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        old = self.endpoints_file.read_text() if self.endpoints_file.exists() else ""
+        tmp = self.endpoints_file.with_suffix(".tmp")
+        tmp.write_text(f"{old}{instance_id} 127.0.0.1:{port}\n")
+        tmp.replace(self.endpoints_file)
+
     def restart_sshd(self, instance_id: str | None = None) -> None:
         """Kill and restart an instance's sshd (same port and keys): the connection drops, then returns."""
         with self._lock:
@@ -123,6 +141,11 @@ class FakeCloudInit:
         while not self._stop.is_set():
             try:
                 self._poll(ec2)
+            except ClientError as exc:
+                # moto's threaded server sometimes answers 500 when a request races another's tags
+                # ("dictionary changed size during iteration"): look again, as a real poller would.
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500:
+                    self.errors.append(exc)
             except Exception as exc:  # surfaced by the fixture; the loop must survive moto resets
                 self.errors.append(exc)
             self._stop.wait(0.1)
@@ -164,19 +187,20 @@ class FakeCloudInit:
         if self.with_imds:
             self.imds[iid] = FakeImds()
             env["EC2DBN_IMDS_URL"] = self.imds[iid].url
-        return start_sshd(
-            folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=self.port, env=env
+        port = _free_port() if self.per_instance_ports else self.port
+        server = start_sshd(
+            folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=port, env=env
         )
+        if self.per_instance_ports:
+            self._list_endpoint(iid, port)
+        return server
 
 
-@pytest.fixture
-def fake_cloud(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudInit]:
-    """moto + a fake cloud-init; ec2dbn's SSH goes to the loopback sshd of whichever instance is up."""
+@contextlib.contextmanager
+def running_cloud(cloud: FakeCloudInit) -> Iterator[FakeCloudInit]:
+    """Start the fake cloud-init; stop it (and every sshd) afterwards, re-raising what its loop met."""
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("/usr/sbin/sshd is not installed (apt-get install openssh-server)")
-    cloud = FakeCloudInit(aws, tmp_path / "instances")
-    monkeypatch.setenv("EC2DBN_SSH_ENDPOINT", cloud.endpoint)
-    monkeypatch.setenv("EC2DBN_SSH_TIMEOUT", "60")
     cloud.start()
     try:
         yield cloud
@@ -184,3 +208,24 @@ def fake_cloud(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         cloud.stop()
         if cloud.errors:
             raise cloud.errors[0]
+
+
+@pytest.fixture
+def fake_cloud(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudInit]:
+    """moto + a fake cloud-init; ec2dbn's SSH goes to the loopback sshd of whichever instance is up."""
+    cloud = FakeCloudInit(aws, tmp_path / "instances")
+    monkeypatch.setenv("EC2DBN_SSH_ENDPOINT", cloud.endpoint)
+    monkeypatch.setenv("EC2DBN_SSH_TIMEOUT", "60")
+    with running_cloud(cloud):
+        yield cloud
+
+
+@pytest.fixture
+def fake_fleet(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudInit]:
+    """moto + a fake cloud-init booting each instance's sshd on its own port: several instances up at
+    once (a sweep's fleet), reached through the EC2DBN_SSH_ENDPOINTS file."""
+    cloud = FakeCloudInit(aws, tmp_path / "instances", per_instance_ports=True)
+    monkeypatch.setenv("EC2DBN_SSH_ENDPOINTS", str(cloud.endpoints_file))
+    monkeypatch.setenv("EC2DBN_SSH_TIMEOUT", "60")
+    with running_cloud(cloud):
+        yield cloud

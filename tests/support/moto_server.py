@@ -63,6 +63,7 @@ _ENV_CLEARED = (
     "AWS_ENDPOINT_URL_SSM",
     "AWS_ENDPOINT_URL_STS",
     "EC2DBN_SSH_ENDPOINT",
+    "EC2DBN_SSH_ENDPOINTS",
 )
 
 
@@ -372,12 +373,26 @@ def tagged_resources(server: MotoServer, region: str = "us-east-1") -> dict[str,
     volumes = [
         v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"] if v["State"] not in ("deleted",)
     ]
+
+    def managed(item: dict[str, Any]) -> bool:  # moto ignores DescribeFleets' tag filters: check here
+        return {"Key": "ec2dbn:managed", "Value": "true"} in (item.get("Tags") or [])
+
+    fleets = [
+        f["FleetId"]
+        for f in ec2.describe_fleets()["Fleets"]
+        if managed(f) and not str(f.get("FleetState", "")).startswith("deleted")
+    ]
+    templates = [
+        t["LaunchTemplateId"] for t in ec2.describe_launch_templates()["LaunchTemplates"] if managed(t)
+    ]
     return {
         "instances": instances,
         "spot_requests": spot,
         "security_groups": groups,
         "key_pairs": keys,
         "volumes": volumes,
+        "fleets": fleets,
+        "launch_templates": templates,
     }
 
 

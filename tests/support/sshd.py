@@ -226,7 +226,8 @@ def start_sshd(
                 "StrictModes no",
                 "MaxStartups 100",
                 "MaxSessions 100",
-                "Subsystem sftp internal-sftp",
+                # SFTP starts where the session's HOME is, as on an instance (`~/x` means the same to both)
+                f"Subsystem sftp internal-sftp -d {session_env['HOME']}",
                 *([f"SetEnv {setenv}"] if setenv else []),
                 "",
             ]

@@ -1,0 +1,386 @@
+"""A sweep's capacity on EC2: one fleet per kind of hardware, its instances made ready, replacements.
+
+Each hardware group (the points that share a stack and instance type) becomes a stack of its own, named
+`<sweep-id>-<n>`: a key pair, a /32 security group, a launch template and ONE instant EC2 Fleet
+(ec2dbn.aws.fleet_launch), all tagged with the stack and `ec2dbn:sweep=<sweep-id>`, so `ec2dbn status`
+and `ec2dbn teardown --all` see them like any stack. One SSH host key is generated per group and
+pinned for every instance of it (a launch template's user-data is shared; see ec2dbn.aws.templates).
+
+Every instance is made ready once, in its own thread: running, reachable over SSH with the pinned key,
+bootstrapped. Only then do its slots go to the pool. An instance that is lost (reclaimed, gone before it
+ran, never reachable) leaves the pool; while points of the group remain, the deadline is ahead and the
+budget allows, a replacement comes from another instant fleet over the same launch template, up to the
+stack's `max_recoveries` per group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ec2dbn import catalog, cost, state, userdata
+from ec2dbn.aws import fleet_launch, provision
+from ec2dbn.aws.fleets import FleetInstance
+from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, SWEEP_TAG
+from ec2dbn.bootstrap import run_bootstrap
+from ec2dbn.config import Stack
+from ec2dbn.connect import remote_for, ssh_timeout_s
+from ec2dbn.errors import Ec2dbnError
+from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.stacks import StateKeyStore, resolve_cidr
+from ec2dbn.sweep.budget import Budget
+from ec2dbn.sweep.slots import Slot, SlotPool
+
+
+def slots_of(instance_type: str) -> int:
+    """Slots an instance gives: one per GPU, or one on a CPU type."""
+    return max(1, catalog.lookup(instance_type).gpu_count or 0)
+
+
+@dataclass
+class Member:
+    """One instance of the group: what EC2 said, its price (USD/h), when it lived, and its state."""
+
+    instance: FleetInstance
+    price: catalog.Price
+    launched_at: datetime
+    slots: int
+    status: str = "starting"  # starting | ready | lost | failed
+    public_ip: str | None = None
+    public_dns: str | None = None
+    image_id: str | None = None
+    ended_at: datetime | None = None
+    reason: str | None = None
+
+
+class FleetGroup:
+    """One hardware group's capacity, feeding `pool` with slots as its instances become ready."""
+
+    def __init__(
+        self,
+        index: int,
+        stack: Stack,
+        sweep_id: str,
+        sweep_dir: Path,
+        pool: SlotPool,
+        budget: Budget,
+        reporter: Reporter,
+        work_left: Callable[[int], bool],
+    ) -> None:
+        self.index = index
+        self.stack = stack
+        self.sweep_id = sweep_id
+        self.logs = sweep_dir / "instances"
+        self.pool = pool
+        self.budget = budget
+        self.reporter = reporter
+        self.work_left = work_left
+        self.members: dict[str, Member] = {}
+        self.fleet_ids: list[str] = []
+        self.template_id: str | None = None
+        self.replacements = 0
+        self.asked = 0
+        self.errors: list[str] = []
+        self._plan: provision.Plan | None = None
+        self._base: state.StackState | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._prices: dict[tuple[str, str, str | None], catalog.Price] = {}
+
+    @property
+    def name(self) -> str:
+        return self.stack.name
+
+    # -- launching -------------------------------------------------------------------------------
+
+    def plan(self, reporter: Reporter | None = None) -> provision.Plan:
+        """What the fleet would be (offerings, image, prices). Creates nothing."""
+        if self._plan is None:
+            cidr = resolve_cidr(self.stack, reporter)
+            self._plan = provision.plan(self.stack, cidr=cidr, reporter=reporter or NullReporter())
+        return self._plan
+
+    def launch(self, count: int) -> int:
+        """Key pair, security group, launch template and one instant fleet of up to `count` instances;
+        returns how many EC2 gave (partial capacity is accepted). Raises the explained CloudError when
+        it gave none."""
+        p = self.plan(self.reporter)
+        host_key = userdata.generate_host_key(f"ec2dbn-{self.name}")
+        deadline = userdata.deadline_after(self.stack.lifetime_minutes)
+        self.asked = count
+        self._base = state.StackState(
+            name=self.name,
+            region=self.stack.region,
+            key_name=self.stack.key_name,
+            key_path=str(state.key_path(self.name)),
+            ssh_user=self.stack.ssh_user,
+            ssh_cidr=p.cidr,
+            remote_dir=self.stack.remote_dir,
+            host_public_key=host_key.public,
+            launched_at=state.iso(state.utc_now()),
+            deadline=state.iso(deadline),
+            sweep=self.sweep_id,
+        )
+        state.save(self._base)  # first: whatever happens next, `teardown` knows the stack's region
+        launched = fleet_launch.launch_fleet(
+            p,
+            count=count,
+            user_data=userdata.render(host_key, deadline, stack=self.name),
+            instance_tags={
+                DEADLINE_TAG: state.iso(deadline),
+                HOST_KEY_TAG: " ".join(host_key.public.split()[:2]),
+                IMAGE_TAG: self.stack.image,
+            },
+            sweep_tags={SWEEP_TAG: self.sweep_id},
+            key_store=StateKeyStore(self.name),
+            reporter=self.reporter,
+        )
+        self._base.security_group_id = launched.security_group.group_id
+        self.template_id = launched.template.template_id
+        state.save(self._base)
+        self._add(launched.answers)
+        got = len(launched.instances)
+        if got < count:
+            self.reporter.warn(
+                f"{self.name}: EC2 gave {got} of {count} instance(s) (partial capacity): the sweep runs "
+                f"its points on fewer slots ({fleet_launch.fleets.summary(launched.errors)})"
+            )
+        return got
+
+    def _add(self, answers: list[fleet_launch.FleetAnswer]) -> None:
+        for answer in answers:
+            if answer.fleet_id:
+                self.fleet_ids.append(answer.fleet_id)
+            self.errors.extend(f"{e.market} {e.instance_type} {e.zone}: {e.outcome}" for e in answer.errors)
+            for inst in answer.instances:
+                self._track(inst)
+
+    def _track(self, inst: FleetInstance) -> None:
+        """A new instance: priced, counted against the budget, made ready in its own thread."""
+        pool = (inst.instance_type, inst.market, inst.zone)
+        if pool not in self._prices:  # one price look-up per pool, not per instance
+            self._prices[pool] = provision.prices(self.stack.region, *pool, None)[0]
+        paid = self._prices[pool]
+        member = Member(inst, paid, state.utc_now(), slots_of(inst.instance_type))
+        with self._lock:
+            self.members[inst.instance_id] = member
+        self.budget.add_instance(paid.usd_per_hour)
+        self.pool.expect(self.index)
+        self.reporter.step(
+            f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, {inst.zone or '?'}, "
+            f"{member.slots} slot(s))"
+        )
+        thread = threading.Thread(target=self._prepare, args=(member,), name=f"prepare-{inst.instance_id}")
+        thread.daemon = True
+        self._threads.append(thread)
+        thread.start()
+
+    def _prepare(self, member: Member) -> None:
+        """Wait for the instance to run and answer SSH with the pinned key, bootstrap it, free its slots."""
+        iid = member.instance.instance_id
+        try:
+            running = provision.wait_running(self.stack.region, iid)
+            member.public_ip, member.public_dns, member.image_id = (
+                running.public_ip,
+                running.public_dns,
+                running.image_id,
+            )
+            st = self.instance_state(iid)
+            self._pin()
+            remote = remote_for(st, wait_s=ssh_timeout_s())
+            try:
+                remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
+                self.logs.mkdir(parents=True, exist_ok=True)
+                run_bootstrap(remote, self.stack.bootstrap, st.remote_dir, NullReporter(), self._log(iid))
+            finally:
+                remote.close()
+        except Exception as exc:  # any way an instance fails to become usable: it is not used
+            self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
+            self.pool.failed(self.index)
+            with contextlib.suppress(Ec2dbnError):
+                fleet_launch.terminate(self.stack.region, [iid])
+            self.maybe_replace()
+            return
+        with self._lock:
+            if member.status != "starting":
+                return
+            member.status = "ready"
+        self.reporter.step(f"{self.name}: {iid} is ready ({member.slots} slot(s))")
+        gpus = catalog.lookup(member.instance.instance_type).gpu_count or 0
+        slots = [
+            Slot(f"{iid}/{k}" if member.slots > 1 else iid, self.index, iid, k if gpus else None)
+            for k in range(member.slots)
+        ]
+        self.pool.add(iid, slots, self.index)
+
+    def _alive(self, iid: str) -> bool:
+        try:
+            inst = provision.describe_instance(self.stack.region, iid)
+        except Ec2dbnError:
+            return True  # EC2 cannot be asked: keep trying until the SSH timeout
+        return inst is not None and inst.state in provision.REUSABLE_STATES
+
+    def _log(self, iid: str) -> Path:
+        return self.logs / f"{iid}-bootstrap.log"
+
+    def _pin(self) -> None:
+        """Pin the group's host key for every address its instances are reached by."""
+        if self._base is None or not self._base.host_public_key:
+            return
+        names: list[str] = []
+        with self._lock:
+            members = list(self.members)
+        for iid in members:
+            st = self.instance_state(iid)
+            names += [st.public_ip or "", st.public_dns or ""]
+            with contextlib.suppress(Ec2dbnError):
+                names.append(state.endpoint_host_pattern(*st.ssh_endpoint()))
+        state.write_known_hosts(self.name, names, self._base.host_public_key)
+
+    # -- slots -----------------------------------------------------------------------------------
+
+    def instance_state(self, iid: str) -> state.StackState:
+        """The group's state for one instance: what connecting to it needs."""
+        assert self._base is not None
+        m = self.members[iid]
+        return self._base.model_copy(
+            update={
+                "instance_id": iid,
+                "instance_type": m.instance.instance_type,
+                "market": m.instance.market,
+                "availability_zone": m.instance.zone,
+                "public_ip": m.public_ip,
+                "public_dns": m.public_dns,
+                "image_id": m.image_id,
+                "launched_at": state.iso(m.launched_at),
+            }
+        )
+
+    def slot_state(self, slot: Slot) -> state.StackState:
+        """A point's view of its slot: the instance, from now, at its share of the instance's price."""
+        assert slot.instance_id is not None
+        m = self.members[slot.instance_id]
+        share = state.Price(
+            usd_per_hour=m.price.usd_per_hour / m.slots,
+            source=f"{m.price.source}, 1/{m.slots} of the instance" if m.slots > 1 else m.price.source,
+            date=m.price.date,
+            market=m.instance.market,
+        )
+        st = self.instance_state(slot.instance_id)
+        st.launched_at, st.price = state.iso(state.utc_now()), share
+        return st
+
+    def bootstrap_log(self, slot: Slot) -> Path | None:
+        return self._log(slot.instance_id) if slot.instance_id else None
+
+    def instance_lost(self, instance_id: str, reason: str) -> None:
+        if self._drop(instance_id, "lost", reason):
+            self.reporter.warn(f"{self.name}: lost {instance_id} ({reason})")
+            self.maybe_replace()
+
+    def _drop(self, iid: str, status: str, reason: str) -> bool:
+        with self._lock:
+            m = self.members.get(iid)
+            if m is None or m.status in ("lost", "failed"):
+                return False
+            m.status, m.reason, m.ended_at = status, reason, state.utc_now()
+        self.pool.lost(iid)
+        if status == "failed":
+            self.reporter.warn(f"{self.name}: {iid} did not become usable ({reason})")
+        return True
+
+    def maybe_replace(self) -> None:
+        """Launch one replacement when points of the group remain, the deadline is ahead, the group has
+        replacements left (its stack's max_recoveries) and the budget allows one more instance."""
+        if self.template_id is None or self._base is None or not self.work_left(self.index):
+            return
+        if self._base.deadline and state.parse_iso(self._base.deadline) <= state.utc_now():
+            self.reporter.warn(f"{self.name}: past the fleet's max_lifetime: no replacement")
+            return
+        with self._lock:
+            if self.replacements >= self.stack.max_recoveries:
+                self.reporter.warn(
+                    f"{self.name}: no replacement: max_recoveries ({self.stack.max_recoveries})"
+                )
+                return
+            self.replacements += 1
+        p = self.plan()
+        if not self.budget.instance_fits(self.actual_usd(), p.hourly.usd_per_hour):
+            self.reporter.warn(f"{self.name}: no replacement: --max-cost would be exceeded")
+            return
+        self.pool.expect(self.index)  # coming while it is requested, so no waiting point gives up meanwhile
+        try:
+            answers = fleet_launch.request_capacity(
+                p, self.template_id, 1, {SWEEP_TAG: self.sweep_id}, self.reporter
+            )
+            self._add(answers)  # each instance it got is counted as coming by `_track`
+            if not any(a.instances for a in answers):
+                self.reporter.warn(f"{self.name}: no replacement instance could be launched")
+        except Ec2dbnError as exc:
+            self.reporter.warn(f"{self.name}: the replacement fleet failed: {exc}")
+        finally:
+            self.pool.failed(self.index)
+
+    # -- the bill and the end ----------------------------------------------------------------------
+
+    def segments(self) -> list[cost.InstanceSegment]:
+        with self._lock:
+            members = list(self.members.values())
+        return [
+            cost.InstanceSegment(
+                m.instance.instance_id,
+                m.instance.instance_type,
+                m.instance.market,
+                m.price.usd_per_hour,
+                m.launched_at,
+                m.ended_at,
+            )
+            for m in members
+        ]
+
+    def actual_usd(self) -> float:
+        return cost.actual_cost(self.segments()).total_usd
+
+    def ended(self) -> None:
+        """Everything was torn down: the instances' bills stop now."""
+        now = state.utc_now()
+        with self._lock:
+            for m in self.members.values():
+                m.ended_at = m.ended_at or now
+
+    def to_dict(self) -> dict[str, Any]:
+        """The group as sweep.json records it."""
+        with self._lock:
+            members = list(self.members.values())
+        return {
+            "stack": self.name,
+            "region": self.stack.region,
+            "instance_types": self.stack.candidates,
+            "market": self.stack.market,
+            "instances_asked": self.asked,
+            "replacements": self.replacements,
+            "fleet_ids": list(self.fleet_ids),
+            "launch_template_id": self.template_id,
+            "errors": list(self.errors),
+            "instances": [
+                {
+                    "instance_id": m.instance.instance_id,
+                    "instance_type": m.instance.instance_type,
+                    "market": m.instance.market,
+                    "availability_zone": m.instance.zone,
+                    "slots": m.slots,
+                    "usd_per_hour": m.price.usd_per_hour,
+                    "price_source": m.price.source,
+                    "status": m.status,
+                    "reason": m.reason,
+                    "launched_at": state.iso(m.launched_at),
+                    "ended_at": state.iso(m.ended_at) if m.ended_at else None,
+                }
+                for m in members
+            ],
+        }
