@@ -10,11 +10,10 @@ from pathlib import Path
 
 import click
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from ec2dbn.cli import cli, results_option
-from ec2dbn.cli.output import ConsoleReporter, stderr, stdout
+from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
 from ec2dbn.sweep.prepare import Prepared
@@ -256,11 +255,13 @@ def _print_outcome(sweep_dir: Path) -> None:
     summary = sweep_dir / SUMMARY_FILE
     with contextlib.suppress(OSError):
         if summary.is_file():
-            stdout.print(summary.read_text(encoding="utf-8"), markup=False, highlight=False)
+            stdout.print(styled(summary.read_text(encoding="utf-8")), end="")
         stderr.print(
-            f"[bold]{record.status}[/]{escape(why)} (exit {record.exit_code}) — sweep {record.sweep_id}: "
-            f"{states} — results in {escape(str(sweep_dir))}{spent}",
-            markup=True,
+            styled(
+                (record.status, "bold"),
+                f"{why} (exit {record.exit_code}) — sweep {record.sweep_id}: "
+                f"{states} — results in {sweep_dir}{spent}",
+            )
         )
         if record.unfinished() and record.status != "finished":
             stderr.print(f"continue it with `ec2dbn sweep --resume {record.sweep_id}`")

@@ -27,27 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ec2dbn.config import Stack, load_for_launch
 from ec2dbn.errors import ConfigError
 from ec2dbn.validation import check_local_data
+from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
 
 #: Point keys that choose the hardware rather than the job.
 HARDWARE_KEYS = ("stack", "instance_type")
 SWEEP_KEYS = ("grid", "random", "seed", "sample")
 MAX_POINTS = 1000
-_DIST_RE = re.compile(r"^\s*(uniform|loguniform|choice)\s*\((.*)\)\s*$", re.S)
+_DIST_RE = re.compile(r"\s*(uniform|loguniform|choice)\s*\((.*)\)\s*", re.S)
 
 
 def parse_value(text: str, where: str) -> Any:
     """One value as YAML, the way job files are read (so `1e-4` is a number and `[784, 10]` a list)."""
-    from trainer.config import _Loader  # the trainer's SafeLoader (YAML 1.2 floats)
-
     try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: {text!r} is not a YAML value ({str(exc).splitlines()[0]})") from None
+        return load_yaml(text, where)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def split_values(text: str) -> list[str]:
@@ -104,7 +101,7 @@ class Distribution:
 
 
 def parse_distribution(text: str, where: str) -> Distribution:
-    m = _DIST_RE.match(str(text))
+    m = _DIST_RE.fullmatch(str(text))
     if m is None:
         raise ConfigError(f"{where}: {text!r} is not uniform(a,b), loguniform(a,b) or choice(v1,v2,...)")
     kind = m.group(1)
@@ -238,14 +235,12 @@ class ValidPoint:
 def read_job_mapping(path: Path) -> tuple[dict[str, Any], Any]:
     """The job file as a mapping without its `sweep:` section, and that section; ConfigError when the
     file is missing or not YAML (the trainer's loader, as for any job)."""
-    from trainer.config import _Loader
-
     if not path.is_file():
         raise ConfigError(f"job file {path} not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not a readable YAML job file ({str(exc).splitlines()[0]})") from None
+        data = read_yaml_file(path, "job file")
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys data and model")
     section = data.pop("sweep", None)
