@@ -38,6 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trainer.strict_json import write_json  # noqa: E402
+
 POINTS = 8
 INSTANCES = 4
 RATES = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5]
@@ -97,7 +99,7 @@ def side(name: str, epochs: int, out: Path) -> None:
     runs = sorted(results.rglob("run.json"))
     records = [json.loads(p.read_text()) for p in runs]
     sweeps = [json.loads(p.read_text()) for p in results.glob("*/sweep.json")]
-    out.write_text(json.dumps({"wall_s": wall, "runs": records, "sweep": sweeps[0] if sweeps else None}))
+    write_json(out, {"wall_s": wall, "runs": records, "sweep": sweeps[0] if sweeps else None})
 
 
 def figures(sweep: dict[str, Any], seq: dict[str, Any]) -> dict[str, float]:

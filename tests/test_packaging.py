@@ -130,10 +130,14 @@ def test_a_job_is_a_file_first_then_a_bundled_example(
 
 
 def test_every_example_is_a_valid_job() -> None:
-    from trainer.config import load_job
+    """Each bundled example is a job the trainer accepts (a sweep's once its `sweep:` section is out)."""
+    from ec2dbn.sweep.points import read_job_mapping
+    from trainer.config import parse_job
 
     for example in jobfiles.bundled_examples():
-        assert load_job(example.path).model.layers, example.name
+        mapping, section = read_job_mapping(example.path)
+        assert (section is not None) == example.name.startswith("sweep-"), example.name
+        assert parse_job(mapping).model.layers, example.name
         assert example.description and not example.description.startswith("#")
 
 

@@ -45,8 +45,12 @@ class FleetLaunched:
 
 
 def pools(p: Plan) -> list[Pool]:
-    """The plan's candidates × zones, in the stack's order of preference."""
-    return [Pool(c.instance_type, z, c.max_price, c.vcpus) for c in p.candidates for z in c.zones]
+    """The plan's candidates × zones (each zone's subnet when the stack names them), in the stack's order
+    of preference."""
+    subnets = p.network.subnets
+    return [
+        Pool(c.instance_type, z, c.max_price, c.vcpus, subnets.get(z)) for c in p.candidates for z in c.zones
+    ]
 
 
 def request_capacity(

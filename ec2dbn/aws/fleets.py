@@ -40,6 +40,8 @@ class Pool:
     zone: str
     max_price: float | None = None
     vcpus: int | None = None
+    #: the zone's subnet (the stack's vpc_id / subnet_ids / subnet_tags); None: the zone's default subnet.
+    subnet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def fleet_request(
     overrides: list[dict[str, Any]] = []
     for priority, pool in enumerate(pools):
         o: dict[str, Any] = {"InstanceType": pool.instance_type, "AvailabilityZone": pool.zone}
+        if pool.subnet:
+            o["SubnetId"] = pool.subnet
         if market == "spot" and pool.max_price is not None:
             o["MaxPrice"] = f"{pool.max_price:.5f}".rstrip("0").rstrip(".")
         if market == "on-demand":

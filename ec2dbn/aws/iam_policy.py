@@ -5,12 +5,15 @@ when one is missing), and every action that changes or removes something is scop
 EC2 supports resource-level permissions, so credentials holding only this policy cannot terminate, open
 or delete what ec2dbn did not create:
 
-- creating: RunInstances, CreateKeyPair and CreateSecurityGroup only when the request tags what it
-  creates `ec2dbn:managed=true` (aws:RequestTag), and CreateTags only as part of those calls
-  (ec2:CreateAction: tag-on-create); instances must require IMDSv2 and volumes be encrypted;
-- using: RunInstances only with a key pair and security group that carry the tag (ec2:ResourceTag);
+- creating: RunInstances, CreateKeyPair, CreateSecurityGroup and (for sweeps) CreateLaunchTemplate and
+  CreateFleet only when the request tags what it creates `ec2dbn:managed=true` (aws:RequestTag), and
+  CreateTags only as part of those calls (ec2:CreateAction: tag-on-create); instances must require IMDSv2
+  and volumes be encrypted;
+- using: RunInstances (and a sweep's CreateFleet) only with a key pair, security group and launch
+  template that carry the tag (ec2:ResourceTag);
 - changing or removing: TerminateInstances, CancelSpotInstanceRequests, Authorize/Revoke ingress,
-  DeleteSecurityGroup, DeleteKeyPair only on resources tagged `ec2dbn:managed=true`; tagging existing
+  DeleteSecurityGroup, DeleteKeyPair, DeleteFleets, DeleteLaunchTemplate only on resources tagged
+  `ec2dbn:managed=true`; tagging existing
   instances only with ec2dbn's lease and teardown tags (aws:TagKeys) on instances that carry the tag;
 - reading: Describe* (EC2 supports no resource-level permissions for them), the public AMI-alias
   parameters under /aws/service/, Service Quotas' GetServiceQuota and STS' GetCallerIdentity.
@@ -30,16 +33,28 @@ PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 #: Read-only EC2 actions; Describe* supports no resource-level permissions ("Resource": "*").
 EC2_READ = (
     "DescribeAvailabilityZones",
+    "DescribeFleets",
     "DescribeImages",
     "DescribeInstanceTypeOfferings",
     "DescribeInstanceTypes",
     "DescribeInstances",
     "DescribeKeyPairs",
+    "DescribeLaunchTemplateVersions",
+    "DescribeLaunchTemplates",
     "DescribeSecurityGroups",
     "DescribeSpotInstanceRequests",
     "DescribeSpotPriceHistory",
     "DescribeSubnets",
     "DescribeVpcs",
+)
+
+#: The calls that create ec2dbn's resources, and so may tag them as they do (tag-on-create).
+CREATE_ACTIONS = (
+    "RunInstances",
+    "CreateSecurityGroup",
+    "CreateKeyPair",
+    "CreateLaunchTemplate",
+    "CreateFleet",
 )
 
 #: Tags ec2dbn puts on its own running instances after launch: the lease and the teardown mark.
@@ -81,6 +96,27 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Action": ["ec2:CreateKeyPair", "ec2:CreateSecurityGroup"],
             "Resource": [arn("key-pair"), arn("security-group")],
             "Condition": {"StringEquals": tagged_on_create},
+        },
+        {
+            "Sid": "CreateTaggedLaunchTemplates",
+            "Effect": "Allow",
+            "Action": "ec2:CreateLaunchTemplate",
+            "Resource": arn("launch-template"),
+            "Condition": {"StringEquals": tagged_on_create},
+        },
+        {
+            "Sid": "CreateTaggedFleets",
+            "Effect": "Allow",
+            "Action": "ec2:CreateFleet",
+            "Resource": arn("fleet"),
+            "Condition": {"StringEquals": tagged_on_create},
+        },
+        {
+            "Sid": "FleetsFromOurLaunchTemplates",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
+            "Resource": arn("launch-template"),
+            "Condition": ours,
         },
         {
             "Sid": "CreateSecurityGroupInAVpc",
@@ -137,10 +173,10 @@ def policy(partition: str = "aws") -> dict[str, Any]:
                 arn("spot-instances-request"),
                 arn("security-group"),
                 arn("key-pair"),
+                arn("launch-template"),
+                arn("fleet"),
             ],
-            "Condition": {
-                "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup", "CreateKeyPair"]}
-            },
+            "Condition": {"StringEquals": {"ec2:CreateAction": list(CREATE_ACTIONS)}},
         },
         {
             "Sid": "LeaseAndTeardownTagsOnOurInstances",
@@ -166,12 +202,16 @@ def policy(partition: str = "aws") -> dict[str, Any]:
                 "ec2:RevokeSecurityGroupIngress",
                 "ec2:DeleteSecurityGroup",
                 "ec2:DeleteKeyPair",
+                "ec2:DeleteFleets",
+                "ec2:DeleteLaunchTemplate",
             ],
             "Resource": [
                 arn("instance"),
                 arn("spot-instances-request"),
                 arn("security-group"),
                 arn("key-pair"),
+                arn("fleet"),
+                arn("launch-template"),
             ],
             "Condition": ours,
         },

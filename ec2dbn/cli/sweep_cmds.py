@@ -212,7 +212,17 @@ def _run(
     def runner(work_left: Callable[[int], bool]) -> Runner:
         if p.local:
             return LocalRunner(sweep_dir, record.parallel or parallel, backend)
-        return Ec2Runner(record.sweep_id, sweep_dir, p.stacks, p.counts, budget, reporter, work_left, backend)
+        return Ec2Runner(
+            record.sweep_id,
+            sweep_dir,
+            p.stacks,
+            p.counts,
+            budget,
+            reporter,
+            work_left,
+            backend,
+            requirements=p.requirements,
+        )
 
     live = stdout.is_terminal
     echo = None if live else _echo()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,8 +71,10 @@ class FleetGroup:
         budget: Budget,
         reporter: Reporter,
         work_left: Callable[[int], bool],
+        requirements: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.index = index
+        self.requirements = tuple(requirements)  # what the points' data sets need: installed at bootstrap
         self.stack = stack
         self.sweep_id = sweep_id
         self.logs = sweep_dir / "instances"
@@ -196,7 +198,14 @@ class FleetGroup:
             try:
                 remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
                 self.logs.mkdir(parents=True, exist_ok=True)
-                run_bootstrap(remote, self.stack.bootstrap, st.remote_dir, NullReporter(), self._log(iid))
+                run_bootstrap(
+                    remote,
+                    self.stack.bootstrap,
+                    st.remote_dir,
+                    NullReporter(),
+                    self._log(iid),
+                    requirements=self.requirements,
+                )
             finally:
                 remote.close()
         except Exception as exc:  # any way an instance fails to become usable: it is not used

@@ -51,6 +51,7 @@ class Ec2Runner:
         reporter: Reporter,
         work_left: Callable[[int], bool],
         backend: str | None = None,
+        requirements: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.sweep_dir = sweep_dir
         self.backend = backend
@@ -58,7 +59,7 @@ class Ec2Runner:
         self.counts = list(counts)
         self.budget = budget
         self.groups = [
-            FleetGroup(i, s, sweep_id, sweep_dir, self.pool, budget, reporter, work_left)
+            FleetGroup(i, s, sweep_id, sweep_dir, self.pool, budget, reporter, work_left, requirements)
             for i, s in enumerate(stacks_)
         ]
         self.sweep_id = sweep_id

@@ -41,6 +41,15 @@ class Prepared:
     stacks: list[Stack] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
 
+    @property
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """(module, pip requirement) pairs the points' data sets need on an instance (bootstrap installs
+        the missing ones once per instance), every point's together."""
+        from trainer.data import data_requirements
+
+        found = (r for vp in self.points for r in data_requirements(vp.job.data.name))
+        return tuple(dict.fromkeys(found))
+
 
 def group_by_hardware(points: list[pts.ValidPoint], sweep_id: str) -> tuple[dict[str, int], list[Stack]]:
     """Points that share a stack (after their instance_type) share a group; group n's stack is named

@@ -20,6 +20,7 @@ from ec2dbn.local import plot_quietly
 from ec2dbn.report import load_row
 from ec2dbn.sweep.points import show_value
 from ec2dbn.sweep.record import SweepRecord
+from trainer.contract import METRICS_JSON
 
 SUMMARY_FILE = "summary.md"
 PLOT_FILE = "sweep.png"
@@ -45,7 +46,7 @@ def rows(sweep_dir: Path) -> tuple[SweepRecord, list[SweepRow]]:
     for entry in record.points:
         folder = sweep_dir / entry.point_id
         run = None
-        if (folder / "run.json").is_file() or (folder / "metrics.json").is_file():
+        if (folder / "run.json").is_file() or (folder / METRICS_JSON).is_file():
             try:
                 run = load_row(folder)
             except ConfigError:
@@ -103,7 +104,7 @@ def write_summary(sweep_dir: Path, reporter: Reporter | None = None) -> list[Pat
     """Each point's learning curve (as `train` draws it), summary.md, and sweep.png when matplotlib is
     there and some point has an accuracy."""
     for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        if (folder / "metrics.json").is_file() and not (folder / "learning_curve.png").is_file():
+        if (folder / METRICS_JSON).is_file() and not (folder / "learning_curve.png").is_file():
             plot_quietly(folder, reporter or NullReporter())
     record, table = rows(sweep_dir)
     written = [sweep_dir / SUMMARY_FILE]

@@ -28,7 +28,9 @@ from tests.support.moto_server import MotoServer, add_hook, inject_error, tagged
 # that ec2dbn's policy uses: action -> resource type -> condition keys; a type ending in "*" is required.
 # Transcribed from the reference's machine-readable copy, github.com/iann0036/iam-dataset
 # aws/iam_definition.json (read 2026-11-30); each action's keys that ec2dbn does not use are left out
-# only where the list is long (instance), never changed.
+# only where the list is long (instance), never changed. The rows a sweep adds (fleet, launch-template, and
+# launch-template under RunInstances) give the resource types and only the condition keys ec2dbn uses
+# (tag keys and ec2:Region), from the reference's HTML page, not transcribed whole.
 _TAG = "aws:ResourceTag/${TagKey}"
 _EC2_TAG = "ec2:ResourceTag/${TagKey}"
 _REQ = "aws:RequestTag/${TagKey}"
@@ -59,7 +61,15 @@ SAR: dict[str, dict[str, set[str]]] = {
         "spot-instances-request": {_REQ, "aws:TagKeys", "ec2:Region"},
         "subnet*": {_TAG, "ec2:AvailabilityZone", "ec2:Region", _EC2_TAG, "ec2:SubnetID", "ec2:Vpc"},
         "volume*": {_REQ, "aws:TagKeys", "ec2:Encrypted", "ec2:Region", "ec2:VolumeSize", "ec2:VolumeType"},
+        "launch-template": {_TAG, "ec2:Region", _EC2_TAG},
     },
+    "ec2:CreateLaunchTemplate": {"launch-template*": {_REQ, "aws:TagKeys", "ec2:Region"}},
+    "ec2:CreateFleet": {
+        "fleet*": {_REQ, "aws:TagKeys", "ec2:Region"},
+        "launch-template": {_TAG, "ec2:Region", _EC2_TAG},
+    },
+    "ec2:DeleteFleets": {"fleet*": {_TAG, "ec2:Region", _EC2_TAG}},
+    "ec2:DeleteLaunchTemplate": {"launch-template*": {_TAG, "ec2:Region", _EC2_TAG}},
     "ec2:CreateKeyPair": {"key-pair*": {_REQ, "aws:TagKeys", "ec2:KeyPairType", "ec2:Region"}},
     "ec2:CreateSecurityGroup": {
         "security-group*": {_REQ, "aws:TagKeys", "ec2:Region", "ec2:SecurityGroupID"},
@@ -67,7 +77,15 @@ SAR: dict[str, dict[str, set[str]]] = {
     },
     "ec2:CreateTags": {
         t: _CREATE_TAGS_KEYS
-        for t in ("instance", "key-pair", "security-group", "spot-instances-request", "volume")
+        for t in (
+            "instance",
+            "key-pair",
+            "security-group",
+            "spot-instances-request",
+            "volume",
+            "launch-template",
+            "fleet",
+        )
     },
     "ec2:DeleteTags": {"instance": {_REQ, _TAG, "aws:TagKeys", "ec2:Region", _EC2_TAG}},
     "ec2:TerminateInstances": {
@@ -94,6 +112,8 @@ CHANGES = {
     "ec2:DeleteSecurityGroup",
     "ec2:DeleteKeyPair",
     "ec2:DeleteTags",
+    "ec2:DeleteFleets",
+    "ec2:DeleteLaunchTemplate",
 }
 
 
@@ -176,7 +196,13 @@ def test_what_it_changes_or_removes_must_carry_ec2dbns_tag() -> None:
         on_create = cond.get("StringEquals", {}).get("ec2:CreateAction")
         later = cond.get("ForAllValues:StringEquals", {}).get("aws:TagKeys")
         if on_create:  # tag-on-create: only as part of the calls that create ec2dbn's resources
-            assert set(on_create) == {"RunInstances", "CreateSecurityGroup", "CreateKeyPair"}
+            assert set(on_create) == {
+                "RunInstances",
+                "CreateSecurityGroup",
+                "CreateKeyPair",
+                "CreateLaunchTemplate",
+                "CreateFleet",
+            }
         else:  # afterwards: only ec2dbn's lease and teardown tags, only on its own instances
             assert set(later) <= {RUN_TAG, TEARDOWN_TAG} and cond["StringEquals"] == {
                 f"ec2:ResourceTag/{MANAGED_TAG}": "true"
@@ -186,7 +212,7 @@ def test_what_it_changes_or_removes_must_carry_ec2dbns_tag() -> None:
         equals = st.get("Condition", {}).get("StringEquals", {})
         if types & {"instance", "volume", "spot-instances-request"}:
             assert equals.get(f"aws:RequestTag/{MANAGED_TAG}") == "true", st["Sid"]
-        if types & {"key-pair", "security-group"}:
+        if types & {"key-pair", "security-group", "launch-template"}:
             assert equals == {f"ec2:ResourceTag/{MANAGED_TAG}": "true"}, st["Sid"]
     (instances,) = [
         st for st in grants("ec2:RunInstances") if listed(st["Resource"])[0].endswith(":instance/*")

@@ -82,7 +82,9 @@ def run_cli(
     """
     # Ctrl-C must reach ec2dbn as from a terminal. pytest started in the background by a shell (`... &`)
     # inherits SIGINT ignored, and so would ec2dbn; a handled signal is reset to the default at exec.
-    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Only the main thread may set handlers; a test starting runs from threads does not signal them.
+    main = threading.current_thread() is threading.main_thread()
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ec2dbn", *args],
@@ -92,7 +94,8 @@ def run_cli(
             env=env,
         )
     finally:
-        signal.signal(signal.SIGINT, inherited)
+        if main:
+            signal.signal(signal.SIGINT, inherited)
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
