@@ -156,6 +156,8 @@ class Pipeline:
                 f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}"
             )
             self.reporter.step(estimate)
+            if planned.plan is not None:
+                self.record.bake = planned.plan.image.bake_hash
         resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
         current: Planned | None = planned
@@ -234,7 +236,7 @@ class Pipeline:
         else:
             with self.phase("bootstrap"):
                 log = self.results_dir / "bootstrap.log"
-                run_bootstrap(
+                steps = run_bootstrap(
                     remote,
                     self.stack.bootstrap,
                     up.state.remote_dir,
@@ -242,6 +244,7 @@ class Pipeline:
                     log,
                     requirements=self.v.requirements,
                 )
+                self.record.bootstrap = steps.said
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:
@@ -279,7 +282,7 @@ class Pipeline:
                     started,
                 )
             )
-        for key in ("region", "availability_zone", "instance_id", "instance_type", "market"):
+        for key in ("region", "availability_zone", "instance_id", "instance_type", "market", "image_id"):
             setattr(self.record, key, getattr(st, key))
         self.record.stack = st.name
         if st.price is not None:
