@@ -73,21 +73,21 @@ def print_bakes(regions: list[str]) -> None:
     if not rows:
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("bake", "image", "stack", "state", "created", "snapshots", "per month"):
-        table.add_column(col)
+    for col in ("bake", "image", "state", "created", "snapshots", "per month", "stack"):
+        table.add_column(col, no_wrap=col in ("bake", "image"))
     for region, b in rows:
-        created = b.created_at.strftime("%Y-%m-%d %H:%M") if b.created_at else "?"
+        created = b.created_at.strftime("%Y-%m-%d") if b.created_at else "?"
         table.add_row(
             *map(
                 cell,
                 (
                     b.bake_hash,
-                    f"{b.image_id} ({region})",
-                    b.stack,
+                    b.image_id if len(regions) == 1 else f"{b.image_id} ({region})",
                     b.state,
                     created,
                     f"{len(b.snapshot_ids)}, ≤{b.size_gb} GiB",
                     format_usd(baking.monthly_usd(b.size_gb)),
+                    b.stack,
                 ),
             )
         )
