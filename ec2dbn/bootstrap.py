@@ -37,9 +37,12 @@ _REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~]*")
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Seconds each script took, in the order they ran."""
+    """Seconds each script took, in the order they ran, and the last line each said (e.g. "[python]
+    already done (...)" on an instance that had everything: what run.json records as the bootstrap's
+    outcome per step)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    said: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
@@ -117,39 +120,58 @@ def run_bootstrap(
     names = [script_name(s, folder) for s in scripts]
     exports = shell_exports({**(env or {}), "EC2DBN_PIP_EXTRA": pip_extra(requirements)})
     remote.put_tree({"bootstrap": folder}, remote_dir)
+    result = BootstrapResult()
+    for name in names:
+        run_script(remote, f"{name}.sh", remote_dir, reporter, log_path, exports, timeout_s, into=result)
+    return result
+
+
+def run_script(
+    remote: Remote,
+    script: str,
+    remote_dir: str,
+    reporter: Reporter,
+    log_path: str | Path,
+    exports: str = "",
+    timeout_s: float | None = None,
+    *,
+    into: BootstrapResult,
+) -> None:
+    """Run bootstrap/`script` (uploaded by `run_bootstrap`) in `remote_dir`, streaming its output to the
+    reporter and appending it to `log_path`; its seconds and last line go `into` the result. Raises
+    RemoteError naming the script, its exit code and its last lines when it fails."""
+    name = script.removesuffix(".sh")
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
     with log_path.open("a", encoding="utf-8") as log:
-        for name in names:
-            reporter.step(f"bootstrap: {name}")
-            log.write(f"== {name}.sh on {remote.address} ==\n")
-            tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        reporter.step(f"bootstrap: {name}")
+        log.write(f"== {script} on {remote.address} ==\n")
+        tail: deque[str] = deque(maxlen=_TAIL_LINES)
 
-            def emit(line: str, tail: deque[str] = tail) -> None:
-                reporter.stream(line)
-                log.write(line + "\n")
-                log.flush()
-                if line.strip():
-                    tail.append(line.strip())
+        def emit(line: str) -> None:
+            reporter.stream(line)
+            log.write(line + "\n")
+            log.flush()
+            if line.strip():
+                tail.append(line.strip())
 
-            cmd = (
-                f'cd {quote_path(remote_dir)} || exit 1; export EC2DBN_REMOTE_DIR="$PWD"; {exports}'
-                f"bash bootstrap/{name}.sh 2>&1"
+        cmd = (
+            f'cd {quote_path(remote_dir)} || exit 1; export EC2DBN_REMOTE_DIR="$PWD"; {exports}'
+            f"bash bootstrap/{script} 2>&1"
+        )
+        start = time.monotonic()
+        try:
+            result = remote.run(cmd, stream=emit, check=False, timeout=timeout_s)
+        except HostKeyMismatchError:
+            raise
+        except RemoteError as exc:
+            raise RemoteError(f"bootstrap script {script} did not complete: {exc}") from exc
+        into.seconds[name] = time.monotonic() - start
+        into.said[name] = tail[-1] if tail else ""
+        if result.exit_code != 0:
+            log.write(f"== {script} failed with exit code {result.exit_code} ==\n")
+            last = " | ".join(tail) or "no output"
+            raise RemoteError(
+                f"bootstrap script {script} failed with exit code {result.exit_code}: {last} "
+                f"(full output in {log_path})"
             )
-            start = time.monotonic()
-            try:
-                result = remote.run(cmd, stream=emit, check=False, timeout=timeout_s)
-            except HostKeyMismatchError:
-                raise
-            except RemoteError as exc:
-                raise RemoteError(f"bootstrap script {name}.sh did not complete: {exc}") from exc
-            seconds[name] = time.monotonic() - start
-            if result.exit_code != 0:
-                log.write(f"== {name}.sh failed with exit code {result.exit_code} ==\n")
-                last = " | ".join(tail) or "no output"
-                raise RemoteError(
-                    f"bootstrap script {name}.sh failed with exit code {result.exit_code}: {last} "
-                    f"(full output in {log_path})"
-                )
-    return BootstrapResult(seconds)

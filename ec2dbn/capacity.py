@@ -32,6 +32,8 @@ class Capacity(Protocol):
 
     #: EC2's minimum billed seconds per instance segment (0 for a share of an instance billed elsewhere).
     minimum_billed_s: float
+    #: The bake (ec2dbn:bake hash) the planned instance boots from, once `plan` ran; None: a base image.
+    bake: str | None
 
     def plan(self, v: Validated, reporter: Reporter, run_id: str) -> None:
         """The plan phase: take what the run needs and report what it will cost. Creates nothing."""
@@ -64,13 +66,17 @@ class StackCapacity:
         self.v = v
         self.stack = v.stack
         self._lease: LocalLease | None = None
-        self._planned: Planned | None = None
+        #: what `plan` found: the instance to reuse or the plan of a new one (None once `acquire` took it)
+        self.planned: Planned | None = None
+        self.bake: str | None = None
         self._run_id: str | None = None
 
     def plan(self, v: Validated, reporter: Reporter, run_id: str) -> None:
         self._run_id = run_id
         self._lease = LocalLease(self.stack.name, run_id).acquire()
-        self._planned, estimate = plan_stack(v, reporter, run_id)
+        self.planned, estimate = plan_stack(v, reporter, run_id)
+        if self.planned.plan is not None:
+            self.bake = self.planned.plan.image.bake_hash
         candidates = ", ".join(self.stack.candidates)
         reporter.step(f"stack {self.stack.name}: {candidates} ({self.stack.market}) in {self.stack.region}")
         reporter.step(estimate)
@@ -81,7 +87,7 @@ class StackCapacity:
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
     ) -> stacks.Up:
-        planned, self._planned = self._planned, None  # a recovery plans afresh (other zones, prices)
+        planned, self.planned = self.planned, None  # a recovery plans afresh (other zones, prices)
         return stacks.bring_up(
             self.stack,
             plan=planned.plan if planned else None,

@@ -170,6 +170,25 @@ def catalog_date() -> str:
     return _catalog().date
 
 
+@dataclass(frozen=True)
+class StoragePrice:
+    """What an EBS snapshot costs to keep: USD per GB-month of data stored, with source and date."""
+
+    usd_per_gb_month: float
+    source: str
+    date: str
+
+
+@cache
+def snapshot_price() -> StoragePrice:
+    """The bundled EBS snapshot price (us-east-1 Standard tier; other regions differ by a few percent)."""
+    text = resources.files("ec2dbn").joinpath("data", "catalog.yaml").read_text(encoding="utf-8")
+    doc = load_yaml(text, "ec2dbn/data/catalog.yaml")["storage"]
+    return StoragePrice(
+        float(doc["ebs_snapshot_usd_per_gb_month"]), f"{doc['source']} ({doc['date']})", str(doc["date"])
+    )
+
+
 def catalog_source() -> str:
     """Where the bundled prices and specs come from, in one line."""
     return _catalog().source

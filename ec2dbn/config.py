@@ -34,6 +34,11 @@ DEFAULT_STACK = "g4dn-spot"
 #: Image aliases resolved through AWS's public SSM parameters (see ec2dbn.aws.images for the names).
 IMAGE_ALIASES = ("dlami-ubuntu22", "dlami-ubuntu24", "ubuntu22", "ubuntu24")
 
+#: The image a stack gets when it names none, and what `image: baked` bakes from by default.
+DEFAULT_IMAGE = "dlami-ubuntu22"
+#: `image: baked`: launch only from a bake of the stack (`ec2dbn bake --stack S`).
+BAKED = "baked"
+
 #: Bootstrap script names accepted when bootstrap/ has no scripts yet (it normally lists *.sh).
 KNOWN_BOOTSTRAP = ("base", "nvidia", "python", "check")
 
@@ -73,7 +78,11 @@ class Stack(BaseModel):
     vpc_id: str | None = None
     subnet_ids: list[str] | None = None
     subnet_tags: dict[str, str] | None = None
-    image: str = "dlami-ubuntu22"
+    image: str = DEFAULT_IMAGE
+    #: `auto`: launch from the newest bake of this stack's inputs when one exists (`ec2dbn bake`), else
+    #: from `image` with a full bootstrap. `image: baked` requires a bake (built from `base_image`).
+    bake: Literal["off", "auto"] = "off"
+    base_image: str | None = None
     volume_gb: int = 100
     ssh_user: str = "ubuntu"
     ssh_cidr: str = "auto"
@@ -176,9 +185,35 @@ class Stack(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
+        if v != BAKED and v not in IMAGE_ALIASES and not _AMI_RE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is neither an alias ({', '.join(IMAGE_ALIASES)}), an ami- id nor {BAKED!r}"
+            )
+        return v
+
+    @field_validator("base_image")
+    @classmethod
+    def _base_image(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("image") != BAKED:
+            raise ValueError("is the image a bake is made from: give it with `image: baked` only")
         if v not in IMAGE_ALIASES and not _AMI_RE.fullmatch(v):
             raise ValueError(f"{v!r} is neither an alias ({', '.join(IMAGE_ALIASES)}) nor an ami- id")
         return v
+
+    @property
+    def source_image(self) -> str:
+        """The image the instance boots from before any bake: `image`, or `base_image` (default
+        DEFAULT_IMAGE) with `image: baked`."""
+        if self.image == BAKED:
+            return self.base_image or DEFAULT_IMAGE
+        return self.image
+
+    @property
+    def bake_mode(self) -> str:
+        """'required' (`image: baked`), 'auto' (`bake: auto`) or 'off'."""
+        return "required" if self.image == BAKED else str(self.bake)
 
     @field_validator("volume_gb")
     @classmethod

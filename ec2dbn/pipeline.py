@@ -171,6 +171,7 @@ class Pipeline:
     def _phases(self) -> int:
         with self.phase("plan"):
             self.capacity.plan(self.v, self.reporter, self.record.run_id)
+            self.record.bake = self.capacity.bake
         resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
         while True:
@@ -238,7 +239,7 @@ class Pipeline:
             if not up.bootstrapped:
                 with self.phase("bootstrap"):
                     log = self.results_dir / "bootstrap.log"
-                    run_bootstrap(
+                    steps = run_bootstrap(
                         remote,
                         self.stack.bootstrap,
                         up.state.remote_dir,
@@ -246,6 +247,7 @@ class Pipeline:
                         log,
                         requirements=self.v.requirements,
                     )
+                    self.record.bootstrap = steps.said
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:
@@ -283,7 +285,7 @@ class Pipeline:
                     started,
                 )
             )
-        for key in ("region", "availability_zone", "instance_id", "instance_type", "market"):
+        for key in ("region", "availability_zone", "instance_id", "instance_type", "market", "image_id"):
             setattr(self.record, key, getattr(st, key))
         self.record.stack = st.name
         if st.price is not None:

@@ -204,14 +204,14 @@ def _zones(aws: Aws, stack: Stack, net: vpc.Network | None, checks: list[Check])
 
 def _image(aws: Aws, stack: Stack, checks: list[Check]) -> None:
     try:
-        image = images.resolve(aws, stack.image)
+        image = images.resolve(aws, stack.source_image)
     except Ec2dbnError as exc:
         fix = (
             "choose another alias (dlami-ubuntu22, ubuntu22, ubuntu24) or an ami- id of this region (--image)"
         )
         checks.append(Check("image", "fail", str(exc), fix))
         return
-    detail = f"{stack.image} -> {image.image_id} {image.name}".rstrip()
+    detail = f"{stack.source_image} -> {image.image_id} {image.name}".rstrip()
     if image.root_size_gb and stack.volume_gb < image.root_size_gb:
         fix = f"set volume_gb to at least {image.root_size_gb}"
         checks.append(Check("image", "fail", f"{detail}: its root snapshot is {image.root_size_gb} GiB", fix))

@@ -79,6 +79,9 @@ class RunRecord:
     cost_usd: float | None = None
     cost_estimate_usd: float | None = None
     phases: dict[str, float | None] = field(default_factory=dict)  # None: a non-finite time was written
+    image_id: str | None = None
+    bake: str | None = None  # the bake hash when the instance booted from a bake (`ec2dbn bake`)
+    bootstrap: dict[str, str] = field(default_factory=dict)  # step -> its last line ("already done", ...)
     recoveries: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
 

@@ -15,6 +15,11 @@ or delete what ec2dbn did not create:
   DeleteSecurityGroup, DeleteKeyPair, DeleteFleets, DeleteLaunchTemplate only on resources tagged
   `ec2dbn:managed=true`; tagging existing
   instances only with ec2dbn's lease and teardown tags (aws:TagKeys) on instances that carry the tag;
+- baking: CreateImage only of instances carrying the tag and only when the image is tagged at creation;
+  tagging the image only as part of CreateImage; its snapshots afterwards only as ec2dbn's, with ec2dbn's
+  tag keys (moto refuses snapshot tags at creation). AWS has no condition tying a snapshot to the image
+  that made it, so a holder of this policy could mark a snapshot of its own account as ec2dbn's and then
+  delete it; DeregisterImage and DeleteSnapshot only on images and snapshots tagged `ec2dbn:managed=true`;
 - reading: Describe* (EC2 supports no resource-level permissions for them), the public AMI-alias
   parameters under /aws/service/, Service Quotas' GetServiceQuota and STS' GetCallerIdentity.
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ec2dbn.aws.tags import MANAGED_TAG, RUN_TAG, TEARDOWN_TAG
+from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG, MANAGED_TAG, RUN_TAG, STACK_TAG, TEARDOWN_TAG
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 
@@ -38,6 +43,7 @@ EC2_READ = (
     "DescribeInstanceTypeOfferings",
     "DescribeInstanceTypes",
     "DescribeInstances",
+    "DescribeSnapshots",
     "DescribeKeyPairs",
     "DescribeLaunchTemplateVersions",
     "DescribeLaunchTemplates",
@@ -56,6 +62,9 @@ CREATE_ACTIONS = (
     "CreateLaunchTemplate",
     "CreateFleet",
 )
+
+#: Tags a bake's snapshots get once CreateImage names them (moto refuses them at creation; AWS takes both).
+SNAPSHOT_TAGS = (MANAGED_TAG, STACK_TAG, BAKE_TAG, BASE_IMAGE_TAG, "Name")
 
 #: Tags ec2dbn puts on its own running instances after launch: the lease and the teardown mark.
 LATER_TAGS = (RUN_TAG, TEARDOWN_TAG)
@@ -191,6 +200,44 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Action": "ec2:DeleteTags",
             "Resource": arn("instance"),
             "Condition": {**ours, "ForAllValues:StringEquals": {"aws:TagKeys": [RUN_TAG]}},
+        },
+        {
+            "Sid": "BakeTaggedImagesOfOurInstances",
+            "Effect": "Allow",
+            "Action": "ec2:CreateImage",
+            "Resource": arn("instance"),
+            "Condition": ours,
+        },
+        {
+            "Sid": "BakeOnlyTaggedImages",
+            "Effect": "Allow",
+            "Action": "ec2:CreateImage",
+            "Resource": [_arn(partition, "image", account=False), _arn(partition, "snapshot", account=False)],
+            "Condition": {"StringEquals": tagged_on_create},
+        },
+        {
+            "Sid": "TagImagesWhileCreating",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": _arn(partition, "image", account=False),
+            "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateImage"]}},
+        },
+        {
+            "Sid": "TagBakeSnapshotsAsOurs",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": _arn(partition, "snapshot", account=False),
+            "Condition": {
+                "StringEquals": tagged_on_create,
+                "ForAllValues:StringEquals": {"aws:TagKeys": list(SNAPSHOT_TAGS)},
+            },
+        },
+        {
+            "Sid": "RemoveOnlyOurBakes",
+            "Effect": "Allow",
+            "Action": ["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            "Resource": [_arn(partition, "image", account=False), _arn(partition, "snapshot", account=False)],
+            "Condition": ours,
         },
         {
             "Sid": "ChangeAndRemoveOnlyOurs",

@@ -38,6 +38,8 @@ class Image:
     architecture: str
     root_device_name: str
     root_size_gb: int | None
+    #: The bake hash when this is a bake of the stack (`ec2dbn bake`), else None.
+    bake_hash: str | None = None
 
 
 def resolve(aws: Aws, image: str) -> Image:
@@ -70,10 +72,11 @@ def resolve(aws: Aws, image: str) -> Image:
             f"image {image_id} does not exist in {aws.region} (AMIs are regional): use an alias "
             f"({', '.join(SSM_PARAMETERS)}) or an ami- id from {aws.region} (--image)"
         )
-    return _image(images[0], image, parameter)
+    return image_record(images[0], image, parameter)
 
 
-def _image(desc: dict[str, Any], requested: str, parameter: str | None) -> Image:
+def image_record(desc: dict[str, Any], requested: str, parameter: str | None) -> Image:
+    """The launch facts of a described image (`requested`: what the stack named)."""
     root = desc.get("RootDeviceName") or "/dev/sda1"
     size = None
     for bdm in desc.get("BlockDeviceMappings", []):

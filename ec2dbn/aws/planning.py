@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ec2dbn import catalog
-from ec2dbn.aws import images, instances, keys, network, offerings, vpc
+from ec2dbn.aws import bakes, images, instances, keys, network, offerings, vpc
 from ec2dbn.aws.prices import spot_price, spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.catalog import Price
@@ -116,7 +116,7 @@ def plan(
     specs = {t: facts[t].instance_type() for t in stack.candidates if t in facts}
     zones = offerings.check_offered(aws, stack.candidates)
     net = vpc.resolve(aws, vpc_id=stack.vpc_id, subnet_ids=stack.subnet_ids, subnet_tags=stack.subnet_tags)
-    image = images.resolve(aws, stack.image)
+    image = bakes.choose(stack, images.resolve(aws, stack.source_image), reporter)
     if image.root_size_gb and stack.volume_gb < image.root_size_gb:
         raise ConfigError(
             f"volume_gb {stack.volume_gb} is smaller than image {image.image_id}'s "

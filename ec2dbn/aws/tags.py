@@ -16,6 +16,11 @@ HOST_KEY_TAG = "ec2dbn:host-key"
 MARKET_TAG = "ec2dbn:market"
 #: The image the stack asked for (an alias such as dlami-ubuntu22, or an ami- id), as launched.
 IMAGE_TAG = "ec2dbn:image"
+#: On an image `ec2dbn bake` made (and its snapshots): the hash of what went into it (base image id,
+#: bootstrap scripts, the trainer's Python requirements), so unchanged inputs find the bake again.
+BAKE_TAG = "ec2dbn:bake"
+#: On a bake: the image id it was baked from.
+BASE_IMAGE_TAG = "ec2dbn:base-image"
 #: The lease: the id of the `ec2dbn train` run using the instance. It outlives the local state dir, so a
 #: second run on the same stack is refused even from another machine or after the state dir is gone.
 RUN_TAG = "ec2dbn:run"

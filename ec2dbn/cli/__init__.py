@@ -55,6 +55,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_commands() -> None:
     # Imported for their side effect of adding verbs to `cli`.
     from ec2dbn.cli import (  # noqa: F401
+        bake_cmds,
         catalog_cmds,
         check_cmds,
         examples_cmds,

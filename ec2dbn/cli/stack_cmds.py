@@ -21,7 +21,7 @@ from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.catalog import check_region
-from ec2dbn.cli import cli
+from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch, load_stack
@@ -336,6 +336,7 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
         return 0
     if not rows:
         stdout.print(f"no ec2dbn stacks in {', '.join(_regions(name, region))}")
+        bake_cmds.print_bakes(_regions(name, region))
         return 0
     table = Table(box=None, pad_edge=False)
     for col in (
@@ -375,6 +376,7 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     _print_table(table)
     for src in sources:
         stdout.print(f"prices: {src}")
+    bake_cmds.print_bakes(_regions(name, region))
     return 0
 
 
@@ -422,7 +424,17 @@ def _single_default() -> str:
 @click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
-def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool, as_json: bool) -> int:
+@click.option("--images", is_flag=True, help="Remove baked images and their snapshots (not stacks).")
+@click.option("--older-than", metavar="AGE", help="With --images: only bakes older than AGE (30d, 12h).")
+def teardown(
+    name: str | None,
+    all_stacks: bool,
+    region: str | None,
+    yes: bool,
+    as_json: bool,
+    images: bool,
+    older_than: str | None,
+) -> int:
     """Terminate a stack's instances, cancel spot requests, delete its security group, key pair and local
     state — all found by tags, so it works without the state dir — then verify nothing tagged remains.
 
@@ -430,10 +442,19 @@ def teardown(name: str | None, all_stacks: bool, region: str | None, yes: bool, 
     Examples:
       ec2dbn teardown g4dn-spot --yes
       ec2dbn teardown --all --yes
+      ec2dbn teardown --images --older-than 30d --yes
     """
     reporter = ConsoleReporter()
     if name and all_stacks:
         raise ConfigError("give a stack NAME or --all, not both")
+    if older_than and not images:
+        raise ConfigError("--older-than goes with --images")
+    if images:
+        if name or all_stacks or as_json:
+            raise ConfigError("--images removes bakes only: give no stack NAME, --all or --json with it")
+        regions = _regions(None, region)
+        _confirm(f"baked images in {', '.join(regions)}", yes)
+        return bake_cmds.teardown_images(regions, older_than, reporter)
     if all_stacks:
         regions = _regions(None, region)
         _confirm(f"ALL stacks in {', '.join(regions)}", yes)
@@ -490,6 +511,9 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
             failures.append(f"still tagged ec2dbn in {r}: {left}")
         elif not as_json:
             stdout.print(f"verified: nothing tagged ec2dbn:managed=true remains in {r}")
+    if not as_json:
+        with contextlib.suppress(Ec2dbnError):
+            stdout.print(bake_cmds.kept_line(regions))
     if as_json:
         doc = {"stacks": [asdict(rep) for rep in reports], "remaining": remaining, "failures": failures}
         click.echo(dumps(doc, indent=2))

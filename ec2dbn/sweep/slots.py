@@ -149,6 +149,7 @@ class SlotCapacity:
     """A sweep point's capacity: the slot it was given, then (after a loss) whichever comes free."""
 
     minimum_billed_s = 0.0  # a share of an instance; EC2's minimum is counted once for the instance
+    bake: str | None = None  # the fleet's instances run from its stack's image; a point does not choose
 
     def __init__(self, source: SlotSource, slot: Slot, results_dir: Path) -> None:
         self.source = source

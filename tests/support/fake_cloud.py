@@ -9,6 +9,13 @@ as the instance boots, as a user's per-instance tunnels would be. Each instance 
 disk). When moto says the instance is gone, its
 sshd is stopped, as the machine would be. Tests can also restart an sshd (a flaky connection), boot the
 next instance with the wrong host key (a man in the middle) or not boot one at all (`boot = False`).
+
+Every instance gets a machine root of its own (EC2DBN_SYSROOT, where bootstrap looks for /etc and friends)
+and a fresh HOME. With `disk` set (a folder; the stack's remote_dir goes under `disk/home`), the instance's
+disk is modelled as EC2 has it: each boot starts from its image's content, which is empty for a base image
+and, for an image made by CreateImage, what the source instance's disk held when the image was made (copied
+the moment the image shows up, or at the latest when an instance boots from it, before anything else
+touches the disk). A baked instance keeps what the builder installed only because its image carried it.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +39,9 @@ from botocore.exceptions import ClientError
 from tests.support.fake_imds import FakeImds
 from tests.support.moto_server import MotoServer
 from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
+
+#: Images made from an instance by ec2dbn (CreateImage tags them at creation); the seeded base images are not.
+_MADE_BY_CREATE_IMAGE = [{"Name": "tag:ec2dbn:managed", "Values": ["true"]}]
 
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 
@@ -91,6 +103,10 @@ class FakeCloudInit:
         #: TrainerHold's variable here. Nothing of this machine's own environment goes in by default.
         self.env: dict[str, str] = {}
         self.errors: list[BaseException] = []
+        #: The instances' disk (see the module doc): None keeps the old model, one shared remote_dir.
+        self.disk: Path | None = None
+        #: image id -> the disk as CreateImage captured it (only with `disk`).
+        self.image_disks: dict[str, Path] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="fake-cloud-init", daemon=True)
@@ -151,6 +167,11 @@ class FakeCloudInit:
             self._stop.wait(0.1)
 
     def _poll(self, ec2: object) -> None:
+        if self.disk is not None:
+            images = ec2.describe_images(Owners=["self"], Filters=_MADE_BY_CREATE_IMAGE)["Images"]  # type: ignore[attr-defined]
+            with self._lock:
+                for image in images:
+                    self._capture(image["ImageId"])
         pages = ec2.describe_instances(  # type: ignore[attr-defined]
             Filters=[{"Name": "tag:ec2dbn:managed", "Values": ["true"]}]
         )["Reservations"]
@@ -168,13 +189,53 @@ class FakeCloudInit:
                     self.servers.pop(iid).stop()
                     power_off(iid)
 
+    def _capture(self, image_id: str) -> None:
+        """The disk as it is now becomes image `image_id`'s content (once; made by our CreateImage)."""
+        if self.disk is None or image_id in self.image_disks:
+            return
+        target = self.workdir / "images" / image_id
+        if self.disk.exists():
+            shutil.copytree(self.disk, target, symlinks=True)
+        else:
+            target.mkdir(parents=True)
+        self.image_disks[image_id] = target
+
+    def image_disk(self, image_id: str, timeout_s: float = 60.0) -> Path:
+        """The disk image `image_id` captured, once the watcher has seen the image (it polls)."""
+        give_up = time.monotonic() + timeout_s
+        while image_id not in self.image_disks:
+            assert time.monotonic() < give_up, f"the fake cloud never saw image {image_id}"
+            time.sleep(0.1)
+        return self.image_disks[image_id]
+
+    def _fresh_disk(self, ec2: object, image_id: str) -> None:
+        """Boot from `image_id`: the disk becomes the image's content (empty for a base image)."""
+        assert self.disk is not None
+        ours = ec2.describe_images(  # type: ignore[attr-defined]
+            Owners=["self"], ImageIds=[image_id], Filters=_MADE_BY_CREATE_IMAGE
+        )["Images"]
+        if ours:
+            self._capture(image_id)
+        shutil.rmtree(self.disk, ignore_errors=True)
+        if image_id in self.image_disks:
+            shutil.copytree(self.image_disks[image_id], self.disk, symlinks=True)
+        (self.disk / "home").mkdir(parents=True, exist_ok=True)
+
     def _boot(self, ec2: object, inst: dict) -> SshServer:
         iid = inst["InstanceId"]
         folder = self.workdir / iid
         folder.mkdir(parents=True, exist_ok=True)
         raw = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")  # type: ignore[attr-defined]
         cloud_config = yaml.safe_load(base64.b64decode(raw["UserData"]["Value"]).decode())
-        host_key = folder / "ssh_host_ed25519_key"
+        root = folder / "root"
+        home = folder / "home"
+        if self.disk is not None:
+            self._fresh_disk(ec2, inst["ImageId"])
+            root, home = self.disk, self.disk / "home"
+        (root / "etc" / "ssh").mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        # cloud-init's work on this boot: the instance's own host key and the key pair's public key
+        host_key = root / "etc" / "ssh" / "ssh_host_ed25519_key"
         if self.wrong_host_key:
             subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         else:
@@ -183,7 +244,9 @@ class FakeCloudInit:
         pair = ec2.describe_key_pairs(  # type: ignore[attr-defined]
             KeyNames=[inst["KeyName"]], IncludePublicKey=True
         )["KeyPairs"][0]
-        env = {**default_env(), **self.env, MARK: iid}
+        (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+        (home / ".ssh" / "authorized_keys").write_text(pair["PublicKey"].rstrip("\n") + "\n")
+        env = {**default_env(), **self.env, MARK: iid, "HOME": str(home), "EC2DBN_SYSROOT": str(root)}
         if self.with_imds:
             self.imds[iid] = FakeImds()
             env["EC2DBN_IMDS_URL"] = self.imds[iid].url
