@@ -25,11 +25,13 @@ PREPARE_SCRIPT = "_image_prepare.sh"
 
 
 def bundled_data_sets() -> tuple[str, ...]:
-    """The data sets the bundled example jobs use, in a stable order: what a bake caches."""
+    """The data sets the bundled example jobs (and sweeps) use, in a stable order: what a bake caches."""
     from ec2dbn.jobfiles import bundled_examples
-    from ec2dbn.validation import load_job_file
+    from ec2dbn.sweep.points import read_job_mapping
+    from trainer.config import parse_job
 
-    names = {str(load_job_file(example.path).data.name) for example in bundled_examples()}
+    # a sweep's job is its file without the `sweep:` section (which names no other data set)
+    names = {str(parse_job(read_job_mapping(e.path)[0]).data.name) for e in bundled_examples()}
     return tuple(sorted(names))
 
 
