@@ -62,6 +62,7 @@ def _register_commands() -> None:
         report_cmds,
         stack_cmds,
         sweep_cmds,
+        teardown_cmds,
         train_cmds,
     )
 

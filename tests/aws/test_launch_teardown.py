@@ -145,8 +145,8 @@ def test_launch_status_teardown_secure_and_leak_free(
     assert "$0.5260/h" in out and "bundled catalog" in out and "2025-07-01" in out
     assert "ec2dbn teardown g4dn-spot --yes" in out
 
-    rc, out, _ = cli(capsys, "status")
-    assert rc == 0
+    rc, out, _err = cli(capsys, "status")
+    assert rc == 0, _err
     assert "running" in out and "g4dn.xlarge" in out and "spot" in out and inst["PublicIpAddress"] in out
     rc, out, _ = cli(capsys, "status", "--json")
     (row,) = json.loads(out)
