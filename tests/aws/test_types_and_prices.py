@@ -57,7 +57,7 @@ def test_a_cpu_type_outside_the_catalog_is_described_by_ec2_and_priced_unknown(
     row = next(line for line in out.splitlines() if line.startswith("c5.xlarge"))
     assert "no GPU" in row and " 4 " in row and "price unknown" in row
     assert "cost       price unknown; no upper bound known" in out
-    assert "c5.xlarge: price unknown (not in ec2dbn's bundled price table)" in err
+    assert "c5.xlarge: price unknown (not in ec2dbn's bundled price table, and the AWS Price List" in err
     # And it launches: nothing refuses a type for being missing from the catalog.
     rc, _, err = cli(capsys, "launch", "--stack", stack, "--no-bootstrap")
     assert rc == 0, err
