@@ -3,7 +3,8 @@
 Why a bundled file: AWS's Pricing API needs credentials and a network round trip (and moto has none), yet
 `plan`, `launch --dry-run` and every `train` must show a price before anything is created. So ec2dbn
 ships `data/catalog.yaml`, stamped with the date and source of its prices, and says so wherever a price
-is printed. Live spot prices come from `ec2dbn.aws.prices.spot_price` instead.
+is printed. Types it does not price are asked of the AWS Price List API (`ec2dbn.aws.price_list`, best
+effort). Live spot prices come from `ec2dbn.aws.prices.spot_price` instead.
 
 Validation lives here too: an instance type name is checked before any AWS call (well-formed, not of a
 retired family; types the catalog does not list are described by EC2 in the plan phase, `describe`), and

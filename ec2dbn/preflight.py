@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ec2dbn import catalog
-from ec2dbn.aws import account, images, offerings, quotas, vpc
+from ec2dbn.aws import account, images, offerings, price_list, quotas, vpc
 from ec2dbn.aws.errors import CREDENTIALS_HINT
 from ec2dbn.aws.prices import spot_prices_by_zone
 from ec2dbn.aws.session import Aws
@@ -116,7 +116,7 @@ def _types(aws: Aws, stack: Stack, checks: list[Check]) -> dict[str, catalog.Ins
     for t, spec in specs.items():
         gpu = f"{spec.gpu_count}x {spec.gpu_model}" if spec.gpu_count else "no GPU"
         cc = f", compute capability {spec.gpu_compute_capability}" if spec.gpu_compute_capability else ""
-        price = catalog.bundled_price(t, stack.region)
+        price = price_list.on_demand(t, stack.region)
         cost = f"{format_usd(price.usd_per_hour)}/h on-demand" if price else "price unknown"
         detail = f"{t}: {spec.vcpus} vCPUs, {spec.memory_gib:g} GiB, {gpu}{cc}; {cost}"
         checks.append(Check("instance types", "ok", detail))
@@ -239,7 +239,7 @@ def _spot(aws: Aws, stack: Stack, usable: dict[str, list[str]], checks: list[Che
         checks.append(Check("spot price", "warn", detail, blocking=False))
         return
     zone, price = min(by_zone.items(), key=lambda zp: (zp[1].usd_per_hour, zp[0]))
-    od = catalog.bundled_price(first, stack.region)
+    od = price_list.on_demand(first, stack.region)
     versus = f"; on-demand {format_usd(od.usd_per_hour)}/h" if od else ""
     detail = f"{first}: {format_usd(price.usd_per_hour)}/h in {zone} (cheapest zone, tried first){versus}"
     if stack.max_price is not None and price.usd_per_hour > stack.max_price:

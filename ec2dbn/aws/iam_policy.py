@@ -21,7 +21,9 @@ or delete what ec2dbn did not create:
   that made it, so a holder of this policy could mark a snapshot of its own account as ec2dbn's and then
   delete it; DeregisterImage and DeleteSnapshot only on images and snapshots tagged `ec2dbn:managed=true`;
 - reading: Describe* (EC2 supports no resource-level permissions for them), the public AMI-alias
-  parameters under /aws/service/, Service Quotas' GetServiceQuota and STS' GetCallerIdentity.
+  parameters under /aws/service/, Service Quotas' GetServiceQuota, STS' GetCallerIdentity and the Price
+  List API's GetProducts (on-demand prices of types the bundled table lacks; like Describe*, it supports
+  no resource-level permissions).
 
 Resource types, ARN forms and condition keys per action follow AWS's Service Authorization Reference
 ("Actions, resources, and condition keys for Amazon EC2"); tests/aws/test_iam_policy.py holds the rows used.
@@ -93,6 +95,7 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Action": ["sts:GetCallerIdentity", "servicequotas:GetServiceQuota"],
             "Resource": "*",
         },
+        {"Sid": "PriceList", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"},
         {
             "Sid": "ImageAliases",
             "Effect": "Allow",

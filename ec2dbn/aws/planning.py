@@ -1,11 +1,12 @@
 """What a launch would do, asked of AWS and priced, with nothing created: the plan phase's cloud calls.
 
 For each instance-type candidate: what EC2 says it is (types outside the bundled catalog included), the
-zones that both offer it and have a usable subnet of the stack's network, the bundled on-demand price
-(None: "price unknown") and, for spot, the current price in each zone. Launch tries the zones in the order
-given here: for spot, the cheapest zone first (zones without a price history last), so the spot price a
-plan shows is the price of the zone launch tries first. No MaxPrice is sent unless the stack sets
-max_price: AWS then caps spot at the on-demand price of the zone's region.
+zones that both offer it and have a usable subnet of the stack's network, the on-demand price (bundled
+table, else the AWS Price List API; None: "price unknown") and, for spot, the current price in each
+zone. Launch tries the zones in the order given here: for spot, the cheapest zone first (zones without
+a price history last), so the spot price a plan shows is the price of the zone launch tries first. No
+MaxPrice is sent unless the stack sets max_price: AWS then caps spot at the on-demand price of the
+zone's region.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ec2dbn import catalog
-from ec2dbn.aws import bakes, images, instances, keys, network, offerings, vpc
+from ec2dbn.aws import bakes, images, instances, keys, network, offerings, price_list, vpc
 from ec2dbn.aws.prices import spot_price, spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.catalog import Price
@@ -27,7 +28,8 @@ from ec2dbn.events import NullReporter, Reporter
 @dataclass
 class CandidatePlan:
     """One instance type the stack may get. Prices USD/hour; `zones` in the order launch tries them;
-    `spot` is the current spot price in zones[0]; `on_demand` None when no price is bundled for it."""
+    `spot` is the current spot price in zones[0]; `on_demand` None when neither the bundled table nor the
+    Price List API has a price for it."""
 
     instance_type: str
     zones: list[str]
@@ -144,9 +146,12 @@ def plan(
             notes.append(
                 f"{t}: spot now ${spot.usd_per_hour:.4f}/h is above max_price ${stack.max_price:.4f}/h"
             )
-        od = catalog.bundled_price(t, stack.region)
+        od = price_list.on_demand(t, stack.region)
         if od is None:
-            notes.append(f"{t}: price unknown (not in ec2dbn's bundled price table)")
+            notes.append(
+                f"{t}: price unknown (not in ec2dbn's bundled price table, and the AWS Price List API "
+                "did not answer)"
+            )
         cands.append(CandidatePlan(t, order, specs[t], od, spot, stack.max_price, zone_spot))
     if not cands:
         raise ConfigError(f"no instance_type candidate can run here: {'; '.join(notes)}")
@@ -234,7 +239,7 @@ def prices(
     region: str, instance_type: str, market: str, zone: str | None, max_price: float | None
 ) -> tuple[Price | None, Price | None]:
     """(price paid per hour, on-demand price) for an instance, best effort for spot; None: unknown."""
-    od = catalog.bundled_price(instance_type, region)
+    od = price_list.on_demand(instance_type, region)
     if market != "spot":
         return od, od
     try:

@@ -82,14 +82,16 @@ class Aws:
         self._session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Config | None = None) -> Any:
+        """The `service` client of this region; `config` (used when the client is first made) replaces
+        the standard retries and timeouts, for best-effort calls such as the Price List API's."""
         if service not in self._clients:
             from ec2dbn.aws.errors import translate
 
             try:
                 if self._session is None:
                     self._session = _session()
-                c = self._session.client(service, region_name=self.region, config=_config())
+                c = self._session.client(service, region_name=self.region, config=config or _config())
             except Exception as exc:  # ProfileNotFound and friends, raised while reading config
                 raise translate(exc, region=self.region, action="reading AWS configuration") from exc
             for event, handler in EVENT_HOOKS:

@@ -170,7 +170,8 @@ def test_only_allows_no_wildcard_actions_and_no_deny() -> None:
     for st in iam_policy.policy()["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
         assert all(
-            re.fullmatch(r"(ec2|ssm|sts|servicequotas):[A-Z][A-Za-z]+", a) for a in listed(st["Action"])
+            re.fullmatch(r"(ec2|ssm|sts|servicequotas|pricing):[A-Z][A-Za-z]+", a)
+            for a in listed(st["Action"])
         )
 
 

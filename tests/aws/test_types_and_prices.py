@@ -1,10 +1,11 @@
 """Any instance type EC2 offers (described by DescribeInstanceTypes when the catalog lacks it, priced from the
-bundled regional table or "price unknown"), and the spot price a plan shows being the price of the zone
-launch tries first (the cheapest), with no MaxPrice unless the stack sets max_price."""
+bundled regional table, the AWS Price List API, or "price unknown"), and the spot price a plan shows being
+the price of the zone launch tries first (the cheapest), with no MaxPrice unless the stack sets max_price."""
 
 from __future__ import annotations
 
 import json
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from tests.aws.helpers import NOTHING, cli, stack_file
+from tests.aws.test_price_list import item as price_item
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
@@ -57,11 +59,45 @@ def test_a_cpu_type_outside_the_catalog_is_described_by_ec2_and_priced_unknown(
     row = next(line for line in out.splitlines() if line.startswith("c5.xlarge"))
     assert "no GPU" in row and " 4 " in row and "price unknown" in row
     assert "cost       price unknown; no upper bound known" in out
-    assert "c5.xlarge: price unknown (not in ec2dbn's bundled price table)" in err
+    assert "c5.xlarge: price unknown (not in ec2dbn's bundled price table, and the AWS Price List" in err
     # And it launches: nothing refuses a type for being missing from the catalog.
     rc, _, err = cli(capsys, "launch", "--stack", stack, "--no-bootstrap")
     assert rc == 0, err
     assert cli(capsys, "teardown", "t", "--yes")[0] == 0
+
+
+def test_a_type_outside_the_catalog_is_priced_from_the_price_list_api_when_it_answers(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """moto has no Pricing service: GetProducts is answered here as AWS answers it (the item of
+    tests/aws/test_price_list.py), through ec2dbn's own client, like the EC2 answers above."""
+    answer("GetProducts", {"FormatVersion": "aws_v1", "PriceList": [price_item()]}, service="pricing")
+    stack = stack_file(tmp_path, instance_type="c5.xlarge", market="on-demand", fallback="none")
+    rc, out, err = cli(capsys, "launch", "--stack", stack, "--dry-run")
+    assert rc == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("c5.xlarge"))
+    assert "0.17" in row and "price unknown" not in out + err
+    assert "prices     on-demand from AWS Price List API (us-east-1 list price, " in out
+    rc, out, err = cli(capsys, "plan", "examples/seed-mnist.yaml", "--stack", stack)
+    assert rc == 0, err
+    assert "estimated cost ~$" in out + err and "AWS Price List API" in out + err
+
+
+def test_an_unreachable_price_list_api_leaves_the_price_unknown(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Price List endpoint on a local port that refuses connections (botocore's own
+    AWS_ENDPOINT_URL_PRICING): the API was asked, the plan goes on, and the price is unknown."""
+    with socket.socket() as closed:  # bound, never listening: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_PRICING", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        sent = count_calls("before-send.pricing.GetProducts")
+        stack = stack_file(tmp_path, instance_type="c5.xlarge", market="on-demand", fallback="none")
+        rc, out, err = cli(capsys, "plan", "examples/seed-mnist.yaml", "--stack", stack)
+    assert rc == 0, err
+    assert sent.calls >= 1
+    assert "cost: price unknown" in out + err
+    assert "c5.xlarge: price unknown (not in ec2dbn's bundled price table, and the AWS Price List" in err
 
 
 def test_a_gpu_type_outside_the_catalog_shows_the_gpu_ec2_reports(

@@ -192,9 +192,10 @@ def aws_environment(url: str, home: Path) -> dict[str, str]:
 @pytest.fixture
 def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
     """A clean, seeded moto and a user environment pointing at it; injected hooks removed afterwards."""
-    from ec2dbn.aws import network, session
+    from ec2dbn.aws import network, price_list, session
 
     moto_server.reset()
+    price_list.price_list_price.cache_clear()  # the Price List API's answers are cached per process
     moto_server.seed_images()
     for var in _ENV_CLEARED:
         monkeypatch.delenv(var, raising=False)
