@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 
 from ec2dbn import cost
-from ec2dbn.config import Stack, load_for_launch
+from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
 from ec2dbn.memory_check import check_fits
 from ec2dbn.remote_output import pull_limit_bytes
 from ec2dbn.remote_run import RemoteRun
 from ec2dbn.results import RunRecord, claim_run_dir, load_run
+from ec2dbn.stack_overrides import load_for_launch
 from trainer.contract import RESULT_FILES
 
 

@@ -16,24 +16,28 @@ accepts is one ec2dbn accepts, and ignores them. Any other top-level key is an e
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import JobError, TrainerError, printable
+from trainer.errors import JobError, TrainerError
+from trainer.job_checks import (
+    check_float32,
+    check_size,
+    describe,
+    is_int,
+    is_number,
+    nonneg_int,
+    per_layer,
+    plain,
+    reject_unknown,
+    section,
+)
 from trainer.safe_yaml import YamlError, read_yaml_file
 
 BACKENDS = ("auto", "numpy", "cupy")
-#: The largest layer or minibatch size: the CUDA kernels index rows and units with 32-bit ints.
-MAX_SIZE = 2**31 - 1
-#: float32's range: the largest finite value and the smallest non-zero (subnormal) magnitude.
-FLOAT32_MAX = 3.4028234663852886e38
-FLOAT32_TINY = 1.401298464324817e-45
 TOP_LEVEL_KEYS = ("data", "model", "backend", "stack", "run")
 RUN_KEYS = ("max_lifetime",)
 
@@ -130,7 +134,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values; `parse_model(to_dict())` gives back an equal config."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,8 @@ def load_job(path: str | Path) -> Job:
 def parse_job(mapping: Any) -> Job:
     """Validate a job given as a mapping (e.g. parsed YAML). Raises JobError naming the offending key."""
     if not isinstance(mapping, Mapping):
-        raise JobError(f"job: expected a mapping with keys data and model, got {_describe(mapping)}")
-    _reject_unknown(mapping, TOP_LEVEL_KEYS, "")
+        raise JobError(f"job: expected a mapping with keys data and model, got {describe(mapping)}")
+    reject_unknown(mapping, TOP_LEVEL_KEYS, "")
     if "data" not in mapping:
         raise JobError("data: required key missing (e.g. data: {name: mnist})")
     if "model" not in mapping:
@@ -206,11 +210,11 @@ def parse_job(mapping: Any) -> Job:
     model = parse_model(mapping["model"])
     backend = mapping.get("backend", "auto")
     if backend not in BACKENDS or not isinstance(backend, str):
-        raise JobError(f"backend: expected one of {', '.join(BACKENDS)}, got {_describe(backend)}")
+        raise JobError(f"backend: expected one of {', '.join(BACKENDS)}, got {describe(backend)}")
     stack = mapping.get("stack")
     if stack is not None and (not isinstance(stack, str) or not stack.strip()):
         raise JobError(
-            f"stack: expected a stack name (e.g. g4dn-spot) or a stack file path, got {_describe(stack)}"
+            f"stack: expected a stack name (e.g. g4dn-spot) or a stack file path, got {describe(stack)}"
         )
     return Job(data=data, model=model, backend=backend, stack=stack, run=parse_run(mapping.get("run")))
 
@@ -219,12 +223,12 @@ def parse_run(mapping: Any, prefix: str = "run") -> RunConfig:
     """Validate the `run` section (absent or null: the defaults) into a RunConfig."""
     if mapping is None:
         return RunConfig()
-    m = _section(mapping, prefix, RUN_KEYS)
+    m = section(mapping, prefix, RUN_KEYS)
     lifetime = m.get("max_lifetime")
     if lifetime is not None:
         if not isinstance(lifetime, str):
             raise JobError(
-                f"{prefix}.max_lifetime: expected a duration such as 3h or 90m, got {_describe(lifetime)}"
+                f"{prefix}.max_lifetime: expected a duration such as 3h or 90m, got {describe(lifetime)}"
             )
         try:
             parse_lifetime(lifetime)
@@ -235,12 +239,12 @@ def parse_run(mapping: Any, prefix: str = "run") -> RunConfig:
 
 def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
     """Validate the `data` section into a DataConfig."""
-    m = _section(mapping, prefix, ("name", "test_size", "seed", "mirrors", "cache_dir", "limit"))
+    m = section(mapping, prefix, ("name", "test_size", "seed", "mirrors", "cache_dir", "limit"))
     if "name" not in m:
         raise JobError(f"{prefix}.name: required key missing (e.g. mnist, fashion-mnist, mnist-5k, digits)")
     name = m["name"]
     if not isinstance(name, str) or not name.strip():
-        raise JobError(f"{prefix}.name: expected a data set name or path, got {_describe(name)}")
+        raise JobError(f"{prefix}.name: expected a data set name or path, got {describe(name)}")
     from trainer.data import check_name_form  # here: trainer.data pulls in the downloader
 
     try:
@@ -248,9 +252,9 @@ def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
     except TrainerError as exc:
         raise JobError(f"{prefix}.name: {exc}") from None
     test_size = m.get("test_size", 0.33)
-    if not _is_number(test_size) or not 0 < test_size < 1:
-        raise JobError(f"{prefix}.test_size: expected a number between 0 and 1, got {_describe(test_size)}")
-    seed = _nonneg_int(m.get("seed", 42), f"{prefix}.seed")
+    if not is_number(test_size) or not 0 < test_size < 1:
+        raise JobError(f"{prefix}.test_size: expected a number between 0 and 1, got {describe(test_size)}")
+    seed = nonneg_int(m.get("seed", 42), f"{prefix}.seed")
     if seed > MAX_DATA_SEED:
         raise JobError(f"{prefix}.seed: expected an integer from 0 to {MAX_DATA_SEED}, got {seed}")
     mirrors = m.get("mirrors")
@@ -258,19 +262,19 @@ def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
         if isinstance(mirrors, str):
             mirrors = [mirrors]
         if not isinstance(mirrors, list) or not mirrors:
-            raise JobError(f"{prefix}.mirrors: expected a list of URLs, got {_describe(mirrors)}")
+            raise JobError(f"{prefix}.mirrors: expected a list of URLs, got {describe(mirrors)}")
         for i, url in enumerate(mirrors):
             if not isinstance(url, str) or "://" not in url:
                 raise JobError(
-                    f"{prefix}.mirrors[{i}]: expected a URL such as https://host/path/, got {_describe(url)}"
+                    f"{prefix}.mirrors[{i}]: expected a URL such as https://host/path/, got {describe(url)}"
                 )
         mirrors = tuple(mirrors)
     cache_dir = m.get("cache_dir")
     if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
-        raise JobError(f"{prefix}.cache_dir: expected a directory path, got {_describe(cache_dir)}")
+        raise JobError(f"{prefix}.cache_dir: expected a directory path, got {describe(cache_dir)}")
     limit = m.get("limit")
-    if limit is not None and (not _is_int(limit) or limit < 1):
-        raise JobError(f"{prefix}.limit: expected an integer >= 1, got {_describe(limit)}")
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise JobError(f"{prefix}.limit: expected an integer >= 1, got {describe(limit)}")
     return DataConfig(
         name=name, test_size=float(test_size), seed=seed, mirrors=mirrors, cache_dir=cache_dir, limit=limit
     )
@@ -278,15 +282,15 @@ def parse_data(mapping: Any, prefix: str = "data") -> DataConfig:
 
 # Per-weight-layer values, key: (default, check, what, convert); check(x) says whether one value is allowed.
 _PER_LAYER: dict[str, tuple[Any, Callable[[Any], bool], str, Callable[[Any], Any]]] = {
-    "learn_rates": (0.1, lambda x: _is_number(x) and x > 0, "a number > 0", float),
-    "learn_rate_decays": (1.0, lambda x: _is_number(x) and x > 0, "a number > 0", float),
-    "learn_rate_minimums": (0.0, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
-    "l2_costs": (0.0001, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
-    "scales": (0.05, lambda x: _is_number(x) and x > 0, "a number > 0", float),
-    "epochs_pretrain": (0, lambda x: _is_int(x) and x >= 0, "an integer >= 0", int),
-    "learn_rates_pretrain": (None, lambda x: _is_number(x) and x > 0, "a number > 0", float),
-    "l2_costs_pretrain": (None, lambda x: _is_number(x) and x >= 0, "a number >= 0", float),
-    "dropouts": (0.0, lambda x: _is_number(x) and 0 <= x < 1, "a number in [0, 1)", float),
+    "learn_rates": (0.1, lambda x: is_number(x) and x > 0, "a number > 0", float),
+    "learn_rate_decays": (1.0, lambda x: is_number(x) and x > 0, "a number > 0", float),
+    "learn_rate_minimums": (0.0, lambda x: is_number(x) and x >= 0, "a number >= 0", float),
+    "l2_costs": (0.0001, lambda x: is_number(x) and x >= 0, "a number >= 0", float),
+    "scales": (0.05, lambda x: is_number(x) and x > 0, "a number > 0", float),
+    "epochs_pretrain": (0, lambda x: is_int(x) and x >= 0, "an integer >= 0", int),
+    "learn_rates_pretrain": (None, lambda x: is_number(x) and x > 0, "a number > 0", float),
+    "l2_costs_pretrain": (None, lambda x: is_number(x) and x >= 0, "a number >= 0", float),
+    "dropouts": (0.0, lambda x: is_number(x) and 0 <= x < 1, "a number in [0, 1)", float),
 }
 _MODEL_KEYS = (
     "layers",
@@ -307,7 +311,7 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
 
     `prefix` is the key path used in messages ("model" for jobs; "" for the estimator's keyword arguments).
     """
-    m = _section(mapping, prefix or "model", _MODEL_KEYS, prefix)
+    m = section(mapping, prefix or "model", _MODEL_KEYS, prefix)
     key = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
     if "layers" not in m:
         raise JobError(f"{key('layers')}: required key missing (e.g. [784, 800, 800, 10])")
@@ -315,40 +319,40 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
     if (
         not isinstance(layers, list | tuple)
         or len(layers) < 2
-        or not all(_is_int(n) and n >= 1 for n in layers)
+        or not all(is_int(n) and n >= 1 for n in layers)
     ):
         raise JobError(
             f"{key('layers')}: expected a list of at least 2 integers >= 1 "
-            f"(input, hidden..., output), got {_describe(layers)}"
+            f"(input, hidden..., output), got {describe(layers)}"
         )
     for i, n in enumerate(layers):
-        _check_size(n, f"{key('layers')}[{i}]")
+        check_size(n, f"{key('layers')}[{i}]")
     n_w = len(layers) - 1
     values: dict[str, Any] = {}
     # An explicit null is allowed only where the default is null (the *_pretrain values: "as fine-tuning").
     for name, (default, check, what, convert) in _PER_LAYER.items():
         raw = m.get(name, default)
         values[name] = (
-            None if raw is default is None else _per_layer(raw, n_w, check, what, convert, key(name))
+            None if raw is default is None else per_layer(raw, n_w, check, what, convert, key(name))
         )
     for name in ("momentum", "momentum_pretrain"):
         raw = m.get(name, 0.9 if name == "momentum" else None)
-        if (raw is not None or name == "momentum") and (not _is_number(raw) or not 0 <= raw < 1):
-            raise JobError(f"{key(name)}: expected a number in [0, 1), got {_describe(raw)}")
+        if (raw is not None or name == "momentum") and (not is_number(raw) or not 0 <= raw < 1):
+            raise JobError(f"{key(name)}: expected a number in [0, 1), got {describe(raw)}")
         if raw is not None:
-            _check_float32(raw, key(name))
+            check_float32(raw, key(name))
         values[name] = None if raw is None else float(raw)
     minibatch_size = m.get("minibatch_size", 64)
-    if not _is_int(minibatch_size) or minibatch_size < 1:
-        raise JobError(f"{key('minibatch_size')}: expected an integer >= 1, got {_describe(minibatch_size)}")
-    _check_size(minibatch_size, key("minibatch_size"))
-    epochs = _nonneg_int(m.get("epochs", 10), key("epochs"))
+    if not is_int(minibatch_size) or minibatch_size < 1:
+        raise JobError(f"{key('minibatch_size')}: expected an integer >= 1, got {describe(minibatch_size)}")
+    check_size(minibatch_size, key("minibatch_size"))
+    epochs = nonneg_int(m.get("epochs", 10), key("epochs"))
     for name, default in (("real_valued_vis", True), ("use_re_lu", False), ("eval_test_every_epoch", True)):
         raw = m.get(name, default)
         if not isinstance(raw, bool):
-            raise JobError(f"{key(name)}: expected true or false, got {_describe(raw)}")
+            raise JobError(f"{key(name)}: expected true or false, got {describe(raw)}")
         values[name] = raw
-    seed = _nonneg_int(m.get("seed", 42), key("seed"))
+    seed = nonneg_int(m.get("seed", 42), key("seed"))
     return ModelConfig(
         layers=tuple(int(n) for n in layers),
         learn_rates=values["learn_rates"],
@@ -371,99 +375,3 @@ def parse_model(mapping: Any, prefix: str = "model") -> ModelConfig:
         seed=seed,
         eval_test_every_epoch=values["eval_test_every_epoch"],
     )
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-def _section(
-    mapping: Any, where: str, allowed: tuple[str, ...], prefix: str | None = None
-) -> Mapping[str, Any]:
-    if not isinstance(mapping, Mapping):
-        raise JobError(f"{where}: expected a mapping of keys, got {_describe(mapping)}")
-    _reject_unknown(mapping, allowed, where if prefix is None else prefix)
-    return mapping
-
-
-def _reject_unknown(mapping: Mapping[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
-    for k in mapping:
-        if k not in allowed:
-            path = f"{prefix}.{printable(k)}" if prefix else printable(k)
-            close = difflib.get_close_matches(str(k), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-            raise JobError(f"{path}: unknown key{hint}")
-
-
-def _per_layer(
-    raw: Any, n: int, check: Callable[[Any], bool], what: str, convert: Callable[[Any], Any], path: str
-) -> tuple[Any, ...]:
-    """A scalar (repeated n times) or a list of exactly n values, each passing `check`."""
-    noun = ("integer" if convert is int else "number") + ("s" if n != 1 else "")
-    expected = f"expected {what} or a list of {n} {noun}"
-    if isinstance(raw, list | tuple):
-        if len(raw) != n:
-            raise JobError(f"{path}: {expected} (one per weight layer), got a list of {len(raw)}")
-        for i, x in enumerate(raw):
-            if not check(x):
-                raise JobError(f"{path}[{i}]: expected {what}, got {_describe(x)}")
-            if convert is float:
-                _check_float32(x, f"{path}[{i}]")
-        return tuple(convert(x) for x in raw)
-    if not check(raw):
-        raise JobError(f"{path}: {expected}, got {_describe(raw)}")
-    if convert is float:
-        _check_float32(raw, path)
-    return (convert(raw),) * n
-
-
-def _check_size(n: int, path: str) -> None:
-    """JobError for a size the CUDA kernels cannot index (they use 32-bit ints)."""
-    if n > MAX_SIZE:
-        raise JobError(
-            f"{path}: {n:,} is more than the {MAX_SIZE:,} the trainer can index; use a smaller size"
-        )
-
-
-def _check_float32(x: float, path: str) -> None:
-    """JobError unless the finite number x survives conversion to float32 (no overflow to inf, and no
-    non-zero value rounding to 0): the trainer's weights, rates and costs are float32 on the device."""
-    try:
-        as_f32 = struct.unpack("f", struct.pack("f", x))[0]
-    except OverflowError:
-        as_f32 = math.inf
-    if math.isinf(as_f32) or (as_f32 == 0) != (x == 0):
-        raise JobError(
-            f"{path}: {_describe(x)} cannot be represented in float32, the precision the trainer computes "
-            f"in (magnitudes from {FLOAT32_TINY:.2g} to {FLOAT32_MAX:.3g}, or 0); use a value in that range"
-        )
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return (isinstance(x, int | float) and not isinstance(x, bool)) and math.isfinite(x)
-
-
-def _nonneg_int(x: Any, path: str) -> int:
-    if not _is_int(x) or x < 0:
-        raise JobError(f"{path}: expected an integer >= 0, got {_describe(x)}")
-    return int(x)
-
-
-def _describe(x: Any) -> str:
-    """A short rendering of a bad value for an error message."""
-    if x is None:
-        return "nothing (null)"
-    if isinstance(x, Mapping):
-        return "a mapping"
-    if isinstance(x, list | tuple):
-        text = repr(list(x))
-        return text if len(text) <= 60 else f"a list of {len(x)}"
-    text = repr(x)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _plain(x: Any) -> Any:
-    return list(x) if isinstance(x, tuple) else x

@@ -12,10 +12,10 @@ from ec2dbn.aws import bakes
 from ec2dbn.catalog import snapshot_price
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
-from ec2dbn.config import load_for_launch
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.stack_overrides import load_for_launch
 
 
 @cli.command()

@@ -8,7 +8,8 @@ from ec2dbn import preflight
 from ec2dbn.aws import iam_policy
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import stdout, styled
-from ec2dbn.config import DEFAULT_STACK, load_for_launch
+from ec2dbn.config import DEFAULT_STACK
+from ec2dbn.stack_overrides import load_for_launch
 from trainer.strict_json import dumps
 
 _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}

@@ -21,11 +21,12 @@ from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
-from ec2dbn.config import DEFAULT_STACK, Stack, load_for_launch
+from ec2dbn.config import DEFAULT_STACK, Stack
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.preflight import require_account
+from ec2dbn.stack_overrides import load_for_launch
 from trainer.strict_json import dumps
 
 

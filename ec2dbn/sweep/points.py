@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.config import Stack, load_for_launch
+from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.stack_overrides import load_for_launch
 from ec2dbn.validation import check_local_data
 from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
 

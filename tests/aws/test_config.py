@@ -12,15 +12,13 @@ import pytest
 from ec2dbn.cli import main
 from ec2dbn.config import (
     DEFAULT_STACK,
-    apply_overrides,
     bundled_stacks,
-    launch_region,
-    load_for_launch,
     load_stack,
     parse_lifetime,
     parse_stack,
 )
 from ec2dbn.errors import ConfigError
+from ec2dbn.stack_overrides import apply_overrides, launch_region, load_for_launch
 
 GOOD = {
     "name": "t",
