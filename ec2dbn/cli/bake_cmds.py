@@ -10,7 +10,7 @@ from rich.table import Table
 from ec2dbn import baking
 from ec2dbn.aws import bakes
 from ec2dbn.catalog import snapshot_price
-from ec2dbn.cli import cli
+from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
@@ -27,14 +27,7 @@ from ec2dbn.stack_overrides import load_for_launch
     multiple=True,
     help="A data set to cache in the image (repeatable; default: those the bundled jobs use).",
 )
-@click.option(
-    "--results",
-    "results_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results"),
-    show_default=True,
-    help="Folder under which the bake's record (results/<bake-id>/run.json, bootstrap.log) is written.",
-)
+@results_option("Folder under which the bake's record (<bake-id>/run.json, bootstrap.log) is written.")
 def bake(stack_ref: str | None, data_sets: tuple[str, ...], results_root: Path) -> int:
     """Make (or find) the stack's baked image: launch its instance, run its bootstrap, cache the data sets,
     strip the builder's keys, image it, terminate it. Stacks with `image: baked` or `bake: auto` then

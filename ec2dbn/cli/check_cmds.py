@@ -7,8 +7,8 @@ import click
 from ec2dbn import preflight
 from ec2dbn.aws import iam_policy
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import stack_option
 from ec2dbn.cli.output import stdout, styled
-from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.stack_overrides import load_for_launch
 from trainer.strict_json import dumps
 
@@ -16,12 +16,7 @@ _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow")
 
 
 @cli.command()
-@click.option(
-    "--stack",
-    "stack_ref",
-    metavar="NAME|PATH",
-    help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
-)
+@stack_option
 @click.option("--region", help="Region to check (else $AWS_REGION, else the stack's).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(stack_ref: str | None, region: str | None, as_json: bool) -> int:

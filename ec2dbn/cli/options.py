@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
+from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.errors import ConfigError
+
+#: `--stack NAME|PATH`, handed to the command as `stack_ref` (None: the default stack).
+stack_option = click.option(
+    "--stack",
+    "stack_ref",
+    metavar="NAME|PATH",
+    help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
+)
 
 
 def market_option(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import market_option
+from ec2dbn.cli.options import market_option, stack_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.config import DEFAULT_STACK, Stack
@@ -178,12 +178,7 @@ def print_plan(p: provision.Plan) -> None:
 
 
 @cli.command()
-@click.option(
-    "--stack",
-    "stack_ref",
-    metavar="NAME|PATH",
-    help=f"Bundled stack or YAML file [default: {DEFAULT_STACK}].",
-)
+@stack_option
 @market_option
 @click.option(
     "--instance-type",
