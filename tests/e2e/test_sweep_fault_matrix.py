@@ -25,6 +25,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from ec2dbn.cli import main
 from ec2dbn.sweep import fleet
 from tests.e2e.helpers import run_cli, write_stack
 from tests.support.fake_cloud import FakeCloudInit
-from tests.support.hold import TrainerHold
+from tests.support.hold import HELD, TrainerHold
 from tests.support.moto_server import MotoServer, add_hook, tagged_resources
 from tests.support.sshd import default_env
 
@@ -163,29 +164,47 @@ class Losses:
         self._lock = threading.Lock()
 
     def at(self, moment: str, instance_id: str | None) -> None:
+        noticed = self._at(moment, instance_id)
+        if noticed is not None:  # announced once the trainer holds: it is training, its handlers set
+            self._wait_held(noticed)
+            self.cloud.imds[noticed].announce_spot_interruption(action="terminate")
+
+    def _at(self, moment: str, instance_id: str | None) -> str | None:
         with self._lock:
             if moment == "before-running":  # a replacement: the notice's two minutes are up
                 for iid in self.noticed:
                     self.cloud.reclaim(iid)
                 self.noticed.clear()
             here = threading.current_thread().name
-            if moment == "ship" and self.hold is not None and here == self.noticed_point:
-                self.hold.release()  # the point resumes elsewhere: nothing holds it any more
+            if moment != "follow" and self.hold is not None and here == self.noticed_point:
+                self.hold.release()  # the noticed trainer has stopped: nothing needs holding any more
             if instance_id is None or instance_id in self.lost:
-                return
+                return None
             if self.stage == 0 and moment == self.fault.where:
                 self.stage = 1
                 if self.fault.notice:
-                    self.cloud.imds[instance_id].announce_spot_interruption(action="terminate")
                     self.noticed.append(instance_id)
                     self.noticed_point = threading.current_thread().name
                     self.lost.append(instance_id)
-                    return
+                    return instance_id
                 for iid in self._running() if self.fault.both else [instance_id]:
                     self._lose(iid)
             elif self.stage == 1 and moment == self.fault.then:
                 self.stage = 2
                 self._lose(instance_id)
+            return None
+
+    def _wait_held(self, iid: str) -> None:
+        """Until the trainer on `iid` logs its HELD line (on the fake instance's disk); a hang guard."""
+        runs = self.cloud.workdir / iid / "home" / "ec2dbn"
+        give_up = time.monotonic() + 150
+        while time.monotonic() < give_up:
+            for log in runs.rglob("*.log"):
+                with contextlib.suppress(OSError):
+                    if HELD in log.read_text(errors="replace"):
+                        return
+            time.sleep(0.1)
+        raise AssertionError(f"the trainer on {iid} never reached its hold")
 
     def _lose(self, iid: str) -> None:
         if iid not in self.lost:
@@ -310,6 +329,14 @@ def test_a_sweep_heals_an_instance_lost_at_any_moment(
     for point in record["points"]:
         if point["status"] == "finished":
             same_weights(sweep_dir / point["point_id"], local_sweep / point["point_id"])
+    if fault.notice:  # the point stopped after a checkpoint and resumed from it on another instance
+        point = str(losses.noticed_point).removeprefix("point-")
+        (recovery,) = json.loads((sweep_dir / point / "run.json").read_text())["recoveries"]
+        assert "spot interruption" in recovery["reason"] and recovery["checkpoint"] is True
+    if fault.notice:  # the point stopped after a checkpoint and resumed from it on another instance
+        point = str(losses.noticed_point).removeprefix("point-")
+        (recovery,) = json.loads((sweep_dir / point / "run.json").read_text())["recoveries"]
+        assert "spot interruption" in recovery["reason"] and recovery["checkpoint"] is True
     if fault.where == "before-ssh":
         (reason,) = [i["reason"] for i in group["instances"] if i["instance_id"] == losses.lost[0]]
         assert "is gone (EC2 says so" in reason  # not the whole EC2DBN_SSH_TIMEOUT
