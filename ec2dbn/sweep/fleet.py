@@ -344,8 +344,9 @@ class FleetGroup:
                 launched = [i.instance_id for a in answers for i in a.instances]
                 if not launched:
                     self.reporter.warn(f"{self.name}: no replacement instance could be launched")
-            except Ec2dbnError as exc:
-                self.reporter.warn(f"{self.name}: the replacement fleet failed: {exc}")
+            except Exception as exc:  # any way the request fails: the pool must hear its answer
+                what = str(exc) if isinstance(exc, Ec2dbnError) else repr(exc)
+                self.reporter.warn(f"{self.name}: the replacement fleet failed: {what}")
             again = self.pool.answered(self.index, launched)
 
     # -- the bill and the end ----------------------------------------------------------------------
