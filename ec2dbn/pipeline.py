@@ -229,10 +229,9 @@ class Pipeline:
             up = self.capacity.acquire(self.reporter, avoid_zones, self._launched)
         self._launched(up.state)
         with self.phase("connect"):
-            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s())
-            remote.wait_until_reachable(
-                ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
-            )
+            still_there = lambda: self._instance_fate() != "lost"  # noqa: E731
+            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s(), still_there=still_there)
+            remote.wait_until_reachable(ssh_timeout_s(), self.reporter, still_there=still_there)
         if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
             self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
         else:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn import cost, state
-from ec2dbn.errors import ConfigError
+from ec2dbn import connect, cost, state
+from ec2dbn.errors import ConfigError, RemoteError
 from ec2dbn.sweep.budget import Budget, instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.slots import NoSlotError, Slot, SlotPool
 from trainer.config import parse_job
@@ -20,23 +20,28 @@ def slots(iid: str, n: int = 1, group: int = 0) -> list[Slot]:
 
 def test_a_pool_hands_out_free_slots_and_takes_them_back() -> None:
     pool = SlotPool()
-    pool.expect(0, 2)
+    pool.coming(0, "i-1")
+    pool.coming(0, "i-2")
     assert pool.take(0, timeout_s=0) is None  # instances on their way: wait, not an error
     pool.add("i-1", slots("i-1", 2))
     a, b = pool.take(0, timeout_s=0), pool.take(0, timeout_s=0)
     assert {a.name, b.name} == {"i-1/0", "i-1/1"}
+    assert pool.state_of(0) == {"i-1": "busy", "i-2": "coming"}
     assert pool.take(0, timeout_s=0) is None
     pool.give_back(a)
+    assert pool.state_of(0)["i-1"] == "ready"
     assert pool.take(0, timeout_s=0) == a
 
 
 def test_a_lost_instance_takes_its_slots_and_a_waiting_point_goes_first() -> None:
     pool = SlotPool()
-    pool.expect(0, 2)
+    pool.govern(0, lambda: "max_recoveries (0) spent")
+    pool.coming(0, "i-1")
+    pool.coming(0, "i-2")
     pool.add("i-1", slots("i-1"))
     pool.add("i-2", slots("i-2"))
     mine = pool.take(0, timeout_s=0)
-    pool.lost(mine.instance_id)
+    assert pool.gone(mine.instance_id) is False  # no replacement: the policy refuses
     pool.give_back(mine)  # a dead instance's slot never comes back
     other = pool.take(0, timeout_s=0)
     assert other.instance_id != mine.instance_id
@@ -51,10 +56,99 @@ def test_a_lost_instance_takes_its_slots_and_a_waiting_point_goes_first() -> Non
     assert got == [other]
 
 
+class Recoveries:
+    """A group's replacement policy with a budget of `left` replacements, counting what it granted."""
+
+    def __init__(self, left: int) -> None:
+        self.left, self.granted = left, 0
+
+    def __call__(self) -> str | None:
+        if self.left == 0:
+            return "max_recoveries spent"
+        self.left -= 1
+        self.granted += 1
+        return None
+
+
+def test_losing_the_only_instance_asks_its_replacement_in_the_same_step() -> None:
+    """Issue 28: a fleet of one lost while a point waits. The waiter never sees the group empty: the
+    instance is gone and its replacement asked for under one lock; NoSlotError only once the recovery
+    budget is spent and nothing is coming, ready or busy."""
+    pool, policy = SlotPool(), Recoveries(2)
+    pool.govern(0, policy)
+    pool.coming(0, "i-1")
+    pool.add("i-1", slots("i-1"))
+    mine = pool.take(0, timeout_s=0)
+    assert pool.gone("i-1") is True and policy.granted == 1  # the caller launches one replacement
+    assert pool.take(0, first=True, timeout_s=0) is None  # waits: a replacement is coming
+    assert pool.gone("i-1") is False and policy.granted == 1  # gone once; asked once
+    pool.give_back(mine)
+    assert pool.take(0, timeout_s=0) is None
+    assert pool.answered(0, ["i-2"]) is False  # EC2 gave one: it is coming
+    assert pool.state_of(0) == {"i-1": "gone", "i-2": "coming"}
+    assert pool.gone("i-2") is True  # lost while it bootstraps: the second replacement is asked
+    assert pool.answered(0, []) is False  # EC2 gave none, and the budget is spent
+    with pytest.raises(NoSlotError, match=r"every instance of this hardware is gone.*max_recoveries"):
+        pool.take(0, first=True, timeout_s=0)
+
+
+def test_an_empty_replacement_answer_is_asked_again_while_the_budget_allows() -> None:
+    pool, policy = SlotPool(), Recoveries(2)
+    pool.govern(0, policy)
+    pool.coming(0, "i-1")
+    assert pool.gone("i-1") is True  # gone before it was ever ready
+    assert pool.answered(0, []) is True  # none launched: asked again, the same step
+    assert not pool.exhausted(0)
+    assert pool.answered(0, ["i-2"]) is False
+    pool.add("i-2", slots("i-2"))
+    assert pool.take(0, first=True, timeout_s=0) == slots("i-2")[0]
+    assert policy.granted == 2
+
+
+def test_a_waiter_never_sees_the_group_empty_while_instances_are_lost_and_replaced() -> None:
+    """Many losses from many threads, each replaced (the policy allows all): a waiting point is served
+    by the last replacement and is never told that the hardware is gone."""
+    pool, policy = SlotPool(), Recoveries(40)
+    pool.govern(0, policy)
+    for k in range(4):
+        pool.coming(0, f"i-{k}")
+    errors: list[BaseException] = []
+    got: list[Slot | None] = []
+
+    def waiter() -> None:
+        try:
+            got.append(pool.take(0, first=True, timeout_s=30))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def churn(start: int) -> None:
+        iid = f"i-{start}"
+        for k in range(10):
+            if pool.gone(iid):
+                iid = f"i-{start}-{k}"
+                pool.answered(0, [iid])
+
+    w = threading.Thread(target=waiter)
+    w.start()
+    workers = [threading.Thread(target=churn, args=(k,)) for k in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(30)
+    assert not errors and not got  # still waiting, never NoSlotError
+    live = [iid for iid, s in pool.state_of(0).items() if s == "coming"]
+    assert len(live) == 4 and policy.granted == 40
+    pool.add(live[0], slots(live[0]))
+    w.join(10)
+    assert not errors and got == slots(live[0])[:1]
+
+
 def test_nothing_left_of_a_group_or_a_closed_pool_is_no_slot() -> None:
     pool = SlotPool()
-    pool.expect(0)
-    pool.failed(0)
+    pool.coming(0, "i-1")
+    pool.give_up(0, "EC2 gave the fleet nothing")
+    assert pool.take(0, timeout_s=0) is None  # given up, but i-1 is still coming
+    assert pool.gone("i-1") is False  # no policy: no replacement
     with pytest.raises(NoSlotError, match="every instance of this hardware is gone"):
         pool.take(0, timeout_s=0)
     pool.add(None, [Slot("worker 1")], 1)
@@ -105,3 +199,25 @@ def test_per_instance_endpoints_come_from_the_file_when_it_lists_the_instance(
         st.ssh_endpoint()
     monkeypatch.delenv(state.SSH_ENDPOINTS_ENV)
     assert st.ssh_endpoint() == ("127.0.0.1", 2222)  # one address for every instance, as before
+
+
+def test_the_endpoint_wait_ends_when_ec2_says_the_instance_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: a lost instance's line never comes to $EC2DBN_SSH_ENDPOINTS; the wait asks EC2 (here
+    `still_there`, which the callers answer from describe_instances) and stops at its first 'gone'."""
+    monkeypatch.setenv(state.SSH_ENDPOINTS_ENV, str(tmp_path / "endpoints"))
+    st = state.StackState(
+        name="t", region="us-east-1", instance_id="i-9", host_public_key="ssh-ed25519 AAAA", key_path="k"
+    )
+    answers = [True, False]
+    asked: list[bool] = []
+
+    def still_there() -> bool:
+        asked.append(answers[len(asked)])
+        return asked[-1]
+
+    monkeypatch.setattr(connect, "STATE_POLL_S", 0.0)
+    with pytest.raises(RemoteError, match="i-9 is gone"):
+        connect.remote_for(st, wait_s=3600, still_there=still_there)  # an hour: only EC2 can end it
+    assert asked == [True, False]

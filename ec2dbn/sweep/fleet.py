@@ -7,10 +7,13 @@ and `ec2dbn teardown --all` see them like any stack. One SSH host key is generat
 pinned for every instance of it (a launch template's user-data is shared; see ec2dbn.aws.templates).
 
 Every instance is made ready once, in its own thread: running, reachable over SSH with the pinned key,
-bootstrapped. Only then do its slots go to the pool. An instance that is lost (reclaimed, gone before it
-ran, never reachable) leaves the pool; while points of the group remain, the deadline is ahead and the
-budget allows, a replacement comes from another instant fleet over the same launch template, up to the
-stack's `max_recoveries` per group.
+bootstrapped. Only then do its slots go to the pool. An instance that is lost in any phase (reclaimed,
+gone before it ran, terminated before SSH answered or while it bootstrapped, lost under a point) is gone
+for the pool, and in the same step (ec2dbn.sweep.slots.SlotPool.gone) this group's `_may_replace` decides
+whether a replacement comes: while points of the group remain, the deadline is ahead and --max-cost allows
+one more instance, from another instant fleet over the same launch template, up to the stack's
+`max_recoveries` per group. Whether an instance is gone is what EC2 says (describe_instances), asked by
+every wait for it.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class FleetGroup:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._prices: dict[tuple[str, str, str | None], catalog.Price] = {}
+        pool.govern(index, self._may_replace)
 
     @property
     def name(self) -> str:
@@ -172,7 +176,7 @@ class FleetGroup:
         with self._lock:
             self.members[inst.instance_id] = member
         self.budget.add_instance(paid.usd_per_hour)
-        self.pool.expect(self.index)
+        self.pool.coming(self.index, inst.instance_id)
         self.reporter.step(
             f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, {inst.zone or '?'}, "
             f"{member.slots} slot(s))"
@@ -194,7 +198,7 @@ class FleetGroup:
             )
             st = self.instance_state(iid)
             self._pin()
-            remote = remote_for(st, wait_s=ssh_timeout_s())
+            remote = remote_for(st, wait_s=ssh_timeout_s(), still_there=lambda: self._alive(iid))
             try:
                 remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
                 self.logs.mkdir(parents=True, exist_ok=True)
@@ -209,11 +213,11 @@ class FleetGroup:
             finally:
                 remote.close()
         except Exception as exc:  # any way an instance fails to become usable: it is not used
-            self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
-            self.pool.failed(self.index)
+            replace = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
             with contextlib.suppress(Ec2dbnError):
                 fleet_launch.terminate(self.stack.region, [iid])
-            self.maybe_replace()
+            if replace:
+                self._replace()
             return
         with self._lock:
             if member.status != "starting":
@@ -289,51 +293,61 @@ class FleetGroup:
 
     def instance_lost(self, instance_id: str, reason: str) -> None:
         if self._drop(instance_id, "lost", reason):
-            self.reporter.warn(f"{self.name}: lost {instance_id} ({reason})")
-            self.maybe_replace()
+            self._replace()
 
     def _drop(self, iid: str, status: str, reason: str) -> bool:
+        """The instance is gone (status "lost" or "failed"): recorded here, and gone for the pool in the
+        same step as its replacement is asked for. True: a replacement was asked; launch it."""
         with self._lock:
             m = self.members.get(iid)
             if m is None or m.status in ("lost", "failed"):
                 return False
             m.status, m.reason, m.ended_at = status, reason, state.utc_now()
-        self.pool.lost(iid)
         if status == "failed":
             self.reporter.warn(f"{self.name}: {iid} did not become usable ({reason})")
-        return True
+        else:
+            self.reporter.warn(f"{self.name}: lost {iid} ({reason})")
+        return self.pool.gone(iid)
 
-    def maybe_replace(self) -> None:
-        """Launch one replacement when points of the group remain, the deadline is ahead, the group has
-        replacements left (its stack's max_recoveries) and the budget allows one more instance."""
-        if self.template_id is None or self._base is None or not self.work_left(self.index):
-            return
-        if self._base.deadline and state.parse_iso(self._base.deadline) <= state.utc_now():
-            self.reporter.warn(f"{self.name}: past the fleet's max_lifetime: no replacement")
-            return
+    def _may_replace(self) -> str | None:
+        """The group's replacement policy (asked by the pool under its lock, see SlotPool.gone): None
+        when one more instance may be launched, counted here; else why not. Calls nothing of the pool."""
+        why: str | None = None
+        if self.template_id is None or self._base is None:
+            why = "the group's fleet was never launched"
+        elif not self.work_left(self.index):
+            why = "no point of the group is left"
+        elif self._base.deadline and state.parse_iso(self._base.deadline) <= state.utc_now():
+            why = "past the fleet's max_lifetime"
+        elif self.replacements >= self.stack.max_recoveries:
+            why = f"max_recoveries ({self.stack.max_recoveries}) spent"
+        elif not self.budget.instance_fits(self.actual_usd(), self.plan().hourly.usd_per_hour):
+            why = "--max-cost would be exceeded"
+        if why is not None:
+            self.reporter.warn(f"{self.name}: no replacement: {why}")
+            return why
         with self._lock:
-            if self.replacements >= self.stack.max_recoveries:
-                self.reporter.warn(
-                    f"{self.name}: no replacement: max_recoveries ({self.stack.max_recoveries})"
-                )
-                return
             self.replacements += 1
-        p = self.plan()
-        if not self.budget.instance_fits(self.actual_usd(), p.hourly.usd_per_hour):
-            self.reporter.warn(f"{self.name}: no replacement: --max-cost would be exceeded")
-            return
-        self.pool.expect(self.index)  # coming while it is requested, so no waiting point gives up meanwhile
-        try:
-            answers = fleet_launch.request_capacity(
-                p, self.template_id, 1, {SWEEP_TAG: self.sweep_id}, self.reporter
-            )
-            self._add(answers)  # each instance it got is counted as coming by `_track`
-            if not any(a.instances for a in answers):
-                self.reporter.warn(f"{self.name}: no replacement instance could be launched")
-        except Ec2dbnError as exc:
-            self.reporter.warn(f"{self.name}: the replacement fleet failed: {exc}")
-        finally:
-            self.pool.failed(self.index)
+        return None
+
+    def _replace(self) -> None:
+        """Launch the replacement the pool asked for (one instance from another instant fleet over the
+        group's launch template); while EC2 gives none, the pool asks again as the policy allows."""
+        again = True
+        while again:
+            launched: list[str] = []
+            try:
+                answers = fleet_launch.request_capacity(
+                    self.plan(), str(self.template_id), 1, {SWEEP_TAG: self.sweep_id}, self.reporter
+                )
+                self._add(answers)  # each instance it got is coming (`_track`)
+                launched = [i.instance_id for a in answers for i in a.instances]
+                if not launched:
+                    self.reporter.warn(f"{self.name}: no replacement instance could be launched")
+            except Exception as exc:  # any way the request fails: the pool must hear its answer
+                what = str(exc) if isinstance(exc, Ec2dbnError) else repr(exc)
+                self.reporter.warn(f"{self.name}: the replacement fleet failed: {what}")
+            again = self.pool.answered(self.index, launched)
 
     # -- the bill and the end ----------------------------------------------------------------------
 

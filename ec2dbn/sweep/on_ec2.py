@@ -75,13 +75,13 @@ class Ec2Runner:
         first_error: Ec2dbnError | None = None
         for group, count in zip(self.groups, self.counts, strict=True):
             if count == 0:  # nothing left to run on this hardware (a --resume)
-                self.pool.failed(group.index)
+                self.pool.give_up(group.index, "no point of the group is left to run")
                 continue
             self._leases.append(LocalLease(group.name, self.sweep_id).acquire())
             try:
                 group.launch(count)
             except Ec2dbnError as exc:
-                self.pool.failed(group.index)  # nothing will come for this group
+                self.pool.give_up(group.index, f"its fleet got no instance: {exc}")
                 self.unlaunched[group.index] = str(exc)
                 reporter.warn(f"{group.name}: no instance: {exc}")
                 first_error = first_error or exc

@@ -1,12 +1,19 @@
 """Slots: where a sweep point runs. An instance gives one slot per GPU, or one on a CPU type; here
 (`--local --parallel K`) there are K.
 
-`SlotPool` hands free slots to points and takes them back; when an instance is lost its slots go with it,
-and a point that was on one waits (ahead of points not started yet) for a slot elsewhere. When a kind of
-hardware has no instance left and none on its way, waiting is over: NoSlotError, and the point stays
-resumable. `SlotCapacity` is a sweep point's `ec2dbn.capacity.Capacity`: the pipeline gets its slot's
-instance as given, never tears it down, and on a loss hands the instance back to the fleet and waits for
-another slot — the pipeline's own recovery then resumes the point there from its last checkpoint.
+`SlotPool` is each hardware group's capacity as one state machine, under one lock: every instance of the
+group is `coming` (launched, being made ready), `ready` (a slot of it is free), `busy` (all its slots
+taken) or `gone`. Marking an instance gone and asking for its replacement are one step (`gone`): the
+group's `ReplacementPolicy` is asked under the same lock, so no waiting point can ever see "nothing
+alive, nothing coming" between the loss and the request. When is a group exhausted, so that a waiting
+point gives up with NoSlotError (and stays resumable)? Only when nothing of it is coming, ready or busy
+AND its last replacement was refused: its recovery budget (the stack's max_recoveries) or `--max-cost`
+spent, its deadline past — `SlotPool._exhausted`, the one place that says so.
+
+`SlotCapacity` is a sweep point's `ec2dbn.capacity.Capacity`: the pipeline gets its slot's instance as
+given, never tears it down, and on a loss hands the instance back to the fleet and waits (ahead of points
+not started yet) for another slot — the pipeline's own recovery then resumes the point there from its
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +32,14 @@ from ec2dbn.events import Reporter
 
 if TYPE_CHECKING:
     from ec2dbn.validation import Validated
+
+COMING, READY, BUSY, GONE = "coming", "ready", "busy", "gone"
+
+#: Asked (under the pool's lock) when an instance of a group is gone or a replacement request came back
+#: empty: None when one replacement may be requested (the policy has counted it against the group's
+#: recovery budget), else why not ("max_recoveries (2) spent", "--max-cost would be exceeded", ...).
+#: It must not call the pool.
+ReplacementPolicy = Callable[[], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -44,53 +59,128 @@ class NoSlotError(Ec2dbnError):
     run_status = "interrupted"
 
 
+@dataclass
+class _Group:
+    """One hardware group: its instances' states, its free slots, replacements asked and not answered."""
+
+    policy: ReplacementPolicy | None = None
+    states: dict[str, str] = field(default_factory=dict)  # instance id -> coming | ready | busy | gone
+    free: list[Slot] = field(default_factory=list)
+    requested: int = 0  # replacements asked of EC2, not answered yet: coming, without an id so far
+    refused: str | None = None  # why the group can have no more instances (None: it still may)
+
+    def live(self) -> bool:
+        return self.requested > 0 or any(s != GONE for s in self.states.values())
+
+
 class SlotPool:
-    """Free slots by hardware group, and how many instances of each group are alive or on their way."""
+    """Every hardware group's capacity (see the module doc): free slots, instance states, replacements."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._free: dict[int, list[Slot]] = {}
-        self._coming: dict[int, int] = {}  # instances launched or being prepared, per group
-        self._alive: dict[str, int] = {}  # instance id -> group, while it is usable
+        self._groups: dict[int, _Group] = {}
         self._waiting_first = 0  # points that lost their instance wait ahead of new ones
         self._closed: str | None = None
         #: slot name -> time.monotonic() of its last give_back: when its point let it go
         self.released_at: dict[str, float] = {}
 
-    def expect(self, group: int, count: int = 1) -> None:
-        """`count` instances of `group` are on their way (launched, not ready yet)."""
+    def _group(self, group: int) -> _Group:
+        return self._groups.setdefault(group, _Group())
+
+    # -- the state machine ---------------------------------------------------------------------------
+
+    def govern(self, group: int, policy: ReplacementPolicy) -> None:
+        """`policy` decides whether an instance of `group` that is gone gets a replacement."""
         with self._cond:
-            self._coming[group] = self._coming.get(group, 0) + count
+            self._group(group).policy = policy
+
+    def coming(self, group: int, instance_id: str) -> None:
+        """An instance of `group` was launched: it is coming (being made ready)."""
+        with self._cond:
+            self._group(group).states.setdefault(instance_id, COMING)
             self._cond.notify_all()
 
     def add(self, instance_id: str | None, slots: Iterable[Slot], group: int = 0) -> None:
-        """An instance is ready: its slots are free. (`instance_id` None: local slots.)"""
+        """An instance is ready: its slots are free. (`instance_id` None: local slots, never gone.)
+        An instance already gone stays gone."""
         with self._cond:
-            if instance_id is not None:
-                self._coming[group] = max(0, self._coming.get(group, 0) - 1)
-            self._alive[instance_id or f"local-{group}"] = group  # local slots never go away
-            self._free.setdefault(group, []).extend(slots)
+            g = self._group(group)
+            iid = instance_id or f"local-{group}"
+            if g.states.get(iid) == GONE:
+                return
+            g.states[iid] = READY
+            g.free.extend(slots)
             self._cond.notify_all()
 
-    def failed(self, group: int) -> None:
-        """An instance on its way never became ready."""
+    def gone(self, instance_id: str) -> bool:
+        """ONE step: the instance is gone (its free slots with it, those in use never come back) and,
+        when the group's policy allows, one replacement is requested. True: the caller must launch it,
+        then report with `answered`. False: no replacement (or the instance was already gone)."""
         with self._cond:
-            self._coming[group] = max(0, self._coming.get(group, 0) - 1)
+            for g in self._groups.values():
+                if g.states.get(instance_id, GONE) != GONE:
+                    g.states[instance_id] = GONE
+                    g.free = [s for s in g.free if s.instance_id != instance_id]
+                    asked = self._ask(g)
+                    self._cond.notify_all()
+                    return asked
+            return False
+
+    def answered(self, group: int, launched: Iterable[str]) -> bool:
+        """A replacement request came back with the instances in `launched` (coming from now on). None
+        launched: the replacement is asked for again in the same step, if the policy allows (True: launch
+        again)."""
+        with self._cond:
+            g = self._group(group)
+            got = list(launched)
+            for iid in got:
+                g.states.setdefault(iid, COMING)
+            g.requested = max(0, g.requested - 1)
+            asked = self._ask(g) if not got else False
+            self._cond.notify_all()
+            return asked
+
+    def give_up(self, group: int, reason: str) -> None:
+        """Nothing will ever come for `group` (EC2 gave its fleet nothing, or it has no points)."""
+        with self._cond:
+            g = self._group(group)
+            g.refused = g.refused or reason
             self._cond.notify_all()
 
-    def lost(self, instance_id: str) -> None:
-        """The instance is gone: its free slots go, and those in use are not given back."""
+    def _ask(self, g: _Group) -> bool:
+        refused = g.policy() if g.policy is not None else "no replacement policy"
+        if refused is None:
+            g.requested += 1
+            return True
+        g.refused = refused
+        return False
+
+    def exhausted(self, group: int) -> bool:
         with self._cond:
-            group = self._alive.pop(instance_id, None)
-            if group is not None:
-                self._free[group] = [s for s in self._free.get(group, []) if s.instance_id != instance_id]
-            self._cond.notify_all()
+            return self._exhausted(self._group(group))
+
+    @staticmethod
+    def _exhausted(g: _Group) -> bool:
+        """THE rule, stated once: a group is exhausted when nothing of it is coming, ready or busy (no
+        replacement on its way either) AND it may have no more (its last replacement was refused: the
+        recovery budget or --max-cost spent, the deadline past — or its fleet got nothing)."""
+        return not g.live() and g.refused is not None
+
+    def state_of(self, group: int) -> dict[str, str]:
+        """Instance id -> coming | ready | busy | gone (a copy, for records and tests)."""
+        with self._cond:
+            return dict(self._group(group).states)
+
+    # -- slots ---------------------------------------------------------------------------------------
 
     def give_back(self, slot: Slot) -> None:
         with self._cond:
             self.released_at[slot.name] = time.monotonic()
-            if slot.instance_id is None or slot.instance_id in self._alive:
-                self._free.setdefault(slot.group, []).append(slot)
+            g = self._group(slot.group)
+            iid = slot.instance_id or f"local-{slot.group}"
+            if g.states.get(iid, READY) != GONE:
+                g.free.append(slot)
+                g.states[iid] = READY
                 self._cond.notify_all()
 
     def close(self, reason: str) -> None:
@@ -99,35 +189,37 @@ class SlotPool:
             self._closed = self._closed or reason
             self._cond.notify_all()
 
-    def exhausted(self, group: int) -> bool:
-        """No free slot, no live instance and none on its way: nothing will ever be free again."""
-        with self._cond:
-            return self._exhausted(group)
-
-    def _exhausted(self, group: int) -> bool:
-        busy = any(g == group for g in self._alive.values())
-        return not self._free.get(group) and not busy and not self._coming.get(group)
-
     def take(self, group: int = 0, *, first: bool = False, timeout_s: float | None = None) -> Slot | None:
         """A free slot of `group`, waiting for one; None after `timeout_s`. `first`: a point that lost
         its instance, served before points not started yet. Raises NoSlotError once closed or when the
-        group has nothing left."""
+        group is exhausted."""
         with self._cond:
             if first:
                 self._waiting_first += 1
             try:
                 ready = self._cond.wait_for(lambda: self._ready(group, first), timeout=timeout_s)
-                return self._free[group].pop(0) if ready else None
+                return self._pop(self._group(group)) if ready else None
             finally:
                 if first:
                     self._waiting_first -= 1
 
+    @staticmethod
+    def _pop(g: _Group) -> Slot:
+        slot = g.free.pop(0)
+        iid = slot.instance_id or f"local-{slot.group}"
+        if not any((s.instance_id or f"local-{s.group}") == iid for s in g.free):
+            g.states[iid] = BUSY
+        return slot
+
     def _ready(self, group: int, first: bool) -> bool:
+        g = self._group(group)
         if self._closed is not None:
             raise NoSlotError(f"no slot: the sweep is stopping ({self._closed})")
-        if self._exhausted(group):
-            raise NoSlotError("no slot: every instance of this hardware is gone and none can replace them")
-        return bool(self._free.get(group)) and (first or self._waiting_first == 0)
+        if self._exhausted(g):
+            raise NoSlotError(
+                f"no slot: every instance of this hardware is gone and none can replace them ({g.refused})"
+            )
+        return bool(g.free) and (first or self._waiting_first == 0)
 
 
 class SlotSource(Protocol):

@@ -94,6 +94,10 @@ class FakeCloudInit:
         self.wrong_host_key = False
         #: False: instances run but never boot an sshd (a broken image, a blackholed port 22).
         self.boot = True
+        #: The next `never_boot` instances seen running never boot an sshd (no line of theirs ever comes
+        #: to the endpoints file): an instance lost before SSH. Their ids go to `unbooted`.
+        self.never_boot = 0
+        self.unbooted: list[str] = []
         #: True: each booted instance gets its own fake metadata service (IMDSv2), which its commands
         #: reach through EC2DBN_IMDS_URL, as the spot watcher on a real instance reaches 169.254.169.254.
         self.with_imds = False
@@ -180,7 +184,11 @@ class FakeCloudInit:
             with self._lock:
                 if status == "running" and not self.boot:
                     continue
-                if iid in self.reclaimed:
+                if iid in self.reclaimed or iid in self.unbooted:
+                    continue
+                if status == "running" and self.never_boot > 0 and iid not in self.servers:
+                    self.never_boot -= 1
+                    self.unbooted.append(iid)
                     continue
                 if status == "running" and iid not in self.servers and iid not in self.booted:
                     self.servers[iid] = self._boot(ec2, inst)

@@ -7,7 +7,8 @@
 - `inject_error` / `inject_http_error` / `count_calls`: botocore event hooks added through
   `ec2dbn.aws.session.EVENT_HOOKS` to every client ec2dbn creates, to make EC2 answer with errors moto
   never produces (capacity, quotas, throttling, DependencyViolation).
-- `tagged_resources`: lists ec2dbn-tagged resources with plain boto3, independently of ec2dbn's code.
+- `tagged_resources`: lists ec2dbn-tagged resources with plain boto3, independently of ec2dbn's code
+  (spot requests included: tests/support/ec2_strict.py makes moto close them with their instance, as EC2).
 
 Run as a program, it starts the same strict, seeded server for trying ec2dbn by hand:
     python -m tests.support.moto_server --port 5000
@@ -73,6 +74,9 @@ class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
+        from tests.support.ec2_strict import strict_spot_requests
+
+        strict_spot_requests()  # an instant fleet's spot requests close with their instance, as in EC2
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self._server.start()
@@ -354,6 +358,9 @@ def count_calls(event: str = "before-send") -> Injection:
 # ----------------------------------------------------------------------------------- independent checks
 
 
+MANAGED_TAG = {"Key": "ec2dbn:managed", "Value": "true"}
+
+
 def tagged_resources(server: MotoServer, region: str = "us-east-1") -> dict[str, list[str]]:
     """Every live resource tagged ec2dbn:managed=true, listed with plain boto3 (not ec2dbn's discovery)."""
     ec2 = server.client("ec2", region)
@@ -364,10 +371,14 @@ def tagged_resources(server: MotoServer, region: str = "us-east-1") -> dict[str,
         for i in r["Instances"]
         if i["State"]["Name"] != "terminated"
     ]
+    ours = {  # every ec2dbn instance ever run, terminated included: a fleet's requests may be untagged
+        i["InstanceId"] for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
+    }
     spot = [
         r["SpotInstanceRequestId"]
-        for r in ec2.describe_spot_instance_requests(Filters=flt)["SpotInstanceRequests"]
+        for r in ec2.describe_spot_instance_requests()["SpotInstanceRequests"]
         if r["State"] in ("open", "active")
+        and (r.get("InstanceId") in ours or MANAGED_TAG in (r.get("Tags") or []))
     ]
     groups = [g["GroupId"] for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]]
     keys = [k["KeyName"] for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]]
