@@ -18,6 +18,7 @@ import yaml
 from ec2dbn import cost
 from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.jobfiles import is_sweep_file, sweep_refused
 from ec2dbn.memory_check import check_fits
 from ec2dbn.remote_output import pull_limit_bytes
 from ec2dbn.remote_run import RemoteRun
@@ -74,6 +75,8 @@ def load_job_file(job_path: Path) -> Any:
     try:
         return load_job(job_path)
     except TrainerError as exc:
+        if is_sweep_file(job_path):
+            raise sweep_refused(job_path) from None
         where = "" if str(exc).startswith(str(job_path)) else f"{job_path}: "  # YAML errors name it already
         raise ConfigError(f"{where}{exc}") from None
 

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ec2dbn.cli import cli, results_option
+from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
@@ -21,7 +22,7 @@ from ec2dbn.sweep.record import SweepRecord
 
 
 @cli.command("sweep")
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("job", type=JOB_FILE, required=False)
 @click.option(
     "--grid",
     multiple=True,
@@ -86,7 +87,8 @@ def sweep(
 
     \b
     Examples:
-      ec2dbn sweep examples/seed-mnist5k.yaml --local --parallel 2 \\
+      ec2dbn sweep sweep-mnist5k --local --parallel 2
+      ec2dbn sweep seed-mnist5k --local --parallel 2 \\
           --grid model.learn_rates=0.1,0.3,1.0 --grid 'model.layers=[784,300,10];[784,800,10]'
       ec2dbn sweep job.yaml --grid instance_type=g4dn.xlarge,g5.xlarge --max-cost 2
       ec2dbn sweep job.yaml --random 8 --sample 'model.learn_rates=loguniform(0.01,1)' --dry-run
@@ -106,7 +108,9 @@ def sweep(
         stderr.print(f"resuming sweep {record.sweep_id}: {len(p.points)} unfinished point(s)")
         return _run(record, sweep_dir, p, reporter, max_cost or record.max_cost_usd, parallel, backend)
     if job is None:
-        raise click.UsageError("name a job file (e.g. examples/seed-mnist5k.yaml), or --resume SWEEP_ID")
+        raise click.UsageError(
+            "name a job file or example (e.g. sweep-mnist5k, see `ec2dbn examples`), or --resume SWEEP_ID"
+        )
     p = prep.prepare(
         job,
         grid=grid,

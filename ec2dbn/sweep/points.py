@@ -29,6 +29,7 @@ from typing import Any
 
 from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.jobfiles import job_path
 from ec2dbn.stack_overrides import load_for_launch
 from ec2dbn.validation import check_local_data
 from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
@@ -236,8 +237,7 @@ class ValidPoint:
 def read_job_mapping(path: Path) -> tuple[dict[str, Any], Any]:
     """The job file as a mapping without its `sweep:` section, and that section; ConfigError when the
     file is missing or not YAML (the trainer's loader, as for any job)."""
-    if not path.is_file():
-        raise ConfigError(f"job file {path} not found")
+    path = job_path(path)
     try:
         data = read_yaml_file(path, "job file")
     except YamlError as exc:

@@ -1,0 +1,65 @@
+"""A new user's first hour (issue 27): example names wherever a job is taken, a sweep file sent to the verb
+that runs it, a folder said to be a folder — each one line and exit 2, run in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ec2dbn.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EC2DBN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert "Traceback" not in err
+    return line
+
+
+@pytest.mark.parametrize(
+    ("args", "points"),
+    [
+        (["sweep-mnist5k"], 8),
+        (["seed-mnist5k", "--grid", "model.learn_rates=0.1,0.3"], 2),
+    ],
+)
+def test_sweep_takes_an_example_by_name(
+    args: list[str], points: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sweep", *args, "--local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("p0") for line in out.splitlines()) == points
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("verb", [["train", "--local"], ["train"], ["plan"]])
+def test_a_sweep_file_given_to_train_or_plan_names_the_sweep_command(
+    verb: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*verb, "sweep-mnist5k"]) == 2
+    line = _one_error(capsys)
+    assert line == (
+        "error: sweep-mnist5k is a sweep: run `ec2dbn sweep sweep-mnist5k` (add --local to run it here)"
+    )
+    own = tmp_path / "mine.yaml"
+    own.write_text("data: {name: digits}\nmodel: {layers: [64, 10]}\nsweep: {grid: {model.epochs: [1]}}\n")
+    assert main([*verb, str(own)]) == 2
+    assert f"{own} is a sweep: run `ec2dbn sweep {own}`" in _one_error(capsys)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("verb", [["train", "--local"], ["plan"], ["sweep", "--local"], ["bench"]])
+def test_a_folder_given_as_job_is_said_to_be_a_folder(
+    verb: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    assert main([*verb, "jobs"]) == 2
+    line = _one_error(capsys)
+    assert line.startswith("error: jobs is a folder, not a job file") and "not found" not in line
