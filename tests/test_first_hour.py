@@ -63,3 +63,51 @@ def test_a_folder_given_as_job_is_said_to_be_a_folder(
     assert main([*verb, "jobs"]) == 2
     line = _one_error(capsys)
     assert line.startswith("error: jobs is a folder, not a job file") and "not found" not in line
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as one without a usable GPU, whatever it has (the trainer's own refusal)."""
+    from trainer import backend
+    from trainer.errors import BackendError
+
+    def refuse(choice: str = "auto") -> backend.Backend:
+        raise BackendError("backend cupy needs a usable CUDA GPU: no CUDA device found; use --backend numpy")
+
+    monkeypatch.setattr(backend, "select_backend", refuse)
+
+
+def test_a_local_run_refused_before_it_starts_leaves_no_results_folder(
+    no_gpu: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--local", "seed-mnist5k", "--backend", "cupy"]) == 2
+    assert _one_error(capsys).startswith("error: backend cupy needs a usable CUDA GPU")
+    assert not (tmp_path / "results").exists()
+    # The default job says what it is in words, not by its file name.
+    assert main(["train", "--local", "--backend", "cupy"]) == 2
+    err = capsys.readouterr().err
+    assert "running the default job (the seed's DBN on mnist-5k, offline)" in err
+    assert "default-job.yaml" not in err and not (tmp_path / "results").exists()
+
+
+def test_stack_flags_given_with_local_are_said_to_be_ignored(
+    no_gpu: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        "--local",
+        "seed-mnist5k",
+        "--backend",
+        "cupy",
+        "--stack",
+        "g4dn-spot",
+        "--spot",
+        "--keep",
+    ]
+    assert main(args) == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --stack g4dn-spot is ignored with --local (no stack: runs here)",
+        "warning: --keep is ignored with --local (no stack: runs here)",
+        "warning: --spot is ignored with --local (no stack: runs here)",
+    ]

@@ -88,8 +88,9 @@ def train(
                 "only --local has a default"
             )
         job = DEFAULT_LOCAL_JOB
-        stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
+        stderr.print("no job named: running the default job (the seed's DBN on mnist-5k, offline)")
     if local:
+        _warn_ignored_by_local(stack_ref=stack_ref, name=name, ssh_cidr=ssh_cidr, keep=keep, spot=spot)
         record, results_dir = start_local(job, results_root, backend)
         return _run_local(job, results_dir, record, reporter, backend)
     v = validation.validate(
@@ -103,6 +104,25 @@ def train(
         results_root=results_root,
     )
     return _run_pipeline(v, reporter)
+
+
+def _warn_ignored_by_local(**given: object) -> None:
+    """A run here has no stack: the flags that shape one are said to be ignored, not dropped silently."""
+    flags = {
+        "stack_ref": "--stack",
+        "name": "--name",
+        "ssh_cidr": "--ssh-cidr",
+        "keep": "--keep",
+        "spot": None,
+    }
+    for key, value in given.items():
+        if value is None or value is False:
+            continue
+        flag = flags[key] or ("--spot" if value else "--on-demand")
+        shown = f"{flag} {value}" if isinstance(value, str) else flag
+        stderr.print(
+            styled(("warning:", "yellow"), f" {shown} is ignored with --local (no stack: runs here)")
+        )
 
 
 def _run_local(
