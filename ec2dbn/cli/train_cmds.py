@@ -136,6 +136,7 @@ def _run_local(
     try:
         return run_local(job, results_dir, record, reporter, backend=backend, **kw)
     finally:
+        reporter.bar.close()
         _print_outcome(record, results_dir)
 
 
@@ -146,6 +147,7 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     try:
         return flow.run()
     finally:
+        reporter.bar.close()
         _print_outcome(flow.record, flow.results_dir)
 
 
