@@ -111,3 +111,26 @@ def test_stack_flags_given_with_local_are_said_to_be_ignored(
         "warning: --keep is ignored with --local (no stack: runs here)",
         "warning: --spot is ignored with --local (no stack: runs here)",
     ]
+
+
+def test_the_resume_command_is_given_for_a_run_that_can_go_on(tmp_path: Path) -> None:
+    from ec2dbn.cli.train_cmds import resume_command
+    from ec2dbn.results import RunRecord
+
+    run = Path("results") / "seed-mnist-20261207-1"
+    record = RunRecord(run_id=run.name, job="seed-mnist", mode="ec2", status="interrupted")
+    assert resume_command(record, run) == f"ec2dbn train --resume {run.name}"
+    elsewhere = tmp_path / "my results" / run.name
+    assert resume_command(record, elsewhere) == (
+        f"ec2dbn train --resume {run.name} --results '{tmp_path / 'my results'}'"
+    )
+    record.status = "failed"  # a failed run goes on only from a checkpoint it wrote
+    assert resume_command(record, elsewhere) is None
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "checkpoint.npz").write_bytes(b"")
+    assert resume_command(record, elsewhere) == (
+        f"ec2dbn train --resume {run.name} --results '{tmp_path / 'my results'}'"
+    )
+    for status in ("finished", "diverged"):
+        record.status = status
+        assert resume_command(record, elsewhere) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -215,6 +216,27 @@ def _print_outcome(record: RunRecord, results_dir: Path) -> None:
                 f" (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}",
             )
         )
+        command = resume_command(record, results_dir)
+        if command is not None:
+            stderr.print(styled("continue it with ", (command, "bold")))
+
+
+def resume_command(record: RunRecord, results_dir: Path) -> str | None:
+    """The exact command that continues this run, when it can be continued: it was interrupted (Ctrl-C,
+    SIGTERM, a closed terminal: the trainer checkpointed), or it failed after writing a checkpoint."""
+    from trainer.contract import CHECKPOINT_FILE
+
+    resumable = record.status == "interrupted" or (
+        record.status == "failed" and (results_dir / CHECKPOINT_FILE).is_file()
+    )
+    if not resumable:
+        return None
+    argv = ["ec2dbn", "train", "--resume", record.run_id]
+    if record.mode == "local":
+        argv.insert(2, "--local")
+    if results_dir.parent != Path("results"):
+        argv += ["--results", str(results_dir.parent)]
+    return shlex.join(argv)
 
 
 def _stack_state(name: str | None) -> StackState:
