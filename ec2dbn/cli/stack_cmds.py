@@ -294,8 +294,32 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     if name:
         state.check_name(name)
     rows: list[stack_status.StackStatus] = []
+    unasked: Ec2dbnError | None = None  # why AWS could not be asked: shown after what local state knows
     for r in regions(name, region):
-        rows.extend(stack_status.query(r, name))
+        try:
+            rows.extend(stack_status.query(r, name))
+        except Ec2dbnError as exc:
+            unasked = unasked or exc
+            rows.extend(stack_status.from_local(r, name, _short_cause(exc)))
+    if unasked is not None:
+        if rows:
+            _print_status(rows, as_json, name, region, bakes=False)
+        raise unasked  # the same line and exit code as every verb gives for this cause
+    return _print_status(rows, as_json, name, region)
+
+
+def _short_cause(exc: Ec2dbnError) -> str:
+    """'no AWS credentials found' from 'no AWS credentials found: set AWS_PROFILE ...' (the row's note)."""
+    return str(exc).split(":")[0].split(";")[0].strip()
+
+
+def _print_status(
+    rows: list[stack_status.StackStatus],
+    as_json: bool,
+    name: str | None,
+    region: str | None,
+    bakes: bool = True,
+) -> int:
     if as_json:
         click.echo(dumps([row.as_json() for row in rows], indent=2))
         return 0
@@ -341,7 +365,8 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     _print_table(table)
     for src in sources:
         stdout.print(f"prices: {src}")
-    bake_cmds.print_bakes(regions(name, region))
+    if bakes:
+        bake_cmds.print_bakes(regions(name, region))
     return 0
 
 
