@@ -202,6 +202,15 @@ def test_an_image_that_does_not_exist(
         and image["status"] == "fail"
         and "ami-0123456789abcdef0 does not exist in us-east-1" in image["detail"]
     )
+    # The fix names --image, and check takes it (issue 27): the same image given on the command line
+    # fails the same way, and a good alias then passes.
+    assert "(--image)" in image["fix"]
+    rc, report, _ = check(capsys, "--image", "ami-0123456789abcdef0")
+    assert rc == 1 and rows(report, "image")[0]["status"] == "fail"
+    rc, report, _ = check(
+        capsys, "--stack", stack_file(tmp_path, image="ami-0123456789abcdef0"), "--image", "ubuntu22"
+    )
+    assert rows(report, "image")[0]["status"] == "ok"
 
 
 @pytest.mark.parametrize(("fallback", "rc"), [("none", 1), ("on-demand", 0)])
