@@ -10,6 +10,7 @@ and exits 3, and `ec2dbn train --local --resume RUN_ID` continues the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ec2dbn import interrupts
+from ec2dbn.blas_threads import BLAS_THREAD_VARIABLES, plan_here
 from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.resources import trainer_argv
@@ -126,6 +128,8 @@ def run_local(
     plot: draw the learning curve (a sweep draws its points' at its end).
     """
     reporter = QuietOnClosedTerminal(reporter)
+    if env is None:
+        env = _blas_environment(reporter)
     cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
     if backend:
         cmd += ["--backend", backend]
@@ -165,6 +169,16 @@ def run_local(
     if diverged:
         raise diverged_error(results_dir, tail)
     return code
+
+
+def _blas_environment(reporter: Reporter) -> Mapping[str, str] | None:
+    """The trainer's environment: this one, unless the machine is busy, when its BLAS gets fewer threads
+    (ec2dbn.blas_threads) and the user is told why."""
+    plan = plan_here(1)
+    if not plan.hint:
+        return None
+    reporter.warn(plan.hint)
+    return {**os.environ, **dict.fromkeys(BLAS_THREAD_VARIABLES, str(plan.threads))}
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
