@@ -99,6 +99,7 @@ def validate(
     name: str | None = None,
     spot: bool | None = None,
     ssh_cidr: str | None = None,
+    region: str | None = None,
     **request: Any,
 ) -> Validated:
     """The job file and the stack it runs on (`stack_ref`, else the job's `stack:`), with the command
@@ -106,7 +107,9 @@ def validate(
     start = time.monotonic()
     job = load_job_file(job_path)
     ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr, max_lifetime=job.run.max_lifetime)
+    stack = load_for_launch(
+        ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region, max_lifetime=job.run.max_lifetime
+    )
     check_fits(job, stack, request.get("backend"))
     check_local_data(str(job.data.name))
     pull_limit_bytes()  # a bad EC2DBN_MAX_PULL_MB is refused now, not at the pull after a paid run

@@ -18,7 +18,7 @@ from rich.table import Table
 from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import market_option, stack_option
+from ec2dbn.cli.options import launched_stack, market_option, stack_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.config import DEFAULT_STACK, Stack
@@ -279,7 +279,7 @@ def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--region", help="Region to look in (default: where local state says, plus the default).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(name: str | None, region: str | None, as_json: bool) -> int:
@@ -289,7 +289,7 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     \b
     Examples:
       ec2dbn status
-      ec2dbn status g4dn-spot --json
+      ec2dbn status --stack g4dn-spot --json
     """
     if name:
         state.check_name(name)

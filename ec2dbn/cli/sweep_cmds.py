@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
+from ec2dbn.cli.options import market_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
@@ -37,7 +38,7 @@ from ec2dbn.sweep.record import SweepRecord
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the random draws (default 0).")
 @click.option("--stack", "stack_ref", metavar="NAME|PATH", help="Stack (default: the job's `stack:`).")
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
 @click.option("--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: your IP /32).")
 @click.option(
     "--instances", type=click.IntRange(min=1), help="Instances per hardware group (default: enough)."

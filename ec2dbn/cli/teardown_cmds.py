@@ -12,6 +12,7 @@ import click
 from ec2dbn import stacks, state
 from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.cli import bake_cmds, cli
+from ec2dbn.cli.options import launched_stack
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.config import DEFAULT_STACK
@@ -56,7 +57,7 @@ def _single_default() -> str:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
 @click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -77,7 +78,7 @@ def teardown(
 
     \b
     Examples:
-      ec2dbn teardown g4dn-spot --yes
+      ec2dbn teardown --stack g4dn-spot --yes
       ec2dbn teardown --all --yes
       ec2dbn teardown --images --older-than 30d --yes
     """

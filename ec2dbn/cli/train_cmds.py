@@ -11,7 +11,7 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import market_option
+from ec2dbn.cli.options import launched_stack, market_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
@@ -32,6 +32,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
 @market_option
+@region_option
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
@@ -52,6 +53,7 @@ def train(
     local: bool,
     stack_ref: str | None,
     spot: bool | None,
+    region: str | None,
     keep: bool,
     name: str | None,
     ssh_cidr: str | None,
@@ -91,7 +93,9 @@ def train(
         job = DEFAULT_LOCAL_JOB
         stderr.print("no job named: running the default job (the seed's DBN on mnist-5k, offline)")
     if local:
-        _warn_ignored_by_local(stack_ref=stack_ref, name=name, ssh_cidr=ssh_cidr, keep=keep, spot=spot)
+        _warn_ignored_by_local(
+            stack_ref=stack_ref, name=name, ssh_cidr=ssh_cidr, keep=keep, spot=spot, region=region
+        )
         record, results_dir = start_local(job, results_root, backend)
         return _run_local(job, results_dir, record, reporter, backend)
     v = validation.validate(
@@ -100,6 +104,7 @@ def train(
         name=name,
         spot=spot,
         ssh_cidr=ssh_cidr,
+        region=region,
         keep=keep,
         backend=backend,
         results_root=results_root,
@@ -114,6 +119,7 @@ def _warn_ignored_by_local(**given: object) -> None:
         "name": "--name",
         "ssh_cidr": "--ssh-cidr",
         "keep": "--keep",
+        "region": "--region",
         "spot": None,
     }
     for key, value in given.items():
@@ -158,13 +164,20 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
 @market_option
+@region_option
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the estimate as JSON.")
 def plan(
-    job: Path, stack_ref: str | None, spot: bool | None, name: str | None, ssh_cidr: str | None, as_json: bool
+    job: Path,
+    stack_ref: str | None,
+    spot: bool | None,
+    region: str | None,
+    name: str | None,
+    ssh_cidr: str | None,
+    as_json: bool,
 ) -> int:
     """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
     DryRun permission checks and estimate the cost. Creates nothing.
@@ -178,7 +191,7 @@ def plan(
     from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import plan_doc, print_plan
 
-    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
+    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region)
     p, checks, line = planning.dry_run(v, ConsoleReporter())
     packages = packages_line(v.requirements, v.stack.bootstrap)
     if as_json:
@@ -259,7 +272,7 @@ def _stack_state(name: str | None) -> StackState:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
 @results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
 def logs(name: str | None, follow: bool, results_root: Path) -> None:
@@ -268,7 +281,7 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
 
     \b
     Examples:
-      ec2dbn logs g4dn-spot --follow
+      ec2dbn logs --stack g4dn-spot --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
     from ec2dbn.remote_run import follow_run, load_pointer
@@ -286,14 +299,14 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--print", "print_only", is_flag=True, help="Print the ssh command instead of running it.")
 def ssh(name: str | None, print_only: bool) -> None:
     """Open a shell on stack NAME's instance, with the host key pinned at launch.
 
     \b
     Example:
-      ec2dbn ssh g4dn-spot
+      ec2dbn ssh --stack g4dn-spot
     """
     import os
     import shlex
