@@ -75,3 +75,40 @@ def test_bench_writes_under_results_and_out_still_works() -> None:
 def test_sweep_takes_the_shared_market_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "seed-mnist5k", "--spot", "--on-demand", "--grid", "model.epochs=1,2"]) == 2
     assert "--spot and --on-demand contradict each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "seed-mnist"],
+        ["plan", "seed-mnist"],
+        ["bake"],
+        ["sweep", "seed-mnist", "--grid", "model.epochs=1,2", "--dry-run"],
+    ],
+)
+def test_region_is_taken_and_checked_before_anything(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--region", "us-esat-1"]) == 2
+    err = capsys.readouterr().err
+    assert "'us-esat-1' is not an AWS region; did you mean us-east-1?" in err and len(err.splitlines()) == 1
+
+
+def test_train_and_sweep_json_print_their_record_alone_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    job = tmp_path / "tiny.yaml"
+    job.write_text("data: {name: digits}\nmodel: {layers: [64, 20, 10], epochs: 1}\nbackend: numpy\n")
+    assert main(["train", "--local", str(job), "--json"]) == 0
+    out, err = capsys.readouterr()
+    run = json.loads(out)  # nothing else on stdout: the trainer's lines went to stderr
+    assert run["status"] == "finished" and Path(run["results_dir"], "run.json").is_file()
+    assert "Epoch 1:" in err
+    assert main(["sweep", str(job), "--local", "--grid", "model.learn_rates=0.1,0.3", "--json"]) == 0
+    out, err = capsys.readouterr()
+    sweep = json.loads(out)
+    assert sweep["status"] == "finished" and [p["status"] for p in sweep["points"]] == ["finished"] * 2
+    assert "finished (exit 0)" in err

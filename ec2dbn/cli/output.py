@@ -68,6 +68,7 @@ class ConsoleReporter:
 
         self.quiet = quiet
         self.streams_to_stderr = streams_to_stderr
+        self.as_json = False  # the verb prints a JSON document on stdout at its end (`train --json`)
         # The trainer's progress lines, as a bar on a terminal (plain lines in a pipe or a log).
         self.bar = EpochBar(stderr if streams_to_stderr else stdout)
 

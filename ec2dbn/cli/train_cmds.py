@@ -41,6 +41,12 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @results_option("Folder under which results/<run-id>/ is written.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
 @click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr.",
+)
+@click.option(
     "--resume",
     "resume_id",
     metavar="RUN_ID",
@@ -59,6 +65,7 @@ def train(
     ssh_cidr: str | None,
     results_root: Path,
     backend: str | None,
+    as_json: bool,
     resume_id: str | None,
 ) -> int:
     """Train JOB (a job YAML or an example's name) on EC2 — or here with --local — and collect the results.
@@ -75,7 +82,8 @@ def train(
     """
     from ec2dbn import validation
 
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
+    reporter.as_json = as_json
     if resume_id and local:
         record, results_dir, job = resume_local(resume_id, results_root)
         stderr.print(f"resuming local run {resume_id} from its checkpoint")
@@ -144,7 +152,7 @@ def _run_local(
         return run_local(job, results_dir, record, reporter, backend=backend, **kw)
     finally:
         reporter.bar.close()
-        _print_outcome(record, results_dir)
+        _print_outcome(record, results_dir, reporter.as_json)
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
@@ -155,7 +163,7 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
         return flow.run()
     finally:
         reporter.bar.close()
-        _print_outcome(flow.record, flow.results_dir)
+        _print_outcome(flow.record, flow.results_dir, reporter.as_json)
 
 
 @cli.command()
@@ -217,9 +225,12 @@ def plan(
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 
 
-def _print_outcome(record: RunRecord, results_dir: Path) -> None:
+def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) -> None:
     if not results_dir.is_dir():
         return  # refused before it began: there is no run to report on
+    if as_json:
+        with contextlib.suppress(OSError):
+            click.echo(dumps({**asdict(record), "results_dir": str(results_dir)}, indent=2))
     phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all

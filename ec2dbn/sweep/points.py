@@ -268,6 +268,7 @@ def validate_point(
     spot: bool | None = None,
     ssh_cidr: str | None = None,
     local: bool = False,
+    region: str | None = None,
 ) -> ValidPoint:
     """The point's job, checked with the trainer's schema, and (unless local) its stack; ConfigError
     naming the point and its values. Touches no AWS."""
@@ -294,7 +295,11 @@ def validate_point(
     try:
         check_local_data(str(job.data.name))
         types = [itype] if itype else []
-        stack = None if local else load_for_launch(ref, spot=spot, ssh_cidr=ssh_cidr, instance_types=types)
+        stack = (
+            None
+            if local
+            else load_for_launch(ref, spot=spot, ssh_cidr=ssh_cidr, instance_types=types, region=region)
+        )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return ValidPoint(point, job, mapping, stack, ref)
