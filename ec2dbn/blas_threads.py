@@ -1,11 +1,14 @@
-"""How many BLAS threads a local trainer should get, so that a busy machine is not oversubscribed.
+"""How many BLAS threads a local trainer gets, and a hint when a busy machine makes that too many.
 
 A threaded BLAS (OpenBLAS) spins a thread per core it is given; when other processes already keep some of
 those cores busy, its threads wait for one another at every GEMM and an epoch can run several times slower
-than with fewer threads (seen: 2 threads 5-7x slower than 1 on a loaded 2-core machine). The decision uses
-the cores this process may run on (sched_getaffinity, not the machine's count) less the whole cores the
-1-minute load average says others keep busy, divided among the trainers run side by side. A user's own
-OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS always wins.
+than with fewer threads (seen: 2 threads 5-7x slower than 1 on a loaded 2-core machine). The count itself is
+not changed by the load: a run's numbers depend (in the last bits) on its thread count, and a run must not
+compute differently, nor resume differently, because the machine was busy when it started. Instead the
+user is told, with the count that would fit the free cores: the cores this process may use
+(sched_getaffinity, not the machine's count) less the whole cores the 1-minute load average says others keep
+busy, divided among the trainers run side by side. A user's own OPENBLAS_NUM_THREADS / OMP_NUM_THREADS /
+MKL_NUM_THREADS always wins, and is never hinted at.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ def load_average() -> float | None:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """threads: BLAS threads per trainer (>= 1); user_set: the user's environment chose them;
-    hint: one line for the user when the load made the count smaller than the idle machine's ("" if not)."""
+    """threads: BLAS threads per trainer (>= 1): the cores divided among the trainers, or the user's;
+    user_set: the user's environment chose them; fits: the count the free cores would take (<= threads);
+    hint: one line for the user when fits < threads ("" if not)."""
 
     threads: int
+    fits: int
     user_set: bool = False
     hint: str = ""
 
@@ -60,18 +65,19 @@ def plan_threads(parallel: int, *, cores: int, load: float | None, env: Mapping[
     for name in BLAS_THREAD_VARIABLES:
         value = env.get(name, "").strip()
         if value.isdigit() and int(value) >= 1:
-            return ThreadPlan(int(value), user_set=True)
+            return ThreadPlan(int(value), int(value), user_set=True)
     parallel = max(1, parallel)
-    idle = max(1, cores // parallel)
+    threads = max(1, cores // parallel)
     busy = 0 if load is None or not math.isfinite(load) else min(cores - 1, max(0, math.floor(load + 0.3)))
-    threads = max(1, (cores - busy) // parallel)
-    if threads >= idle:
-        return ThreadPlan(threads)
+    fits = max(1, (cores - busy) // parallel)
+    if fits >= threads:
+        return ThreadPlan(threads, threads)
     return ThreadPlan(
         threads,
-        hint=f"this machine is busy (load average {load:.1f} on {cores} cores): {threads} BLAS thread(s) per "
-        f"trainer instead of {idle}, so that they do not oversubscribe the cores (set OPENBLAS_NUM_THREADS "
-        "to choose)",
+        fits,
+        hint=f"this machine is busy (load average {load:.1f} on {cores} cores): {threads} BLAS threads per "
+        f"trainer may oversubscribe it and run several times slower; OPENBLAS_NUM_THREADS={fits} fits the "
+        "free cores (a run's last digits depend on its thread count)",
     )
 
 

@@ -10,7 +10,6 @@ and exits 3, and `ec2dbn train --local --resume RUN_ID` continues the run.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ec2dbn import interrupts
-from ec2dbn.blas_threads import BLAS_THREAD_VARIABLES, plan_here
+from ec2dbn.blas_threads import plan_here
 from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.resources import trainer_argv
@@ -129,7 +128,7 @@ def run_local(
     """
     reporter = QuietOnClosedTerminal(reporter)
     if env is None:
-        env = _blas_environment(reporter)
+        warn_if_busy(reporter)
     cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
     if backend:
         cmd += ["--backend", backend]
@@ -171,14 +170,12 @@ def run_local(
     return code
 
 
-def _blas_environment(reporter: Reporter) -> Mapping[str, str] | None:
-    """The trainer's environment: this one, unless the machine is busy, when its BLAS gets fewer threads
-    (ec2dbn.blas_threads) and the user is told why."""
+def warn_if_busy(reporter: Reporter) -> None:
+    """A hint when other processes keep cores busy and the trainer's BLAS threads would oversubscribe
+    them (ec2dbn.blas_threads); the trainer's environment stays as it is, and so do its numbers."""
     plan = plan_here(1)
-    if not plan.hint:
-        return None
-    reporter.warn(plan.hint)
-    return {**os.environ, **dict.fromkeys(BLAS_THREAD_VARIABLES, str(plan.threads))}
+    if plan.hint:
+        reporter.warn(plan.hint)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

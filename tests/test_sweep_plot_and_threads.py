@@ -55,35 +55,36 @@ def test_a_float_axis_keeps_matplotlibs_ticks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("parallel", "cores", "load", "threads", "hinted"),
+    ("parallel", "cores", "load", "fits", "hinted"),
     [
         (1, 2, 0.0, 2, False),  # idle: every core
         (1, 2, 0.4, 2, False),  # noise
-        (1, 2, 1.2, 1, True),  # another process holds a core: one thread, and the user is told
+        (1, 2, 1.2, 1, True),  # another process holds a core: one thread would fit, and the user is told
         (1, 2, 5.0, 1, True),  # never below one
         (2, 2, 1.5, 1, False),  # two workers on two cores get one each anyway
-        (2, 8, 3.9, 2, True),  # 4 busy of 8: (8 - 4) // 2
+        (2, 8, 3.9, 2, True),  # 4 busy of 8: (8 - 4) // 2 would fit, 4 each are given
         (1, 16, None, 16, False),  # no load average on this system
     ],
 )
-def test_blas_threads_leave_the_cores_others_keep_busy(
-    parallel: int, cores: int, load: float | None, threads: int, hinted: bool
+def test_a_busy_machine_gets_a_hint_with_the_threads_that_fit(
+    parallel: int, cores: int, load: float | None, fits: int, hinted: bool
 ) -> None:
     plan = plan_threads(parallel, cores=cores, load=load, env={})
-    assert plan.threads == threads and bool(plan.hint) == hinted and not plan.user_set
+    # The count given never depends on the load (a run's numbers depend on it); the hint does.
+    assert plan.threads == cores // parallel and plan.fits == fits and not plan.user_set
+    assert bool(plan.hint) == hinted
     if hinted:
-        assert (
-            f"load average {load:.1f} on {cores} cores" in plan.hint and "OPENBLAS_NUM_THREADS" in plan.hint
-        )
+        assert f"load average {load:.1f} on {cores} cores" in plan.hint
+        assert f"OPENBLAS_NUM_THREADS={fits} fits the free cores" in plan.hint
 
 
 def test_the_users_blas_threads_win() -> None:
     plan = plan_threads(1, cores=2, load=9.0, env={"OPENBLAS_NUM_THREADS": "2"})
     assert plan.threads == 2 and plan.user_set and plan.hint == ""
-    assert plan_threads(1, cores=2, load=9.0, env={"OMP_NUM_THREADS": "x"}).threads == 1  # not a number
+    assert plan_threads(1, cores=2, load=9.0, env={"OMP_NUM_THREADS": "x"}).fits == 1  # not a number
 
 
-def test_a_busy_machine_gives_a_local_run_fewer_threads_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_busy_machine_leaves_a_local_runs_threads_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     from ec2dbn import blas_threads, local
     from ec2dbn.events import RecordingReporter
 
@@ -92,9 +93,9 @@ def test_a_busy_machine_gives_a_local_run_fewer_threads_and_says_why(monkeypatch
     monkeypatch.setattr(blas_threads, "cores", lambda: 2)
     monkeypatch.setenv(blas_threads.LOAD_ENV, "1.7")
     reporter = RecordingReporter()
-    env = local._blas_environment(reporter)
-    assert env is not None and env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1"
+    local.warn_if_busy(reporter)
     (warning,) = reporter.lines("warn")
-    assert warning.startswith("this machine is busy (load average 1.7 on 2 cores): 1 BLAS thread(s)")
+    assert warning.startswith("this machine is busy (load average 1.7 on 2 cores): 2 BLAS threads")
     monkeypatch.setenv(blas_threads.LOAD_ENV, "0")
-    assert local._blas_environment(reporter) is None  # idle: the environment is left as it is
+    local.warn_if_busy(reporter)
+    assert len(reporter.lines("warn")) == 1  # idle: nothing to say

@@ -3,8 +3,8 @@
 Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.local.run_local, the
 trainer as a child process), into results/<sweep-id>/<point>/. The machine's cores are divided between
 the workers: each trainer gets OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = cores ÷ K (at
-least 1; fewer when other processes keep cores busy, ec2dbn.blas_threads), so K trainers do not fight over
-the same cores. Nothing else of the environment is changed
+least 1; a busy machine gets a hint, ec2dbn.blas_threads), so K trainers do not fight over the same
+cores. Nothing else of the environment is changed
 (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, where set, pass through untouched). Nothing is billed.
 """
 
@@ -31,8 +31,8 @@ from trainer.contract import CHECKPOINT_FILE
 
 
 def threads_per_worker(parallel: int) -> int:
-    """BLAS threads for each of `parallel` workers: the cores divided among them, fewer on a busy machine
-    (ec2dbn.blas_threads), the user's OPENBLAS_NUM_THREADS when set."""
+    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.blas_threads),
+    or the user's OPENBLAS_NUM_THREADS when set."""
     return plan_here(parallel).threads
 
 
