@@ -21,6 +21,7 @@ VERBS = [
     ["status"],
     ["check"],
     ["teardown", "--all", "--yes"],
+    ["teardown", "--stack", "g4dn-spot", "--yes"],
     ["catalog", "--live"],
 ]
 
