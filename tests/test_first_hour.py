@@ -134,3 +134,12 @@ def test_the_resume_command_is_given_for_a_run_that_can_go_on(tmp_path: Path) ->
     for status in ("finished", "diverged"):
         record.status = status
         assert resume_command(record, elsewhere) is None
+
+
+def test_a_local_sweep_needing_a_gpu_this_machine_lacks_is_refused_before_its_folder(
+    no_gpu: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", "seed-mnist5k", "--local", "--grid", "model.epochs=1,2", "--backend", "cupy"]
+    assert main(args) == 2
+    assert _one_error(capsys).startswith("error: backend cupy needs a usable CUDA GPU")
+    assert not (tmp_path / "results").exists()

@@ -137,6 +137,11 @@ def sweep(
         ssh_cidr=ssh_cidr,
         region=region,
     )
+    if p.local:  # a backend this machine lacks is refused before a sweep folder exists
+        from ec2dbn.local import check_backend_here
+
+        for wanted in sorted({backend or vp.job.backend for vp in p.points}):
+            check_backend_here(wanted)
     if dry_run:
         return _dry_run(p, reporter, instances, max_instances, parallel, max_cost)
     record, sweep_dir = prep.open_sweep(
