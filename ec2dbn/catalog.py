@@ -359,8 +359,36 @@ def check_region(region: str) -> str:
     if region in known:
         return region
     cleaned = str(region).strip().lower()
-    hint = f"did you mean {cleaned}? " if cleaned in known else ""  # a stray space, newline or capital
-    raise ConfigError(f"{region!r} is not an AWS region; {hint}known: {', '.join(known)}")
+    if cleaned in known:  # a stray space, newline or capital
+        raise ConfigError(f"{region!r} is not an AWS region; did you mean {cleaned}?")
+    close = closest_region(cleaned, known)
+    if close:
+        raise ConfigError(f"{region!r} is not an AWS region; did you mean {close}?")
+    raise ConfigError(f"{region!r} is not an AWS region; known: {', '.join(known)}")
+
+
+def closest_region(text: str, known: list[str]) -> str | None:
+    """The region `text` is a typo of ('a or b' when two are as close), or None. difflib finds the similar
+    names; among them the fewest edits win, a swap of two neighbours counting as one (us-esat-1 is
+    us-east-1, not us-west-1)."""
+    similar = sorted(difflib.get_close_matches(text, known, n=6, cutoff=0.7))
+    edits = {name: _edits(text, name) for name in similar}
+    best = min(edits.values(), default=3)
+    if best > 2:
+        return None
+    return " or ".join([name for name in similar if edits[name] == best][:2])
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
 
 
 def list_price(entry: InstanceType, region: str) -> Price:

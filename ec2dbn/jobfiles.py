@@ -50,9 +50,40 @@ def job_path(ref: str | os.PathLike[str]) -> Path:
     path = Path(text).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        hint = "name a YAML file in it, or an example (`ec2dbn examples`)"
+        raise ConfigError(f"{text} is a folder, not a job file: {hint}")
     if "/" not in text and os.sep not in text:
         for example in bundled_examples():
             if example.name == text.removesuffix(".yaml"):
                 return example.path
     names = ", ".join(e.name for e in bundled_examples()) or "none"
     raise ConfigError(f"job file {text} not found, nor a bundled example ({names}; `ec2dbn examples`)")
+
+
+def shown_ref(path: Path) -> str:
+    """How to name `path` back to the user: a bundled example by its name, any other file as given."""
+    for example in bundled_examples():
+        if example.path == path:
+            return example.name
+    return str(path)
+
+
+def is_sweep_file(path: Path) -> bool:
+    """The file is a sweep (a job with a top-level `sweep:` section), which `train` and `plan` do not take.
+
+    Read only to tell a user which verb to use: any problem reading it is left to the job loader's own error.
+    """
+    from trainer.safe_yaml import YamlError, read_yaml_file
+
+    try:
+        data = read_yaml_file(path, "job file")
+    except YamlError:
+        return False
+    return isinstance(data, dict) and "sweep" in data
+
+
+def sweep_refused(path: Path) -> ConfigError:
+    """One line for a sweep file given to a verb that runs one job: the command that runs it."""
+    ref = shown_ref(path)
+    return ConfigError(f"{ref} is a sweep: run `ec2dbn sweep {ref}` (add --local to run it here)")

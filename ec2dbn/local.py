@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from ec2dbn import interrupts
-from ec2dbn.errors import Ec2dbnError, JobFailedError
+from ec2dbn.blas_threads import plan_here
+from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.resources import trainer_argv
 from ec2dbn.results import RunRecord, claim_run_dir, plot_run, timed_phase
@@ -64,19 +65,36 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def start_local(job_path: Path, results_root: Path, backend: str | None = None) -> tuple[RunRecord, Path]:
-    """Validate the job (and that it fits this machine's memory) and claim a new results folder for it;
+    """Validate the job (its data, that it fits this machine's memory, its backend) and only then claim a
+    new results folder for it: a run refused here leaves no folder behind;
     its job.yaml is written from the validated job (what `--local --resume` runs again)."""
     from ec2dbn.memory_check import check_fits
-    from ec2dbn.validation import load_job_file
+    from ec2dbn.validation import check_local_data, load_job_file
 
     start = time.monotonic()
     job = load_job_file(job_path)
+    check_local_data(str(job.data.name))
     check_fits(job, None, backend)
+    check_backend_here(backend or job.backend)
     run_id, results_dir = claim_run_dir(results_root, job_path)
     (results_dir / "job.yaml").write_text(yaml.safe_dump(job.to_dict(), sort_keys=False), encoding="utf-8")
     record = RunRecord(run_id=run_id, job=str(job_path), mode="local")
     record.phases["validate"] = round(time.monotonic() - start, 3)
     return record, results_dir
+
+
+def check_backend_here(backend: str) -> None:
+    """`backend: cupy` needs a usable GPU on this machine: refused here, before a results folder exists
+    (the trainer would refuse it too, but only once the run had begun). auto and numpy always run."""
+    if backend != "cupy":
+        return
+    from trainer.backend import select_backend
+    from trainer.errors import TrainerError
+
+    try:
+        select_backend("cupy")
+    except TrainerError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path]:
@@ -109,6 +127,8 @@ def run_local(
     plot: draw the learning curve (a sweep draws its points' at its end).
     """
     reporter = QuietOnClosedTerminal(reporter)
+    if env is None:
+        warn_if_busy(reporter)
     cmd = [*trainer_argv("trainer"), "run", str(job_path), "--out", str(results_dir)]
     if backend:
         cmd += ["--backend", backend]
@@ -148,6 +168,14 @@ def run_local(
     if diverged:
         raise diverged_error(results_dir, tail)
     return code
+
+
+def warn_if_busy(reporter: Reporter) -> None:
+    """A hint when other processes keep cores busy and the trainer's BLAS threads would oversubscribe
+    them (ec2dbn.blas_threads); the trainer's environment stays as it is, and so do its numbers."""
+    plan = plan_here(1)
+    if plan.hint:
+        reporter.warn(plan.hint)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

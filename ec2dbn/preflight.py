@@ -20,7 +20,7 @@ from ec2dbn.aws.prices import spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.config import Stack
 from ec2dbn.cost import format_usd
-from ec2dbn.errors import Ec2dbnError
+from ec2dbn.errors import CredentialsError, Ec2dbnError
 
 
 @dataclass
@@ -76,6 +76,8 @@ def run(stack: Stack) -> CheckReport:
     try:
         who = account.identity(aws)
         checks.append(Check("credentials", "ok", f"account {who.account} as {who.arn}"))
+    except CredentialsError:
+        raise  # no credentials, expired or rejected: the one line every verb gives (exit 2), not a table
     except Ec2dbnError as exc:
         checks.append(Check("credentials", "fail", str(exc), CREDENTIALS_HINT))
         checks.append(Check("region", "skip", "skipped: credentials failed"))

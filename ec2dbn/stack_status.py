@@ -1,7 +1,8 @@
 """`ec2dbn status`: every stack as AWS reports it (found by tags), joined with local state and priced.
 
 AWS is the source of truth: a stack whose local state is gone still shows, and local state whose
-resources are gone says so.
+resources are gone says so. When AWS cannot be asked (no credentials, no network), the local state is shown
+as it was last recorded, each row marked as not confirmed.
 """
 
 from __future__ import annotations
@@ -119,6 +120,37 @@ def _status_for(region: str, name: str, inv: Inventory, local: state.StackState 
         )
     elif local is not None and local.instance_id and local.instance_id not in {r.instance_id for r in rows}:
         rows[0].note = f"local state named {local.instance_id}, which is gone"
+    return rows
+
+
+def from_local(region: str, name: str | None, why: str) -> list[StackStatus]:
+    """The stacks the state dir knows in `region` (or just `name`), as last recorded there, each marked as
+    not confirmed (`why`: what stopped AWS from answering). What `status` shows offline or without
+    credentials: the user still learns what may be running and costing money."""
+    names = [name] if name is not None else state.names()
+    rows = []
+    for n in names:
+        local = stacks.local_state(n)
+        if local is None or local.region != region:
+            continue
+        rows.append(
+            StackStatus(
+                name=n,
+                region=region,
+                state=f"{local.instance_state or 'launched'}?",
+                instance_id=local.instance_id,
+                instance_type=local.instance_type,
+                market=local.market,
+                availability_zone=local.availability_zone,
+                public_ip=local.public_ip,
+                public_dns=local.public_dns,
+                launched_at=local.launched_at,
+                deadline=local.deadline,
+                price=local.price,
+                local_state=True,
+                note=f"not confirmed with AWS ({why}): local state only",
+            )
+        )
     return rows
 
 

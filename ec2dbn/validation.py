@@ -18,6 +18,7 @@ import yaml
 from ec2dbn import cost
 from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.jobfiles import is_sweep_file, sweep_refused
 from ec2dbn.memory_check import check_fits
 from ec2dbn.remote_output import pull_limit_bytes
 from ec2dbn.remote_run import RemoteRun
@@ -74,6 +75,8 @@ def load_job_file(job_path: Path) -> Any:
     try:
         return load_job(job_path)
     except TrainerError as exc:
+        if is_sweep_file(job_path):
+            raise sweep_refused(job_path) from None
         where = "" if str(exc).startswith(str(job_path)) else f"{job_path}: "  # YAML errors name it already
         raise ConfigError(f"{where}{exc}") from None
 
@@ -96,6 +99,7 @@ def validate(
     name: str | None = None,
     spot: bool | None = None,
     ssh_cidr: str | None = None,
+    region: str | None = None,
     **request: Any,
 ) -> Validated:
     """The job file and the stack it runs on (`stack_ref`, else the job's `stack:`), with the command
@@ -103,7 +107,9 @@ def validate(
     start = time.monotonic()
     job = load_job_file(job_path)
     ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
-    stack = load_for_launch(ref, name=name, spot=spot, ssh_cidr=ssh_cidr, max_lifetime=job.run.max_lifetime)
+    stack = load_for_launch(
+        ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region, max_lifetime=job.run.max_lifetime
+    )
     check_fits(job, stack, request.get("backend"))
     check_local_data(str(job.data.name))
     pull_limit_bytes()  # a bad EC2DBN_MAX_PULL_MB is refused now, not at the pull after a paid run

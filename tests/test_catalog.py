@@ -393,3 +393,21 @@ def test_price_of_retired_type_is_refused_but_listable(name: str, why: str, usd:
 def test_bad_region_is_a_config_error(region: str) -> None:
     with pytest.raises(ConfigError, match="is not an AWS region; "):
         on_demand_price("g4dn.xlarge", region)
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("us-esat-1", "did you mean us-east-1?"),  # a swap is one edit: not us-west-1
+        ("eu-wset-2", "did you mean eu-west-2?"),
+        ("ap-southeast2", "did you mean ap-southeast-2?"),
+        (" US-EAST-1", "did you mean us-east-1?"),
+        ("us-east-9", "did you mean us-east-1 or us-east-2?"),
+    ],
+)
+def test_a_mistyped_region_gets_did_you_mean_instead_of_the_whole_list(typed: str, said: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        catalog.check_region(typed)
+    assert str(exc.value) == f"{typed!r} is not an AWS region; {said}"
+    with pytest.raises(ConfigError, match=r"'mars-1' is not an AWS region; known: af-south-1, .*us-west-2"):
+        catalog.check_region("mars-1")

@@ -117,5 +117,5 @@ def test_catalog_live_without_credentials_is_one_line(
 ) -> None:
     assert main(["catalog", "--live"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: describe_spot_price_history: no usable AWS credentials")
+    assert err.startswith("error: no AWS credentials found: set AWS_PROFILE")  # as every verb says it
     assert "\n" not in err

@@ -140,8 +140,11 @@ def test_spot_price_cloud_error_is_one_line(spot_moto: str) -> None:
     SpotReplies(ec2, [(403, error_xml("UnauthorizedOperation", "You are not authorized to perform this."))])
     with pytest.raises(CloudError) as exc:
         spot_price(ec2, "g4dn.xlarge", "us-east-1")
+    # The denied line every verb gives (issue 27): the missing action and the policy that grants it.
     assert str(exc.value) == (
-        "describe_spot_price_history failed: UnauthorizedOperation: You are not authorized to perform this."
+        "describe_spot_price_history: AWS denied it in us-east-1 (UnauthorizedOperation): they lack "
+        "ec2:DescribeSpotPriceHistory; attach the policy `ec2dbn iam-policy` prints to these credentials "
+        "(README: First time on AWS)"
     )
 
 
@@ -152,7 +155,7 @@ def test_spot_price_without_credentials(spot_moto: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     ec2 = boto3.session.Session().client("ec2", region_name="us-east-1", endpoint_url=spot_moto)
-    with pytest.raises(CredentialsError, match="no usable AWS credentials") as exc:
+    with pytest.raises(CredentialsError, match="no AWS credentials found") as exc:
         spot_price(ec2, "g4dn.xlarge", "us-east-1")
     assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 

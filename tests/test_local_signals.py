@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -44,11 +45,16 @@ def test_a_stopped_local_run_checkpoints_and_resumes(signum: int, tmp_path: Path
     assert record["status"] == "interrupted"
     assert (run_dir / "checkpoint.npz").is_file()
     assert any("stopped by SIGTERM" in text for _, text in lines)  # the trainer itself was told
+    # The interruption names the exact command that continues the run (issue 27): run as printed.
+    (said,) = [line for line in err.splitlines() if line.startswith("continue it with ")]
+    argv = shlex.split(said.removeprefix("continue it with "))
+    assert argv == ["ec2dbn", "train", "--local", "--resume", run_dir.name, "--results", str(results)]
 
-    code, lines, err = run_cli(["train", "--local", "--resume", run_dir.name, "--results", str(results)], env)
+    code, lines, err = run_cli(argv[1:], env)
     assert code == 0, err[-2000:]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["exit_code"] == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     assert (run_dir / "learning_curve.png").is_file()
+    assert "continue it with" not in err  # a finished run has nothing to continue

@@ -153,7 +153,7 @@ def test_bad_points_stop_the_cli_before_anything_exists(
 def test_train_refuses_a_job_with_a_sweep_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = job_file(tmp_path, sweep={"grid": {"model.learn_rates": [0.1]}})
     code = main(["train", "--local", str(job), "--results", str(tmp_path / "r")])
-    assert code == 2 and "sweep: unknown key" in capsys.readouterr().err
+    assert code == 2 and f"{job} is a sweep: run `ec2dbn sweep {job}`" in capsys.readouterr().err
 
 
 def test_dry_run_lists_the_points_and_creates_nothing(

@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from trainer.contract import EXIT_CRASH
+from trainer.contract import EXIT_CRASH, PROGRESS_EVERY_S
 from trainer.errors import TrainerError
 
 EXAMPLES = """examples:
@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", action="store_true", help="continue from --out's checkpoint.npz if there is one"
     )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        default=PROGRESS_EVERY_S,
+        metavar="SECONDS",
+        help=f"at most one progress line (minibatches, rate, time left) per SECONDS; 0: none "
+        f"(default {PROGRESS_EVERY_S:g})",
+    )
     predict = sub.add_parser(
         "predict",
         help="predict labels with a trained model",
@@ -69,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.run import run_job
 
             out = args.out or Path("results") / args.job.stem
-            return run_job(args.job, out, backend=args.backend, resume=args.resume)
+            return run_job(
+                args.job, out, backend=args.backend, resume=args.resume, progress_every=args.progress_every
+            )
         from trainer.run import predict_file
 
         return predict_file(args.model, args.data, backend=args.backend)

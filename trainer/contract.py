@@ -64,3 +64,14 @@ PRETRAIN_MARKER = "Pretrain layer "
 SPOT_NOTICE_MARKER = "Spot interruption notice"
 #: One line naming the diverged epoch and the likely causes; the trainer then exits EXIT_DIVERGED.
 DIVERGED_MARKER = "Training diverged"
+#: Where an epoch stands, at most one line every PROGRESS_EVERY_S seconds (never per minibatch):
+#: `Progress finetune epoch 3/10: batch 120/468  25.3 batch/s  0:00:14 left` (pretraining names its layer:
+#: `Progress pretrain layer 1 epoch 2/10: ...`). Counted on the host: no device synchronisation.
+PROGRESS_MARKER = "Progress "
+#: The whole progress line, for the orchestrator's parser (groups: label, batch, batches, rate, left).
+PROGRESS_PATTERN = (
+    r"^Progress (?P<label>(?:pretrain layer \d+|finetune) epoch \d+/\d+): "
+    r"batch (?P<batch>\d+)/(?P<batches>\d+)  (?P<rate>[0-9.]+) batch/s  (?P<left>\d+:\d\d:\d\d) left$"
+)
+#: Seconds between two progress lines by default (`python -m trainer run --progress-every`).
+PROGRESS_EVERY_S = 5.0

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from trainer.backend import Backend, select_backend
+from trainer.batch_progress import BatchProgress
 from trainer.checkpoint import job_fingerprint, load_checkpoint, save_checkpoint
 from trainer.config import Job, ModelConfig, load_job
 from trainer.contract import (
@@ -88,8 +89,12 @@ def run_job(
     backend: str | None = None,
     resume: bool = False,
     echo: bool = True,
+    progress_every: float = 0.0,
 ) -> int:
     """Run the job in `job_path`, writing results to `out_dir`; returns the exit code (0, 3 or 4).
+
+    progress_every: seconds between progress lines within an epoch (trainer.batch_progress); 0: none (the
+    library default; the command line's is trainer.contract.PROGRESS_EVERY_S).
 
     Raises TrainerError for bad input (after logging it to train.log when the folder is already in use);
     any other exception is a crash and is logged with its traceback before propagating.
@@ -109,7 +114,7 @@ def run_job(
         raise JobError(f"--out {out}: cannot create the folder: {exc.strerror or exc}") from None
     log = RunLog(out, echo=echo)
     try:
-        return _Job(job, Path(job_path), out, log, be, resume, started).run()
+        return _Job(job, Path(job_path), out, log, be, resume, started, progress_every).run()
     except TrainerError as exc:
         log.line(f"error: {exc}", echo=False)
         raise
@@ -122,9 +127,18 @@ def run_job(
 
 class _Job:
     def __init__(
-        self, job: Job, path: Path, out: Path, log: RunLog, backend: Backend, resume: bool, started: float
+        self,
+        job: Job,
+        path: Path,
+        out: Path,
+        log: RunLog,
+        backend: Backend,
+        resume: bool,
+        started: float,
+        progress_every: float = 0.0,
     ) -> None:
         self.job, self.path, self.out, self.log = job, path, out, log
+        self.progress_every = progress_every
         self.backend, self.resume, self.started = backend, resume, started
         self.ckpt = out / CHECKPOINT_FILE
         self.fingerprint = job_fingerprint(job.to_dict())
@@ -148,7 +162,15 @@ class _Job:
             train_data = TrainData.from_host(be, data.X_train, data.y_train, cfg.layers[-1])
             evaluate = _test_scorer(be, cfg, data) if cfg.eval_test_every_epoch else None
 
-            def should_stop() -> bool:
+            progress = BatchProgress(
+                log.line,
+                train_data.n // cfg.minibatch_size,
+                lambda phase, layer: cfg.epochs_pretrain[layer] if phase == "pretrain" else cfg.epochs,
+                self.progress_every,
+            )
+
+            def should_stop() -> bool:  # polled after every minibatch: the position is current
+                progress.update(state.phase, state.layer, state.epoch, state.batch)
                 if hold is not None and hold.reached(state.phase, state.epoch, state.batch):
                     hold.wait(stop.requested, log.line)
                 return stop.requested()

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ec2dbn.aws.errors import translate
 from ec2dbn.catalog import AZ_RE, Price, check_region
-from ec2dbn.errors import CloudError, CredentialsError
 
 
 def _region_of(az_or_region: str) -> tuple[str, str | None]:
@@ -21,21 +21,6 @@ def _region_of(az_or_region: str) -> tuple[str, str | None]:
     if m:
         return check_region(m.group(1)), text
     return check_region(text), None
-
-
-def _cloud_error(exc: Exception, what: str) -> Exception:
-    """A botocore failure as one of our one-line errors, without importing botocore here."""
-    name = type(exc).__name__
-    if name in {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
-        return CredentialsError(
-            f"{what}: no usable AWS credentials ({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or run `aws configure`"
-        )
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        err = response["Error"]
-        return CloudError(f"{what} failed: {err.get('Code', 'Error')}: {err.get('Message', '')}".rstrip(": "))
-    return CloudError(f"{what} failed: {name}: {exc}")
 
 
 def spot_prices(ec2_client: Any, instance_types: Sequence[str], az_or_region: str) -> dict[str, Price]:
@@ -106,7 +91,8 @@ def _latest_rows(
                 if key not in latest or row["Timestamp"] > latest[key]["Timestamp"]:
                     latest[key] = row
     except Exception as exc:  # botocore's ClientError / NoCredentialsError / EndpointConnectionError
-        raise _cloud_error(exc, "describe_spot_price_history") from exc
+        region = str(getattr(getattr(ec2_client, "meta", None), "region_name", "") or "")
+        raise translate(exc, region=region, action="describe_spot_price_history") from exc
     return latest
 
 

@@ -1,8 +1,9 @@
 """The `ec2dbn` command: the only place that prints or exits.
 
-Verbs live in sibling modules (one per family) and register on `cli`. Errors below `Ec2dbnError` become
-one line on stderr and their exit code; anything else is a bug: one line and exit code 1, the traceback
-only with --debug.
+Verbs live in sibling modules (one per family) and register on `cli` when imported, which happens only
+for the verb being run (ec2dbn.cli.verbs: `--help` and `--version` import none of them). Errors below
+`Ec2dbnError` become one line on stderr and their exit code; anything else is a bug: one line and exit
+code 1, the traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import click
 
 from ec2dbn import __version__
+from ec2dbn.cli.verbs import LazyGroup, load_all
 from ec2dbn.errors import Ec2dbnError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -33,7 +35,7 @@ def results_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..
     )
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="ec2dbn")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context
@@ -53,18 +55,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    # Imported for their side effect of adding verbs to `cli`.
-    from ec2dbn.cli import (  # noqa: F401
-        bake_cmds,
-        catalog_cmds,
-        check_cmds,
-        examples_cmds,
-        report_cmds,
-        stack_cmds,
-        sweep_cmds,
-        teardown_cmds,
-        train_cmds,
-    )
+    """Every verb registered on `cli` now (a run imports only the verb it runs: ec2dbn.cli.verbs)."""
+    load_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
     A verb signals a non-zero outcome by raising an `Ec2dbnError` or by returning an int.
     """
-    _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=args, prog_name="ec2dbn", standalone_mode=False)

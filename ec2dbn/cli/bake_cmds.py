@@ -11,11 +11,13 @@ from ec2dbn import baking
 from ec2dbn.aws import bakes
 from ec2dbn.catalog import snapshot_price
 from ec2dbn.cli import cli, results_option
+from ec2dbn.cli.options import region_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.stack_overrides import load_for_launch
+from trainer.strict_json import dumps
 
 
 @cli.command()
@@ -27,8 +29,14 @@ from ec2dbn.stack_overrides import load_for_launch
     multiple=True,
     help="A data set to cache in the image (repeatable; default: those the bundled jobs use).",
 )
+@region_option
 @results_option("Folder under which the bake's record (<bake-id>/run.json, bootstrap.log) is written.")
-def bake(stack_ref: str | None, data_sets: tuple[str, ...], results_root: Path) -> int:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the bake (image, hash, size, $/month) as JSON at the end."
+)
+def bake(
+    stack_ref: str | None, data_sets: tuple[str, ...], region: str | None, results_root: Path, as_json: bool
+) -> int:
     """Make (or find) the stack's baked image: launch its instance, run its bootstrap, cache the data sets,
     strip the builder's keys, image it, terminate it. Stacks with `image: baked` or `bake: auto` then
     start from it, and bootstrap only confirms. Unchanged inputs (base image, bootstrap scripts, Python
@@ -40,11 +48,23 @@ def bake(stack_ref: str | None, data_sets: tuple[str, ...], results_root: Path) 
       ec2dbn status                         # bakes, their size and monthly cost
       ec2dbn teardown --images --yes        # remove them (images and snapshots)
     """
-    stack = load_for_launch(stack_ref)
+    stack = load_for_launch(stack_ref, region=region)
     v = baking.validated(stack, stack_ref, results_root)
-    flow = baking.Bake(v, ConsoleReporter(), stack=stack, data_sets=data_sets or None)
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
+    flow = baking.Bake(v, reporter, stack=stack, data_sets=data_sets or None)
     code = flow.run()
-    if flow.outcome is not None:
+    if flow.outcome is not None and as_json:
+        b = flow.outcome
+        doc = {
+            "reused": b.reused,
+            "image_id": b.bake.image_id,
+            "bake_hash": b.bake.bake_hash,
+            "region": stack.region,
+            "size_gb": b.bake.size_gb,
+            "monthly_usd": b.monthly_usd,
+        }
+        click.echo(dumps(doc, indent=2))
+    elif flow.outcome is not None:
         b = flow.outcome
         verb = "reused" if b.reused else "baked"
         what = f" {verb} {b.bake.image_id} (bake {b.bake.bake_hash}) in {stack.region}"

@@ -18,8 +18,11 @@ _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow")
 @cli.command()
 @stack_option
 @click.option("--region", help="Region to check (else $AWS_REGION, else the stack's).")
+@click.option(
+    "--image", metavar="ALIAS|AMI", help="Image to check (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(stack_ref: str | None, region: str | None, as_json: bool) -> int:
+def check(stack_ref: str | None, region: str | None, image: str | None, as_json: bool) -> int:
     """Check that the stack can launch from these credentials in this region: credentials and account,
     region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price. Creates nothing.
 
@@ -28,8 +31,9 @@ def check(stack_ref: str | None, region: str | None, as_json: bool) -> int:
     Examples:
       ec2dbn check
       ec2dbn check --stack g5-spot --region us-west-2 --json
+      ec2dbn check --image ubuntu24
     """
-    stack = load_for_launch(stack_ref, region=region)
+    stack = load_for_launch(stack_ref, region=region, image=image)
     report = preflight.run(stack)
     if as_json:
         click.echo(dumps(report.as_json(), indent=2))

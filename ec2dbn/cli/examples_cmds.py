@@ -26,7 +26,8 @@ JOB_FILE = JobFile()
 
 @cli.command()
 @click.argument("name", required=False)
-def examples(name: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="List them as JSON (name, description, path).")
+def examples(name: str | None, as_json: bool) -> None:
     """List the example jobs shipped with ec2dbn, or print example NAME (to copy and edit).
 
     Wherever a job file is expected, an example's name works too.
@@ -36,11 +37,20 @@ def examples(name: str | None) -> None:
       ec2dbn examples
       ec2dbn train --local seed-mnist5k
       ec2dbn examples seed-mnist > my-job.yaml
+      ec2dbn examples --json | jq -r '.[].name'
     """
+    if name is not None and as_json:
+        raise click.UsageError("--json lists the examples: give no NAME with it")
     if name is not None:
         click.echo(job_path(name).read_text(encoding="utf-8"), nl=False)
         return
     found = bundled_examples()
+    if as_json:
+        from trainer.strict_json import dumps
+
+        doc = [{"name": e.name, "description": e.description, "path": str(e.path)} for e in found]
+        click.echo(dumps(doc, indent=2))
+        return
     width = max((len(e.name) for e in found), default=0)
     for example in found:
         stdout.print(printable(f"{example.name.ljust(width)}  {example.description}"))

@@ -38,3 +38,23 @@ def market_option(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, spot=True if market_spot else (False if market_on_demand else None), **kwargs)
 
     return wrapper
+
+
+#: `--region REGION`, handed to the command as `region` (None: $AWS_REGION, else the stack's).
+region_option = click.option("--region", help="Override the region (else $AWS_REGION, else the stack's).")
+
+
+def launched_stack(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The launched stack a verb acts on: `--stack NAME`, as in launch/train/check, or a positional NAME
+    (kept as an alias); handed to the command as `name` (None: the only one, or the verb's default).
+    Both given and different is a usage error (exit 2), not a guess."""
+
+    @click.argument("name", required=False, metavar="[NAME]")
+    @click.option("--stack", "stack_flag", metavar="NAME", help="The launched stack (same as NAME).")
+    @functools.wraps(command)
+    def wrapper(*args: Any, name: str | None, stack_flag: str | None, **kwargs: Any) -> Any:
+        if name and stack_flag and name != stack_flag:
+            raise ConfigError(f"two stacks named: {name} and --stack {stack_flag}; give one")
+        return command(*args, name=name or stack_flag, **kwargs)
+
+    return wrapper

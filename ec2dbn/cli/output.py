@@ -64,24 +64,34 @@ class ConsoleReporter:
     stderr with `streams_to_stderr` (when stdout carries JSON for a script)."""
 
     def __init__(self, quiet: bool = False, streams_to_stderr: bool = False) -> None:
+        from ec2dbn.cli.epoch_bar import EpochBar
+
         self.quiet = quiet
         self.streams_to_stderr = streams_to_stderr
+        self.as_json = False  # the verb prints a JSON document on stdout at its end (`train --json`)
+        # The trainer's progress lines, as a bar on a terminal (plain lines in a pipe or a log).
+        self.bar = EpochBar(stderr if streams_to_stderr else stdout)
 
     def step(self, message: str) -> None:
+        self.bar.close()
         if not self.quiet:
             stderr.print(styled(("•", "bold cyan"), " ", message))
 
     def warn(self, message: str) -> None:
+        self.bar.close()
         stderr.print(styled(("warning:", "bold yellow"), " ", message))
 
     def stream(self, line: str) -> None:
         text = printable(line.removesuffix("\n"))
+        if self.bar.feed(text):
+            return
         out = sys.stderr if self.streams_to_stderr else sys.stdout
         out.write(text + "\n")
         out.flush()
 
     @contextmanager
     def waiting(self, what: str) -> Iterator[None]:
+        self.bar.close()
         start = time.monotonic()
         text = printable(what, newlines=True)
         if self.quiet or not stderr.is_terminal:

@@ -11,7 +11,7 @@ import click
 
 from ec2dbn import bench as bench_mod
 from ec2dbn import report as report_mod
-from ec2dbn.cli import cli
+from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
@@ -138,11 +138,13 @@ def run_remote_bench(
     metavar="NAME|PATH",
     help="Run on this stack's instance (launched, then torn down).",
 )
+@results_option("Folder under which bench-<UTC timestamp>/ is written.")
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder [default: results/bench-<UTC timestamp>].",
+    hidden=True,  # the older spelling: the exact output folder
+    help="The exact output folder (instead of --results' bench-<UTC timestamp>/).",
 )
 @click.option(
     "--price-per-hour",
@@ -163,6 +165,7 @@ def bench_cmd(
     backends: str,
     local: bool,
     stack_ref: str | None,
+    results_root: Path,
     out_dir: Path | None,
     price_per_hour: float | None,
     no_plot: bool,
@@ -194,7 +197,7 @@ def bench_cmd(
     price, note = bench_mod.local_price(price_per_hour)  # validates --price-per-hour before any work
     _check_job(job)
     if out_dir is None:
-        out_dir = Path("results") / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+        out_dir = results_root / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     if stack_ref:

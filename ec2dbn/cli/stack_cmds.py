@@ -18,7 +18,7 @@ from rich.table import Table
 from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import market_option, stack_option
+from ec2dbn.cli.options import launched_stack, market_option, stack_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.config import DEFAULT_STACK, Stack
@@ -279,7 +279,7 @@ def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--region", help="Region to look in (default: where local state says, plus the default).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(name: str | None, region: str | None, as_json: bool) -> int:
@@ -289,13 +289,37 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     \b
     Examples:
       ec2dbn status
-      ec2dbn status g4dn-spot --json
+      ec2dbn status --stack g4dn-spot --json
     """
     if name:
         state.check_name(name)
     rows: list[stack_status.StackStatus] = []
+    unasked: Ec2dbnError | None = None  # why AWS could not be asked: shown after what local state knows
     for r in regions(name, region):
-        rows.extend(stack_status.query(r, name))
+        try:
+            rows.extend(stack_status.query(r, name))
+        except Ec2dbnError as exc:
+            unasked = unasked or exc
+            rows.extend(stack_status.from_local(r, name, _short_cause(exc)))
+    if unasked is not None:
+        if rows:
+            _print_status(rows, as_json, name, region, bakes=False)
+        raise unasked  # the same line and exit code as every verb gives for this cause
+    return _print_status(rows, as_json, name, region)
+
+
+def _short_cause(exc: Ec2dbnError) -> str:
+    """'no AWS credentials found' from 'no AWS credentials found: set AWS_PROFILE ...' (the row's note)."""
+    return str(exc).split(":")[0].split(";")[0].strip()
+
+
+def _print_status(
+    rows: list[stack_status.StackStatus],
+    as_json: bool,
+    name: str | None,
+    region: str | None,
+    bakes: bool = True,
+) -> int:
     if as_json:
         click.echo(dumps([row.as_json() for row in rows], indent=2))
         return 0
@@ -341,7 +365,8 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
     _print_table(table)
     for src in sources:
         stdout.print(f"prices: {src}")
-    bake_cmds.print_bakes(regions(name, region))
+    if bakes:
+        bake_cmds.print_bakes(regions(name, region))
     return 0
 
 

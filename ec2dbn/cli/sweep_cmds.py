@@ -7,12 +7,15 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.live import Live
 from rich.table import Table
 
 from ec2dbn.cli import cli, results_option
+from ec2dbn.cli.examples_cmds import JOB_FILE
+from ec2dbn.cli.options import market_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
@@ -21,7 +24,7 @@ from ec2dbn.sweep.record import SweepRecord
 
 
 @cli.command("sweep")
-@click.argument("job", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("job", type=JOB_FILE, required=False)
 @click.option(
     "--grid",
     multiple=True,
@@ -36,7 +39,8 @@ from ec2dbn.sweep.record import SweepRecord
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the random draws (default 0).")
 @click.option("--stack", "stack_ref", metavar="NAME|PATH", help="Stack (default: the job's `stack:`).")
-@click.option("--spot/--on-demand", "spot", default=None, help="Override the stack's market.")
+@market_option
+@region_option
 @click.option("--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: your IP /32).")
 @click.option(
     "--instances", type=click.IntRange(min=1), help="Instances per hardware group (default: enough)."
@@ -57,6 +61,12 @@ from ec2dbn.sweep.record import SweepRecord
     "--dry-run", is_flag=True, help="Print the points, the capacity plan and the estimate; create nothing."
 )
 @click.option("--resume", "resume_id", metavar="SWEEP_ID", help="Run the unfinished points of a sweep.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print sweep.json's record as JSON at the end; the table and the points' output go to stderr.",
+)
 def sweep(
     job: Path | None,
     grid: tuple[str, ...],
@@ -65,6 +75,7 @@ def sweep(
     seed: int | None,
     stack_ref: str | None,
     spot: bool | None,
+    region: str | None,
     ssh_cidr: str | None,
     instances: int | None,
     max_instances: int,
@@ -75,6 +86,7 @@ def sweep(
     results_root: Path,
     dry_run: bool,
     resume_id: str | None,
+    as_json: bool,
 ) -> int:
     """Run JOB at many points — a grid, a random search — each point a full `train` run, side by side.
 
@@ -86,7 +98,8 @@ def sweep(
 
     \b
     Examples:
-      ec2dbn sweep examples/seed-mnist5k.yaml --local --parallel 2 \\
+      ec2dbn sweep sweep-mnist5k --local --parallel 2
+      ec2dbn sweep seed-mnist5k --local --parallel 2 \\
           --grid model.learn_rates=0.1,0.3,1.0 --grid 'model.layers=[784,300,10];[784,800,10]'
       ec2dbn sweep job.yaml --grid instance_type=g4dn.xlarge,g5.xlarge --max-cost 2
       ec2dbn sweep job.yaml --random 8 --sample 'model.learn_rates=loguniform(0.01,1)' --dry-run
@@ -94,11 +107,14 @@ def sweep(
     """
     from ec2dbn.sweep import prepare as prep
 
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
+    reporter.as_json = as_json
+    if as_json and dry_run:
+        raise click.UsageError("--json reports a sweep that ran: leave it out of --dry-run")
     if resume_id:
         if job or grid or random_count or sample:
             raise click.UsageError("--resume takes no JOB, --grid, --random or --sample: the sweep has them")
-        record, p = prep.prepare_resume(results_root / resume_id, spot=spot, ssh_cidr=ssh_cidr)
+        record, p = prep.prepare_resume(results_root / resume_id, spot=spot, ssh_cidr=ssh_cidr, region=region)
         sweep_dir = results_root / resume_id
         todo = {e.point_id for e in record.unfinished()}
         prep.assign_capacity(p, record.sweep_id, instances, max_instances, todo)
@@ -106,7 +122,9 @@ def sweep(
         stderr.print(f"resuming sweep {record.sweep_id}: {len(p.points)} unfinished point(s)")
         return _run(record, sweep_dir, p, reporter, max_cost or record.max_cost_usd, parallel, backend)
     if job is None:
-        raise click.UsageError("name a job file (e.g. examples/seed-mnist5k.yaml), or --resume SWEEP_ID")
+        raise click.UsageError(
+            "name a job file or example (e.g. sweep-mnist5k, see `ec2dbn examples`), or --resume SWEEP_ID"
+        )
     p = prep.prepare(
         job,
         grid=grid,
@@ -117,7 +135,13 @@ def sweep(
         stack_ref=stack_ref,
         spot=spot,
         ssh_cidr=ssh_cidr,
+        region=region,
     )
+    if p.local:  # a backend this machine lacks is refused before a sweep folder exists
+        from ec2dbn.local import check_backend_here
+
+        for wanted in sorted({backend or vp.job.backend for vp in p.points}):
+            check_backend_here(wanted)
     if dry_run:
         return _dry_run(p, reporter, instances, max_instances, parallel, max_cost)
     record, sweep_dir = prep.open_sweep(
@@ -224,31 +248,32 @@ def _run(
             requirements=p.requirements,
         )
 
-    live = stdout.is_terminal
-    echo = None if live else _echo()
+    console = stderr if reporter.as_json else stdout
+    live = console.is_terminal
+    echo = None if live else _echo(sys.stderr if reporter.as_json else sys.stdout)
     stderr.print(f"sweep {record.sweep_id}: {len(p.points)} point(s) — results in {sweep_dir}")
     s = Sweep(record, sweep_dir, p.points, groups, runner, budget, board, reporter, echo)
-    display = Live(get_renderable=board.table, console=stdout, refresh_per_second=2) if live else None
+    display = Live(get_renderable=board.table, console=console, refresh_per_second=2) if live else None
     try:
         with display or contextlib.nullcontext():
             return s.run()
     finally:
-        _print_outcome(sweep_dir)
+        _print_outcome(sweep_dir, reporter.as_json)
 
 
-def _echo() -> Callable[[str], None]:
-    """Without a terminal: each point's lines on stdout, prefixed with its id (one writer at a time)."""
+def _echo(out: TextIO) -> Callable[[str], None]:
+    """Without a terminal: each point's lines on `out`, prefixed with its id (one writer at a time)."""
     lock = threading.Lock()
 
     def echo(line: str) -> None:
         with lock, contextlib.suppress(OSError):
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            out.write(line + "\n")
+            out.flush()
 
     return echo
 
 
-def _print_outcome(sweep_dir: Path) -> None:
+def _print_outcome(sweep_dir: Path, as_json: bool = False) -> None:
     from ec2dbn.sweep.record import SweepRecord
     from ec2dbn.sweep.summary import SUMMARY_FILE
 
@@ -265,7 +290,7 @@ def _print_outcome(sweep_dir: Path) -> None:
     summary = sweep_dir / SUMMARY_FILE
     with contextlib.suppress(OSError):
         if summary.is_file():
-            stdout.print(styled(summary.read_text(encoding="utf-8")), end="")
+            (stderr if as_json else stdout).print(styled(summary.read_text(encoding="utf-8")), end="")
         stderr.print(
             styled(
                 (record.status, "bold"),
@@ -275,3 +300,9 @@ def _print_outcome(sweep_dir: Path) -> None:
         )
         if record.unfinished() and record.status != "finished":
             stderr.print(f"continue it with `ec2dbn sweep --resume {record.sweep_id}`")
+        if as_json:
+            from dataclasses import asdict
+
+            from trainer.strict_json import dumps
+
+            click.echo(dumps({**asdict(record), "results_dir": str(sweep_dir)}, indent=2))

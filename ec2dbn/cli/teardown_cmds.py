@@ -12,10 +12,11 @@ import click
 from ec2dbn import stacks, state
 from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.cli import bake_cmds, cli
+from ec2dbn.cli.options import launched_stack
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.config import DEFAULT_STACK
-from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.errors import ConfigError, CredentialsError, Ec2dbnError
 from ec2dbn.events import Reporter
 from trainer.strict_json import dumps
 
@@ -56,7 +57,7 @@ def _single_default() -> str:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
 @click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -77,7 +78,7 @@ def teardown(
 
     \b
     Examples:
-      ec2dbn teardown g4dn-spot --yes
+      ec2dbn teardown --stack g4dn-spot --yes
       ec2dbn teardown --all --yes
       ec2dbn teardown --images --older-than 30d --yes
     """
@@ -128,8 +129,11 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
     for r in regions:
         try:
             names = stacks.stacks_in(r)
+        except CredentialsError:
+            raise  # no region can be looked at: the same line as every verb gives for this cause
         except Ec2dbnError as exc:
-            failures.append(f"{r}: {exc}")
+            failures.append(f"could not look at {r} ({exc})")
+            remaining[r] = "unknown"
             continue
         for n in names:
             try:
@@ -142,7 +146,9 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
         try:
             left = aws_teardown.verify_clean(r)
         except Ec2dbnError as exc:
-            left = f"unknown ({exc})"
+            remaining[r] = "unknown"
+            failures.append(f"could not verify {r} is clean ({exc})")
+            continue
         remaining[r] = left
         if left != "nothing":
             failures.append(f"still tagged ec2dbn in {r}: {left}")
@@ -155,5 +161,5 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
         doc = {"stacks": [asdict(rep) for rep in reports], "remaining": remaining, "failures": failures}
         click.echo(dumps(doc, indent=2))
     if failures:
-        raise Ec2dbnError(f"teardown --all left resources behind: {' | '.join(failures)}")
+        raise Ec2dbnError(f"teardown --all is not complete: {' | '.join(failures)}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import market_option
+from ec2dbn.cli.options import launched_stack, market_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
 from ec2dbn.local import resume_local, run_local, start_local
@@ -31,6 +32,7 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
 @market_option
+@region_option
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
@@ -38,6 +40,12 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 )
 @results_option("Folder under which results/<run-id>/ is written.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr.",
+)
 @click.option(
     "--resume",
     "resume_id",
@@ -51,11 +59,13 @@ def train(
     local: bool,
     stack_ref: str | None,
     spot: bool | None,
+    region: str | None,
     keep: bool,
     name: str | None,
     ssh_cidr: str | None,
     results_root: Path,
     backend: str | None,
+    as_json: bool,
     resume_id: str | None,
 ) -> int:
     """Train JOB (a job YAML or an example's name) on EC2 — or here with --local — and collect the results.
@@ -72,7 +82,8 @@ def train(
     """
     from ec2dbn import validation
 
-    reporter = ConsoleReporter()
+    reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
+    reporter.as_json = as_json
     if resume_id and local:
         record, results_dir, job = resume_local(resume_id, results_root)
         stderr.print(f"resuming local run {resume_id} from its checkpoint")
@@ -88,8 +99,11 @@ def train(
                 "only --local has a default"
             )
         job = DEFAULT_LOCAL_JOB
-        stderr.print(f"no job named: running the embedded default {job.name} (mnist-5k, offline)")
+        stderr.print("no job named: running the default job (the seed's DBN on mnist-5k, offline)")
     if local:
+        _warn_ignored_by_local(
+            stack_ref=stack_ref, name=name, ssh_cidr=ssh_cidr, keep=keep, spot=spot, region=region
+        )
         record, results_dir = start_local(job, results_root, backend)
         return _run_local(job, results_dir, record, reporter, backend)
     v = validation.validate(
@@ -98,11 +112,32 @@ def train(
         name=name,
         spot=spot,
         ssh_cidr=ssh_cidr,
+        region=region,
         keep=keep,
         backend=backend,
         results_root=results_root,
     )
     return _run_pipeline(v, reporter)
+
+
+def _warn_ignored_by_local(**given: object) -> None:
+    """A run here has no stack: the flags that shape one are said to be ignored, not dropped silently."""
+    flags = {
+        "stack_ref": "--stack",
+        "name": "--name",
+        "ssh_cidr": "--ssh-cidr",
+        "keep": "--keep",
+        "region": "--region",
+        "spot": None,
+    }
+    for key, value in given.items():
+        if value is None or value is False:
+            continue
+        flag = flags[key] or ("--spot" if value else "--on-demand")
+        shown = f"{flag} {value}" if isinstance(value, str) else flag
+        stderr.print(
+            styled(("warning:", "yellow"), f" {shown} is ignored with --local (no stack: runs here)")
+        )
 
 
 def _run_local(
@@ -116,7 +151,8 @@ def _run_local(
     try:
         return run_local(job, results_dir, record, reporter, backend=backend, **kw)
     finally:
-        _print_outcome(record, results_dir)
+        reporter.bar.close()
+        _print_outcome(record, results_dir, reporter.as_json)
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
@@ -126,7 +162,8 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     try:
         return flow.run()
     finally:
-        _print_outcome(flow.record, flow.results_dir)
+        reporter.bar.close()
+        _print_outcome(flow.record, flow.results_dir, reporter.as_json)
 
 
 @cli.command()
@@ -135,13 +172,20 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
 @market_option
+@region_option
 @click.option("--name", help="Stack name to use (default: the stack file's name).")
 @click.option(
     "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the estimate as JSON.")
 def plan(
-    job: Path, stack_ref: str | None, spot: bool | None, name: str | None, ssh_cidr: str | None, as_json: bool
+    job: Path,
+    stack_ref: str | None,
+    spot: bool | None,
+    region: str | None,
+    name: str | None,
+    ssh_cidr: str | None,
+    as_json: bool,
 ) -> int:
     """Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's
     DryRun permission checks and estimate the cost. Creates nothing.
@@ -155,7 +199,7 @@ def plan(
     from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import plan_doc, print_plan
 
-    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr)
+    v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region)
     p, checks, line = planning.dry_run(v, ConsoleReporter())
     packages = packages_line(v.requirements, v.stack.bootstrap)
     if as_json:
@@ -181,9 +225,12 @@ def plan(
     return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
 
 
-def _print_outcome(record: RunRecord, results_dir: Path) -> None:
+def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) -> None:
     if not results_dir.is_dir():
         return  # refused before it began: there is no run to report on
+    if as_json:
+        with contextlib.suppress(OSError):
+            click.echo(dumps({**asdict(record), "results_dir": str(results_dir)}, indent=2))
     phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
@@ -193,6 +240,27 @@ def _print_outcome(record: RunRecord, results_dir: Path) -> None:
                 f" (exit {record.exit_code}) — results in {results_dir} — {phases}{spent}",
             )
         )
+        command = resume_command(record, results_dir)
+        if command is not None:
+            stderr.print(styled("continue it with ", (command, "bold")))
+
+
+def resume_command(record: RunRecord, results_dir: Path) -> str | None:
+    """The exact command that continues this run, when it can be continued: it was interrupted (Ctrl-C,
+    SIGTERM, a closed terminal: the trainer checkpointed), or it failed after writing a checkpoint."""
+    from trainer.contract import CHECKPOINT_FILE
+
+    resumable = record.status == "interrupted" or (
+        record.status == "failed" and (results_dir / CHECKPOINT_FILE).is_file()
+    )
+    if not resumable:
+        return None
+    argv = ["ec2dbn", "train", "--resume", record.run_id]
+    if record.mode == "local":
+        argv.insert(2, "--local")
+    if results_dir.parent != Path("results"):
+        argv += ["--results", str(results_dir.parent)]
+    return shlex.join(argv)
 
 
 def _stack_state(name: str | None) -> StackState:
@@ -215,7 +283,7 @@ def _stack_state(name: str | None) -> StackState:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
 @results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
 def logs(name: str | None, follow: bool, results_root: Path) -> None:
@@ -224,7 +292,7 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
 
     \b
     Examples:
-      ec2dbn logs g4dn-spot --follow
+      ec2dbn logs --stack g4dn-spot --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
     from ec2dbn.remote_run import follow_run, load_pointer
@@ -242,14 +310,14 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@launched_stack
 @click.option("--print", "print_only", is_flag=True, help="Print the ssh command instead of running it.")
 def ssh(name: str | None, print_only: bool) -> None:
     """Open a shell on stack NAME's instance, with the host key pinned at launch.
 
     \b
     Example:
-      ec2dbn ssh g4dn-spot
+      ec2dbn ssh --stack g4dn-spot
     """
     import os
     import shlex

@@ -3,7 +3,8 @@
 Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.local.run_local, the
 trainer as a child process), into results/<sweep-id>/<point>/. The machine's cores are divided between
 the workers: each trainer gets OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = cores ÷ K (at
-least 1), so K trainers do not fight over the same cores. Nothing else of the environment is changed
+least 1; a busy machine gets a hint, ec2dbn.blas_threads), so K trainers do not fight over the same
+cores. Nothing else of the environment is changed
 (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, where set, pass through untouched). Nothing is billed.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ec2dbn.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.local import run_local
@@ -27,19 +29,11 @@ from ec2dbn.sweep.points import ValidPoint
 from ec2dbn.sweep.slots import Slot, SlotPool
 from trainer.contract import CHECKPOINT_FILE
 
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def cores() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
 
 def threads_per_worker(parallel: int) -> int:
-    return max(1, cores() // max(1, parallel))
+    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.blas_threads),
+    or the user's OPENBLAS_NUM_THREADS when set."""
+    return plan_here(parallel).threads
 
 
 class LocalRunner:
@@ -51,7 +45,8 @@ class LocalRunner:
         self.sweep_dir = sweep_dir
         self.parallel = parallel
         self.backend = backend
-        self.threads = threads_per_worker(parallel)
+        self.plan = plan_here(parallel)
+        self.threads = self.plan.threads
         self.pool = SlotPool()
         self._procs: dict[str, subprocess.Popen[str]] = {}
         self._stopped: set[str] = set()
@@ -62,6 +57,8 @@ class LocalRunner:
         reporter.step(
             f"{self.parallel} local worker(s), {self.threads} BLAS thread(s) each ({cores()} core(s) here)"
         )
+        if self.plan.hint:
+            reporter.warn(self.plan.hint)
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, **dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.threads))}

@@ -29,6 +29,7 @@ from typing import Any
 
 from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.jobfiles import job_path
 from ec2dbn.stack_overrides import load_for_launch
 from ec2dbn.validation import check_local_data
 from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
@@ -236,8 +237,7 @@ class ValidPoint:
 def read_job_mapping(path: Path) -> tuple[dict[str, Any], Any]:
     """The job file as a mapping without its `sweep:` section, and that section; ConfigError when the
     file is missing or not YAML (the trainer's loader, as for any job)."""
-    if not path.is_file():
-        raise ConfigError(f"job file {path} not found")
+    path = job_path(path)
     try:
         data = read_yaml_file(path, "job file")
     except YamlError as exc:
@@ -268,6 +268,7 @@ def validate_point(
     spot: bool | None = None,
     ssh_cidr: str | None = None,
     local: bool = False,
+    region: str | None = None,
 ) -> ValidPoint:
     """The point's job, checked with the trainer's schema, and (unless local) its stack; ConfigError
     naming the point and its values. Touches no AWS."""
@@ -294,7 +295,11 @@ def validate_point(
     try:
         check_local_data(str(job.data.name))
         types = [itype] if itype else []
-        stack = None if local else load_for_launch(ref, spot=spot, ssh_cidr=ssh_cidr, instance_types=types)
+        stack = (
+            None
+            if local
+            else load_for_launch(ref, spot=spot, ssh_cidr=ssh_cidr, instance_types=types, region=region)
+        )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return ValidPoint(point, job, mapping, stack, ref)

@@ -78,17 +78,20 @@ def prepare(
     stack_ref: str | None = None,
     spot: bool | None = None,
     ssh_cidr: str | None = None,
+    region: str | None = None,
 ) -> Prepared:
     """The job file and the command line's points, every point validated (ConfigError: the first bad)."""
     base, section = pts.read_job_mapping(job_path)
     spec = pts.merge_spec(pts.spec_from_section(section, str(job_path)), grid, random_count, seed, sample)
     points = pts.expand(spec)
-    valid = pts.validate_all(points, base, stack_ref=stack_ref, spot=spot, ssh_cidr=ssh_cidr, local=local)
+    valid = pts.validate_all(
+        points, base, stack_ref=stack_ref, spot=spot, ssh_cidr=ssh_cidr, local=local, region=region
+    )
     return Prepared(job_path, base, spec.keys(), valid, local, stack_ref)
 
 
 def prepare_resume(
-    sweep_dir: Path, spot: bool | None = None, ssh_cidr: str | None = None
+    sweep_dir: Path, spot: bool | None = None, ssh_cidr: str | None = None, region: str | None = None
 ) -> tuple[SweepRecord, Prepared]:
     """`--resume SWEEP_ID`: the sweep's record and its unfinished points, validated again."""
     record = SweepRecord.load(sweep_dir)
@@ -97,7 +100,7 @@ def prepare_resume(
         raise ConfigError(f"sweep {record.sweep_id} has no unfinished point; its results are in {sweep_dir}")
     base, _ = pts.read_job_mapping(sweep_dir / BASE_JOB_FILE)
     local = record.mode == "local"
-    kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local}
+    kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local, "region": region}
     every = [pts.validate_point(pts.Point(e.point_id, e.values), base, **kw) for e in record.points]
     prepared = Prepared(Path(record.job), base, record.keys, every, local, record.stack_ref)
     return record, prepared

@@ -129,13 +129,23 @@ def _axis_values(table: list[SweepRow], key: str) -> list[Any]:
 
 def plot_sweep(record: SweepRecord, table: list[SweepRow], out_png: Path) -> Path:
     """Test accuracy against each swept key (a panel each), or a heatmap for exactly two keys."""
-    from ec2dbn.plots import _figure, _save, literal
+    from ec2dbn.plots import _save
+
+    scored = [r for r in table if r.test_accuracy is not None]
+    if len(record.keys) == 2:
+        return _heatmap(record, table, scored, out_png)
+    return _save(sweep_figure(record, table), out_png)
+
+
+def sweep_figure(record: SweepRecord, table: list[SweepRow]) -> Any:
+    """The panels of a sweep of one key, or of three and more: a panel per key. Its title takes two lines
+    (what, then the sweep id) so that a one-panel figure does not cut it; an axis of whole numbers (layer
+    widths, epochs) has whole-number ticks."""
+    from ec2dbn.plots import _figure, literal
 
     scored = [r for r in table if r.test_accuracy is not None]
     keys = record.keys
-    if len(keys) == 2:
-        return _heatmap(record, table, scored, out_png)
-    fig = _figure(4.2 * len(keys) + 0.6, 3.8)
+    fig = _figure(max(5.0, 4.2 * len(keys) + 0.6), 3.8)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys, strict=True):
         values = _axis_values(table, key)
@@ -151,11 +161,25 @@ def plot_sweep(record: SweepRecord, table: list[SweepRow], out_png: Path) -> Pat
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(range(len(values)), [literal(show_value(v)) for v in values], rotation=20)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            _whole_ticks(ax, values)
         ax.set_xlabel(literal(key))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle(literal(f"{record.sweep_id}: test accuracy by swept value"))
-    return _save(fig, out_png)
+    fig.suptitle(literal(f"test accuracy by swept value\n{record.sweep_id}"), fontsize="medium")
+    return fig
+
+
+def _whole_ticks(ax: Any, values: list[int]) -> None:
+    """Ticks at the swept values themselves when they are few, else at whole numbers only."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
+
+    if len(values) <= 8:
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # a log axis would write 10^2.1
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _heatmap(record: SweepRecord, table: list[SweepRow], scored: list[SweepRow], out_png: Path) -> Path:

@@ -109,8 +109,7 @@ def test_a_region_that_does_not_exist_is_named_as_such(
 ) -> None:
     stack = write_yaml(tmp_path / "stack.yaml", {**STACK, "region": "us-east-9"})
     err = refused(capsys, aws, *[str(stack) if a == "REGION_STACK" else a for a in argv])
-    assert "'us-east-9' is not an AWS region; known: " in err
-    assert "af-south-1" in err and "us-west-2" in err
+    assert "'us-east-9' is not an AWS region; did you mean us-east-1 or us-east-2?" in err
 
 
 @pytest.mark.parametrize(

@@ -102,10 +102,12 @@ def test_bake_then_train_on_it_then_teardown_images_leaves_nothing(
     bake_record = json.loads(next((tmp_path / "bakes").glob("*/run.json")).read_text())
     assert bake_record["status"] == "finished"
 
-    # Unchanged inputs: the bake is found again, nothing is launched.
-    code, lines, err = run_cli(bake, dict(os.environ))
+    # Unchanged inputs: the bake is found again, nothing is launched (--json: the bake alone on stdout).
+    code, lines, err = run_cli([*bake, "--json"], dict(os.environ))
     assert code == 0, err[-3000:]
     assert "reusing it" in err
+    doc = json.loads("\n".join(text for _, text in lines))
+    assert doc["reused"] and doc["image_id"] == image["ImageId"] and doc["bake_hash"] == tags[BAKE_TAG]
     assert len(our_images(aws)) == 1 and len(fake_cloud.booted) == 2  # the base run's and the builder
 
     baked_run = train(tmp_path, stack, tmp_path / "results-baked")

@@ -498,6 +498,9 @@ def test_sigint_mid_training_stops_the_trainer(
     assert pulled.read_bytes() == (remote / "out" / "checkpoint.npz").read_bytes()
     assert "stopped by SIGTERM" in (outcome.run_dir / "job.log").read_text()
     assert "stopped by SIGTERM" in outcome.out  # the user saw where it stopped
+    # ...and the command that continues it (issue 27).
+    resume = f"continue it with ec2dbn train --resume {record['run_id']} --results {outcome.results}"
+    assert resume in outcome.err.splitlines()
 
 
 def test_a_connection_wedged_by_an_interrupt_is_abandoned(sshd: SshServer) -> None:
