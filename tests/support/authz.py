@@ -10,7 +10,7 @@ and how:
 - what exists already, with its tags as AWS would see them (`aws:ResourceTag/<key>`, `ec2:ResourceTag/<key>`):
   the tags moto held when the call was made (tests/support/authz_record.py), so a resource that is not
   ec2dbn's (a VPC's default security group) is judged as not ec2dbn's;
-- AMIs, subnets and VPCs by id, with no tags (ec2dbn never tags what it did not create);
+- AMIs, subnets and VPCs it launches from or into by id, with no tags (ec2dbn tags none of them);
 - tag-on-create: `ec2:CreateTags` once per tagged type with `ec2:CreateAction` = the creating action;
 - a spot request (RunInstances with a spot market, a spot CreateFleet): the first one in an account makes
   the caller create the Spot service-linked role, `iam:CreateServiceLinkedRole` with
@@ -61,8 +61,6 @@ ID_VARS = {
     "subnet": "SubnetId",
     "vpc": "VpcId",
 }
-#: Types AWS names by id but ec2dbn never tags: judged with no tags at all.
-UNTAGGED = ("image", "subnet", "vpc")
 
 
 class UnknownCall(Exception):
@@ -112,10 +110,16 @@ class Call:
         self.created = tag_specs(self.params)
 
     def existing(self, rtype: str, rid: str | None) -> Resource:
-        """An existing resource: untagged types with no tags, others with the tags moto held for them."""
-        if rtype in UNTAGGED or rid is None:
+        """An existing resource the call acts on, with the tags moto held for it (none: not ec2dbn's)."""
+        if rid is None:
             return _resource(rtype, rid)
         return _resource(rtype, rid, resource_tags(self.tags.get(rid, {})))
+
+    @staticmethod
+    def source(rtype: str, rid: str | None) -> Resource:
+        """An AMI, subnet or VPC a call launches from or into: judged with no tags (ec2dbn tags none of
+        them, and its policy must not depend on anyone's)."""
+        return _resource(rtype, rid)
 
     def new(self, rtype: str, extra: Mapping[str, Any] | None = None) -> Resource:
         """A resource the call creates, with its TagSpecifications for that type."""
@@ -171,8 +175,8 @@ def _run_instances(c: Call) -> list[dict]:
         c.new("instance", instance_ctx),
         c.new("volume", volume_ctx),
         c.new("network-interface", nic_ctx),
-        c.existing("image", p.get("ImageId")),
-        c.existing("subnet", subnet),
+        c.source("image", p.get("ImageId")),
+        c.source("subnet", subnet),
         # No group named: EC2 uses the VPC's default group, which is not ec2dbn's.
         *([c.existing("security-group", g) for g in groups] or [_resource("security-group", "default")]),
         *([c.existing("key-pair", key)] if key else []),
@@ -193,7 +197,7 @@ def _create_fleet(c: Call) -> list[dict]:
         spec = config.get("LaunchTemplateSpecification") or {}
         resources.append(c.existing("launch-template", spec.get("LaunchTemplateId")))
         subnets.update(o["SubnetId"] for o in config.get("Overrides") or [] if o.get("SubnetId"))
-    resources += [c.existing("subnet", s) for s in sorted(subnets)]
+    resources += [c.source("subnet", s) for s in sorted(subnets)]
     spot = (p.get("TargetCapacitySpecification") or {}).get("DefaultTargetCapacityType") == "spot"
     out = [c.request("ec2:CreateFleet", resources), *c.tag_on_create("CreateFleet")]
     return out + ([c.spot_role()] if spot else [])
@@ -208,7 +212,7 @@ def _creates(rtype: str, *, vpc: bool = False) -> Callable[[Call], list[dict]]:
     def convert(c: Call) -> list[dict]:
         resources = [c.new(rtype)]
         if vpc and c.params.get("VpcId"):
-            resources.append(c.existing("vpc", c.params["VpcId"]))
+            resources.append(c.source("vpc", c.params["VpcId"]))
         action = f"ec2:{c.operation}"
         return [c.request(action, resources), *c.tag_on_create(c.operation)]
 
