@@ -51,7 +51,10 @@ def run_flows(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> list[dict[
     provision.tag_instance("us-east-1", instance, {RUN_TAG: "run-1"})  # the lease
     provision.untag_instance("us-east-1", instance, [RUN_TAG])
     image = bakes.start_image("us-east-1", instance, "ec2dbn-proof", "g4dn-spot", {"ec2dbn:bake": "h"})
-    bakes.wait_available("us-east-1", image, timeout_s=30)
+    made = bakes.wait_available("us-east-1", image, timeout_s=30)
+    # Tagged at creation (the test double accepts snapshot TagSpecifications, as EC2 does).
+    (snap,) = aws.client("ec2").describe_snapshots(SnapshotIds=list(made.snapshot_ids))["Snapshots"]
+    assert {"Key": "ec2dbn:managed", "Value": "true"} in snap["Tags"]
     assert not bakes.remove("us-east-1", [image]).errors
     launch(fleet_stack(), 2)  # a sweep's capacity
     assert cli(capsys, "teardown", "--all", "--yes")[0] == 0

@@ -26,6 +26,7 @@ resource types the reference requires (which then must be described, e.g. an SSM
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -301,9 +302,10 @@ def batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[dict], list[str]]:
     out: list[dict] = []
     errors: list[str] = []
     seen: set[str] = set()
-    import json
-
     for record in records:
+        if record.get("tags_error"):
+            errors.append(f"{record['service']}:{record['operation']}: tags unknown ({record['tags_error']})")
+            continue
         try:
             reqs = requests_for(record)
         except UnknownCall as exc:

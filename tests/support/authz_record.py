@@ -66,6 +66,9 @@ def record(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
         "params": _strip(params),
     }
     if service == "ec2" and not model.name.startswith(READ_PREFIXES):
-        entry["tags"] = existing_tags(region, params)
+        try:
+            entry["tags"] = existing_tags(region, params)
+        except Exception as exc:  # never break the call being recorded; the proof reports it instead
+            entry["tags_error"] = f"{type(exc).__name__}: {exc}"
     with _LOCK:
         RECORDED.append(entry)
