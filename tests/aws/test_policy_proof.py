@@ -235,3 +235,20 @@ def test_a_required_resource_type_left_undescribed_is_an_error(evaluator: None) 
     evaluation = iam_eval.evaluate(iam_policy.policies(), [req])
     assert any("requires resource type image" in e for e in evaluation.errors)
     assert any("requires resource type instance" in e for e in evaluation.errors)
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_the_evaluator_the_proof_is_skipped_outside_ci_and_fails_in_it(
+    ci: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(iam_eval.shutil, "which", lambda name: None)  # no node on this machine
+    monkeypatch.setattr(authz_record, "RECORDED", [record("DeleteKeyPair", {"KeyName": "k"}, {})])
+    verdict = policy_proof.verdict()
+    if ci:
+        assert verdict.skipped is None and verdict.failures == [
+            "node is not installed (Debian: apt-get install nodejs npm)"
+        ]
+    else:
+        assert verdict.skipped == "node is not installed (Debian: apt-get install nodejs npm)"
+        assert verdict.failures == []
