@@ -117,9 +117,14 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Action": ec2(
                 "CreateKeyPair", "CreateSecurityGroup", "CreateLaunchTemplate", "CreateFleet", "CreateImage"
             ),
-            "Resource": arn(
-                "key-pair", "security-group", "launch-template", "fleet", "instance", "image", "snapshot"
-            ),
+            "Resource": arn("key-pair", "security-group", "launch-template", "fleet", "image", "snapshot"),
+            "Condition": {"StringEquals": tagged_on_create},
+        },
+        {  # apart: CreateImage must never be allowed on an instance by the image's own tags
+            "Sid": "FleetInstancesTagged",
+            "Effect": "Allow",
+            "Action": "ec2:CreateFleet",
+            "Resource": arn("instance"),
             "Condition": {"StringEquals": tagged_on_create},
         },
         {

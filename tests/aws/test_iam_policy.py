@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +67,9 @@ def test_it_fits_a_managed_policy(partition: str) -> None:
     size = iam_policy.size(document)
     assert size == len(re.sub(r"\s", "", json.dumps(document)))
     assert 2048 < size <= 6144, size
+    if partition == "aws":  # README says how large it is
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        assert f"managed policy: {size:,} characters as IAM counts them" in readme
 
 
 def test_only_allows_no_wildcard_actions_and_no_deny() -> None:
