@@ -83,6 +83,8 @@ def test_every_request_of_the_flows_is_allowed(flows: list[dict]) -> None:
         ("ec2:CreateFleet", "instance"),
         ("ec2:CreateFleet", "fleet"),
         ("ec2:CreateFleet", "launch-template"),
+        ("ec2:CreateFleet", "volume"),
+        ("ec2:CreateFleet", "image"),
         ("ec2:CreateImage", "snapshot"),
         ("ec2:CreateImage", "image"),
         ("ec2:CreateImage", "instance"),
@@ -168,6 +170,21 @@ def test_it_refuses_what_is_not_ec2dbns(evaluator: None) -> None:
             | {"TagSpecifications": tag_spec("fleet")},
             {"lt-01": OURS},
         ),
+        # a fleet from a template whose volumes are not encrypted
+        ("ec2:CreateFleet", "volume"): {
+            **record(
+                "CreateFleet",
+                fleets.fleet_request("t", "lt-01", [Pool("g4dn.xlarge", "us-east-1a")], "spot", 1, {}),
+                {"lt-01": OURS},
+            ),
+            "templates": {
+                "lt-01": {
+                    "ImageId": "ami-12345678",
+                    "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"Encrypted": False}}],
+                    "TagSpecifications": tag_spec("volume"),
+                }
+            },
+        },
         # tags other than the lease and teardown marks on an existing instance
         ("ec2:CreateTags", "instance"): record(
             "CreateTags", {"Resources": ["i-0aaa"], "Tags": [{"Key": "ec2dbn:stack", "Value": "x"}]}, mine

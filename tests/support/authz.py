@@ -108,6 +108,7 @@ class Call:
         self.region: str = record["region"]
         self.params: dict[str, Any] = dict(record.get("params") or {})
         self.tags: dict[str, dict[str, str]] = dict(record.get("tags") or {})
+        self.templates: dict[str, dict[str, Any]] = dict(record.get("templates") or {})
         self.created = tag_specs(self.params)
 
     def existing(self, rtype: str, rid: str | None) -> Resource:
@@ -165,8 +166,7 @@ def _run_instances(c: Call) -> list[dict]:
         "ec2:InstanceMarketType": "spot" if spot else "on-demand",
         "ec2:MetadataHttpTokens": (p.get("MetadataOptions") or {}).get("HttpTokens", "optional"),
     }
-    ebs = [m["Ebs"] for m in p.get("BlockDeviceMappings") or [] if "Ebs" in m]
-    volume_ctx = {"ec2:Encrypted": "true" if ebs and all(e.get("Encrypted") for e in ebs) else "false"}
+    volume_ctx = {"ec2:Encrypted": _encrypted(p)}
     nics = p.get("NetworkInterfaces") or [{}]
     groups = _ids(p.get("SecurityGroupIds")) + [g for n in nics for g in _ids(n.get("Groups"))]
     subnet = p.get("SubnetId") or nics[0].get("SubnetId") or "default"
@@ -190,13 +190,27 @@ def _run_instances(c: Call) -> list[dict]:
     return out + ([c.spot_role()] if spot else [])
 
 
+def _encrypted(data: Mapping[str, Any]) -> str:
+    ebs = [m["Ebs"] for m in data.get("BlockDeviceMappings") or [] if "Ebs" in m]
+    return "true" if ebs and all(e.get("Encrypted") for e in ebs) else "false"
+
+
 def _create_fleet(c: Call) -> list[dict]:
+    """The fleet and its instances (tagged by the request), the launch template; and what the template
+    makes the fleet use and create — its image, and its volumes with the template's volume tags (the
+    reference's optional types for CreateFleet; judged so that the policy covers them either way)."""
     p = c.params
     resources = [c.new("fleet"), c.new("instance")]
     subnets: set[str] = set()
     for config in p.get("LaunchTemplateConfigs") or []:
         spec = config.get("LaunchTemplateSpecification") or {}
-        resources.append(c.existing("launch-template", spec.get("LaunchTemplateId")))
+        tid = spec.get("LaunchTemplateId")
+        resources.append(c.existing("launch-template", tid))
+        data = c.templates.get(tid or "")
+        if data:
+            volume_tags = tag_specs(data).get("volume", {})
+            ctx = {**request_tags(volume_tags), "ec2:Encrypted": _encrypted(data)}
+            resources += [c.source("image", data.get("ImageId")), _resource("volume", None, ctx)]
         subnets.update(o["SubnetId"] for o in config.get("Overrides") or [] if o.get("SubnetId"))
     resources += [c.source("subnet", s) for s in sorted(subnets)]
     spot = (p.get("TargetCapacitySpecification") or {}).get("DefaultTargetCapacityType") == "spot"

@@ -55,6 +55,21 @@ def existing_tags(region: str, params: dict[str, Any]) -> dict[str, dict[str, st
     return out
 
 
+def launch_templates(region: str, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The default version's LaunchTemplateData of every launch template a CreateFleet names, as moto holds
+    it ({template id: data}): what the fleet's instances are launched with (image, volumes and their tags)."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[ACCOUNT_ID][region]
+    out: dict[str, dict[str, Any]] = {}
+    for config in params.get("LaunchTemplateConfigs") or []:
+        tid = (config.get("LaunchTemplateSpecification") or {}).get("LaunchTemplateId")
+        if tid in backend.launch_templates:
+            data = backend.launch_templates[tid].default_version().data
+            out[tid] = {k: copy.deepcopy(v) for k, v in data.items() if k != "UserData"}
+    return out
+
+
 def record(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
     """The hook: keep one record of the call (see the module doc)."""
     service = model.service_model.signing_name
@@ -68,6 +83,8 @@ def record(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
     if service == "ec2" and not model.name.startswith(READ_PREFIXES):
         try:
             entry["tags"] = existing_tags(region, params)
+            if model.name == "CreateFleet":
+                entry["templates"] = launch_templates(region, params)
         except Exception as exc:  # never break the call being recorded; the proof reports it instead
             entry["tags_error"] = f"{type(exc).__name__}: {exc}"
     with _LOCK:
