@@ -166,7 +166,6 @@ class Bake(Pipeline):
             )
             self.reporter.step(f"creating image {self._image_id} from {up.state.instance_id}")
             made = bakes.wait_available(region, self._image_id, reporter=self.reporter)
-            bakes.tag_snapshots(region, made, self.target.name, tags)
         self.outcome = BakeOutcome(made, reused=False)
         self.record.finish(0, "finished")
         return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from ec2dbn import catalog
 from ec2dbn.aws import account, images, offerings, price_list, quotas, vpc
-from ec2dbn.aws.errors import CREDENTIALS_HINT
+from ec2dbn.aws.errors import CREDENTIALS_HINT, SPOT_ROLE_FIX
 from ec2dbn.aws.prices import spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.config import Stack
@@ -69,7 +69,8 @@ def run(stack: Stack) -> CheckReport:
     checks = report.checks
 
     def skip_rest(after: str) -> CheckReport:
-        for name in ("instance types", "quotas", "network", "zones", "image", "spot price"):
+        rest = ("instance types", "quotas", "network", "zones", "image", "spot price", "service-linked role")
+        for name in rest:
             checks.append(Check(name, "skip", f"skipped: {after} failed"))
         return report
 
@@ -96,7 +97,32 @@ def run(stack: Stack) -> CheckReport:
     usable = _zones(aws, stack, net, checks)
     _image(aws, stack, checks)
     _spot(aws, stack, usable, checks)
+    _spot_role(aws, stack, checks)
     return report
+
+
+def _spot_role(aws: Aws, stack: Stack, checks: list[Check]) -> None:
+    """The Spot service-linked role: present, or what the first spot request needs to create it."""
+    role = account.SPOT_ROLE
+    if "spot" not in _markets(stack):
+        checks.append(Check("service-linked role", "skip", "on-demand stack"))
+        return
+    try:
+        found = account.spot_role(aws)
+    except Ec2dbnError as exc:
+        checks.append(Check("service-linked role", "warn", str(exc), SPOT_ROLE_FIX, blocking=False))
+        return
+    if found:
+        checks.append(Check("service-linked role", "ok", f"{role} exists"))
+    elif found is None:
+        detail = f"could not tell whether {role} exists (iam:GetRole refused)"
+        checks.append(Check("service-linked role", "warn", detail, SPOT_ROLE_FIX, blocking=False))
+    else:
+        detail = (
+            f"{role} does not exist yet: the first spot request creates it, which needs "
+            "iam:CreateServiceLinkedRole for spot.amazonaws.com (ec2dbn's policy grants exactly that)"
+        )
+        checks.append(Check("service-linked role", "warn", detail, SPOT_ROLE_FIX, blocking=False))
 
 
 def _markets(stack: Stack) -> list[str]:

@@ -3,15 +3,18 @@
 `identity` is STS GetCallerIdentity (it needs no permission, so it fails only for credentials that are
 missing, wrong or expired). `zones` asks the region itself (DescribeAvailabilityZones), after checking its
 name against the regions botocore knows offline, so a typo is not sent to a host that does not exist and
-a region the account has not enabled answers OptInRequired.
+a region the account has not enabled answers OptInRequired. `spot_role` says whether the account has the
+Spot service-linked role (a first spot request must otherwise create it, as the caller).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+
 from ec2dbn import catalog
-from ec2dbn.aws.errors import aws_errors
+from ec2dbn.aws.errors import aws_errors, error_code, translate
 from ec2dbn.aws.session import Aws
 
 
@@ -39,3 +42,22 @@ def zones(aws: Aws) -> list[str]:
             "AvailabilityZones"
         ]
     return sorted(z["ZoneName"] for z in found)
+
+
+#: The Spot service-linked role: IAM creates it, as the caller, for the first spot request in an account.
+SPOT_ROLE = "AWSServiceRoleForEC2Spot"
+
+
+def spot_role(aws: Aws) -> bool | None:
+    """Whether the account has the Spot service-linked role (iam:GetRole); None when the credentials may not
+    ask. Raises CloudError for other failures."""
+    try:
+        aws.client("iam").get_role(RoleName=SPOT_ROLE)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "NoSuchEntity":
+            return False
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            return None
+        raise translate(exc, region=aws.region, action=f"looking up the IAM role {SPOT_ROLE}") from exc
+    return True

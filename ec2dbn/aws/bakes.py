@@ -8,9 +8,9 @@ named (AWS leaves them behind otherwise, billed, with no image to use them: "Der
 delete ... snapshots", EC2 API reference, DeregisterImage). Snapshots tagged as a bake's whose image is
 gone (a bake interrupted between the two steps) are found by their tag and removed too.
 
-CreateImage tags the image at creation (TagSpecifications `image`); the snapshots are tagged with
-CreateTags as soon as the image names them. AWS accepts a `snapshot` entry at creation as well, but moto
-(the test double) answers it with HTTP 500, and tagging after creation works on both.
+CreateImage tags the image and its snapshots at creation (TagSpecifications `image` and `snapshot`): no
+moment exists where they are untagged, and the IAM policy grants CreateImage only when both are tagged
+ec2dbn's (the Service Authorization Reference authorizes CreateImage on the snapshots it makes too).
 """
 
 from __future__ import annotations
@@ -152,7 +152,9 @@ def start_image(region: str, instance_id: str, name: str, stack: str, tags: Mapp
                 Name=name,
                 Description=f"ec2dbn bake of stack {stack}",
                 NoReboot=False,
-                TagSpecifications=[{"ResourceType": "image", "Tags": base_tags(stack, tags)}],
+                TagSpecifications=[
+                    {"ResourceType": kind, "Tags": base_tags(stack, tags)} for kind in ("image", "snapshot")
+                ],
             )["ImageId"]
         )
 
@@ -180,15 +182,6 @@ def wait_available(
             if elapsed > timeout_s:
                 raise CloudError(f"image {image_id} was not available after {elapsed:.0f} s; gave up")
             time.sleep(POLL_S)
-
-
-def tag_snapshots(region: str, record: BakeRecord, stack: str, tags: Mapping[str, str]) -> None:
-    """Give the image's snapshots the image's tags (found by them if the image goes, billed by them)."""
-    if not record.snapshot_ids:
-        return
-    aws = Aws(region)
-    with aws_errors(region, f"tagging the snapshots of {record.image_id}"):
-        aws.ec2.create_tags(Resources=list(record.snapshot_ids), Tags=base_tags(stack, tags))
 
 
 # ---------------------------------------------------------------------------------------------- remove

@@ -57,6 +57,24 @@ _EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExp
 _DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 _AMI_CODES = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"})
 POLICY_HINT = "attach the policy `ec2dbn iam-policy` prints to these credentials (README: First time on AWS)"
+
+#: EC2's refusal when a spot request would create the Spot service-linked role and the caller may not.
+SPOT_ROLE_CODE = "AuthFailure.ServiceLinkedRoleCreationNotPermitted"
+#: How to get the Spot service-linked role: once per account, by an administrator or by ec2dbn's policy.
+SPOT_ROLE_FIX = (
+    "create it once with `aws iam create-service-linked-role --aws-service-name spot.amazonaws.com`, "
+    "or attach the policy `ec2dbn iam-policy` prints (it may create exactly this role), or use --on-demand"
+)
+
+
+def spot_role_error(action: str, region: str) -> CloudError:
+    """The one line for SPOT_ROLE_CODE, wherever it occurs (launch, train, a sweep's fleet)."""
+    return CloudError(
+        f"{action}: spot needs the service-linked role AWSServiceRoleForEC2Spot, which this account lacks "
+        f"and these credentials may not create ({SPOT_ROLE_CODE} in {region}): {SPOT_ROLE_FIX}"
+    )
+
+
 _THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 
 
@@ -118,6 +136,8 @@ def translate(exc: BaseException, *, region: str, action: str) -> Ec2dbnError:
 
 def _specific(exc: ClientError, code: str, msg: str, *, region: str, action: str) -> Ec2dbnError | None:
     """The refusals a first-time user meets, each with its own fix; None for the others."""
+    if code == SPOT_ROLE_CODE:
+        return spot_role_error(action, region)
     if code in _AUTH_CODES:
         return CredentialsError(f"AWS rejected the credentials ({code}: {msg}); {CREDENTIALS_HINT}")
     if code == "AuthFailure":

@@ -22,7 +22,17 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ec2dbn.aws import quotas
-from ec2dbn.aws.errors import QUOTA_CODES, aws_errors, error_code, translate
+from ec2dbn.aws.errors import (
+    CAPACITY_CODES,
+    QUOTA_CODES,
+    SPOT_PRICE_CODES,
+    SPOT_ROLE_CODE,
+    ZONE_CODES,
+    aws_errors,
+    error_code,
+    spot_role_error,
+    translate,
+)
 from ec2dbn.aws.instances import Attempt, _final_error, _summary
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, base_tags
@@ -159,7 +169,16 @@ def explain(
     region: str, errors: Sequence[Attempt], markets: Sequence[str], pools: Sequence[Pool] = ()
 ) -> CloudError:
     """The one-line error for a fleet that got no instance, as `launch` words it: quota codes to raise,
-    spot price, or capacity (what was tried)."""
+    spot price, or capacity (what was tried). An error that is none of these (a permission, a parameter,
+    the Spot service-linked role) is not a lack of capacity: its code and AWS's message, as AWS gave them."""
+    for e in errors:
+        if e.outcome == SPOT_ROLE_CODE:
+            return spot_role_error(f"creating an EC2 fleet of {e.market} {e.instance_type}", region)
+    known = CAPACITY_CODES | ZONE_CODES | SPOT_PRICE_CODES | QUOTA_CODES
+    for e in errors:
+        if e.outcome not in known:
+            where = f"{e.market} {e.instance_type} in {e.zone}"
+            return CloudError(f"EC2 refused the fleet in {region} ({where}): {e.outcome}: {e.message}")
     vcpus = {p.instance_type: p.vcpus for p in pools}
     quota_lines = [
         quotas.quota_message(

@@ -1,39 +1,42 @@
 """The least-privilege IAM policy ec2dbn needs, as `ec2dbn iam-policy` prints it.
 
-Every AWS call ec2dbn makes is an action here (the test suite records every call its flows make and fails
-when one is missing), and every action that changes or removes something is scoped by ec2dbn's tag where
-EC2 supports resource-level permissions, so credentials holding only this policy cannot terminate, open
-or delete what ec2dbn did not create:
+Every AWS call ec2dbn makes is allowed here, and proven so: the test suite records every call its flows
+make, turns each into the authorization requests AWS evaluates for it (one per action and resource type of
+the Service Authorization Reference, with the request's tags) and evaluates them all under this policy with
+a real IAM policy evaluator (tests/support/policy_proof.py). Every action that changes or removes something
+is scoped by ec2dbn's tag, so credentials holding only this policy cannot terminate, open or delete what
+ec2dbn did not create:
 
-- creating: RunInstances, CreateKeyPair, CreateSecurityGroup and (for sweeps) CreateLaunchTemplate and
-  CreateFleet only when the request tags what it creates `ec2dbn:managed=true` (aws:RequestTag), and
-  CreateTags only as part of those calls (ec2:CreateAction: tag-on-create); instances must require IMDSv2
-  and volumes be encrypted;
-- using: RunInstances (and a sweep's CreateFleet) only with a key pair, security group and launch
-  template that carry the tag (ec2:ResourceTag);
+- creating: RunInstances, CreateKeyPair, CreateSecurityGroup, CreateLaunchTemplate, CreateFleet (its
+  instances too) and CreateImage (the image and its snapshots) only when the request tags what it creates
+  `ec2dbn:managed=true` (aws:RequestTag), and CreateTags only as part of those calls (ec2:CreateAction:
+  tag-on-create); RunInstances' instances must require IMDSv2 and their volumes be encrypted;
+- using: RunInstances, CreateFleet and CreateImage only with key pairs, security groups, launch templates
+  and instances that carry the tag (ec2:ResourceTag); any AMI, subnet and VPC (ec2dbn tags none of them);
 - changing or removing: TerminateInstances, CancelSpotInstanceRequests, Authorize/Revoke ingress,
-  DeleteSecurityGroup, DeleteKeyPair, DeleteFleets, DeleteLaunchTemplate only on resources tagged
-  `ec2dbn:managed=true`; tagging existing
-  instances only with ec2dbn's lease and teardown tags (aws:TagKeys) on instances that carry the tag;
-- baking: CreateImage only of instances carrying the tag and only when the image is tagged at creation;
-  tagging the image only as part of CreateImage; its snapshots afterwards only as ec2dbn's, with ec2dbn's
-  tag keys (moto refuses snapshot tags at creation). AWS has no condition tying a snapshot to the image
-  that made it, so a holder of this policy could mark a snapshot of its own account as ec2dbn's and then
-  delete it; DeregisterImage and DeleteSnapshot only on images and snapshots tagged `ec2dbn:managed=true`;
+  DeleteSecurityGroup, DeleteKeyPair, DeleteFleets, DeleteLaunchTemplate, DeregisterImage, DeleteSnapshot
+  only on resources tagged `ec2dbn:managed=true`; tagging existing instances only with ec2dbn's lease and
+  teardown tags (aws:TagKeys) on instances that carry the tag;
+- spot: the first spot request in an account creates the Spot service-linked role as the caller, so
+  iam:CreateServiceLinkedRole is allowed for that role only (iam:AWSServiceName = spot.amazonaws.com), and
+  iam:GetRole on it (`ec2dbn check` says whether it exists);
 - reading: Describe* (EC2 supports no resource-level permissions for them), the public AMI-alias
   parameters under /aws/service/, Service Quotas' GetServiceQuota, STS' GetCallerIdentity and the Price
-  List API's GetProducts (on-demand prices of types the bundled table lacks; like Describe*, it supports
-  no resource-level permissions).
+  List API's GetProducts (like Describe*, no resource-level permissions).
 
-Resource types, ARN forms and condition keys per action follow AWS's Service Authorization Reference
-("Actions, resources, and condition keys for Amazon EC2"); tests/aws/test_iam_policy.py holds the rows used.
+It is one managed policy: IAM counts a managed policy's characters without white space, at most 6,144
+(tests/aws/test_iam_policy.py holds it under that). Statements whose actions share a condition are merged
+to stay there; a merged statement grants an action only on the resource types the reference lists for it,
+with the condition keys that apply to each (a key that does not apply is absent, and the condition fails).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
-from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG, MANAGED_TAG, RUN_TAG, STACK_TAG, TEARDOWN_TAG
+from ec2dbn.aws.tags import MANAGED_TAG, RUN_TAG, TEARDOWN_TAG
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 
@@ -63,13 +66,16 @@ CREATE_ACTIONS = (
     "CreateKeyPair",
     "CreateLaunchTemplate",
     "CreateFleet",
+    "CreateImage",
 )
-
-#: Tags a bake's snapshots get once CreateImage names them (moto refuses them at creation; AWS takes both).
-SNAPSHOT_TAGS = (MANAGED_TAG, STACK_TAG, BAKE_TAG, BASE_IMAGE_TAG, "Name")
 
 #: Tags ec2dbn puts on its own running instances after launch: the lease and the teardown mark.
 LATER_TAGS = (RUN_TAG, TEARDOWN_TAG)
+
+#: The Spot service-linked role (IAM creates it for the first spot request in an account).
+SPOT_SERVICE = "spot.amazonaws.com"
+SPOT_ROLE = "AWSServiceRoleForEC2Spot"
+SPOT_ROLE_PATH = f"aws-service-role/{SPOT_SERVICE}/{SPOT_ROLE}"
 
 
 def _arn(partition: str, kind: str, *, account: bool = True) -> str:
@@ -82,20 +88,23 @@ def policy(partition: str = "aws") -> dict[str, Any]:
     if partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; one of {', '.join(PARTITIONS)}")
 
-    def arn(kind: str) -> str:
-        return _arn(partition, kind)
+    def arn(*kinds: str) -> list[str]:
+        return [_arn(partition, k, account=k not in ("image", "snapshot")) for k in kinds]
+
+    def ec2(*names: str) -> list[str]:
+        return [f"ec2:{n}" for n in names]
 
     ours = {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG}": "true"}}
     tagged_on_create = {f"aws:RequestTag/{MANAGED_TAG}": "true"}
+    spot_role = f"arn:{partition}:iam::*:role/{SPOT_ROLE_PATH}"
     statements: list[dict[str, Any]] = [
-        {"Sid": "Read", "Effect": "Allow", "Action": [f"ec2:{a}" for a in EC2_READ], "Resource": "*"},
+        {"Sid": "Read", "Effect": "Allow", "Action": ec2(*EC2_READ), "Resource": "*"},
         {
-            "Sid": "IdentityAndQuotas",
+            "Sid": "IdentityQuotasPrices",
             "Effect": "Allow",
-            "Action": ["sts:GetCallerIdentity", "servicequotas:GetServiceQuota"],
+            "Action": ["sts:GetCallerIdentity", "servicequotas:GetServiceQuota", "pricing:GetProducts"],
             "Resource": "*",
         },
-        {"Sid": "PriceList", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"},
         {
             "Sid": "ImageAliases",
             "Effect": "Allow",
@@ -103,38 +112,33 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Resource": f"arn:{partition}:ssm:*:*:parameter/aws/service/*",
         },
         {
-            "Sid": "CreateTaggedKeyPairAndSecurityGroup",
+            "Sid": "CreateOnlyTagged",
             "Effect": "Allow",
-            "Action": ["ec2:CreateKeyPair", "ec2:CreateSecurityGroup"],
-            "Resource": [arn("key-pair"), arn("security-group")],
+            "Action": ec2(
+                "CreateKeyPair", "CreateSecurityGroup", "CreateLaunchTemplate", "CreateFleet", "CreateImage"
+            ),
+            "Resource": arn("key-pair", "security-group", "launch-template", "fleet", "image", "snapshot"),
             "Condition": {"StringEquals": tagged_on_create},
         },
-        {
-            "Sid": "CreateTaggedLaunchTemplates",
-            "Effect": "Allow",
-            "Action": "ec2:CreateLaunchTemplate",
-            "Resource": arn("launch-template"),
-            "Condition": {"StringEquals": tagged_on_create},
-        },
-        {
-            "Sid": "CreateTaggedFleets",
+        {  # apart: CreateImage must never be allowed on an instance by the image's own tags
+            "Sid": "FleetInstancesTagged",
             "Effect": "Allow",
             "Action": "ec2:CreateFleet",
-            "Resource": arn("fleet"),
+            "Resource": arn("instance"),
             "Condition": {"StringEquals": tagged_on_create},
         },
         {
-            "Sid": "FleetsFromOurLaunchTemplates",
+            "Sid": "UseOnlyOurs",
             "Effect": "Allow",
-            "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
-            "Resource": arn("launch-template"),
+            "Action": ec2("RunInstances", "CreateFleet", "CreateImage"),
+            "Resource": arn("key-pair", "security-group", "launch-template", "instance"),
             "Condition": ours,
         },
         {
-            "Sid": "CreateSecurityGroupInAVpc",
+            "Sid": "AnyImageSubnetVpc",
             "Effect": "Allow",
-            "Action": "ec2:CreateSecurityGroup",
-            "Resource": arn("vpc"),
+            "Action": ec2("RunInstances", "CreateFleet", "CreateSecurityGroup"),
+            "Resource": arn("image", "snapshot", "subnet", "network-interface", "vpc"),
         },
         {
             "Sid": "RunTaggedImdsV2Instances",
@@ -144,9 +148,9 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Condition": {"StringEquals": {**tagged_on_create, "ec2:MetadataHttpTokens": "required"}},
         },
         {
-            "Sid": "RunWithTaggedEncryptedVolumes",
+            "Sid": "TaggedEncryptedVolumes",
             "Effect": "Allow",
-            "Action": "ec2:RunInstances",
+            "Action": ec2("RunInstances", "CreateFleet"),
             "Resource": arn("volume"),
             "Condition": {"StringEquals": tagged_on_create, "Bool": {"ec2:Encrypted": "true"}},
         },
@@ -158,115 +162,78 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Condition": {"StringEquals": tagged_on_create},
         },
         {
-            "Sid": "RunWithOurKeyPairAndSecurityGroup",
-            "Effect": "Allow",
-            "Action": "ec2:RunInstances",
-            "Resource": [arn("key-pair"), arn("security-group")],
-            "Condition": ours,
-        },
-        {
-            "Sid": "RunFromAnyImageInAnySubnet",
-            "Effect": "Allow",
-            "Action": "ec2:RunInstances",
-            "Resource": [
-                _arn(partition, "image", account=False),
-                _arn(partition, "snapshot", account=False),
-                arn("subnet"),
-                arn("network-interface"),
-            ],
-        },
-        {
             "Sid": "TagOnlyWhileCreating",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
-            "Resource": [
-                arn("instance"),
-                arn("volume"),
-                arn("spot-instances-request"),
-                arn("security-group"),
-                arn("key-pair"),
-                arn("launch-template"),
-                arn("fleet"),
-            ],
+            "Resource": arn(
+                "instance",
+                "volume",
+                "spot-instances-request",
+                "security-group",
+                "key-pair",
+                "launch-template",
+                "fleet",
+                "image",
+                "snapshot",
+            ),
             "Condition": {"StringEquals": {"ec2:CreateAction": list(CREATE_ACTIONS)}},
         },
         {
-            "Sid": "LeaseAndTeardownTagsOnOurInstances",
+            "Sid": "LeaseAndTeardownTags",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": arn("instance"),
             "Condition": {**ours, "ForAllValues:StringEquals": {"aws:TagKeys": list(LATER_TAGS)}},
         },
         {
-            "Sid": "ReleaseLeaseOnOurInstances",
+            "Sid": "ReleaseLease",
             "Effect": "Allow",
             "Action": "ec2:DeleteTags",
             "Resource": arn("instance"),
             "Condition": {**ours, "ForAllValues:StringEquals": {"aws:TagKeys": [RUN_TAG]}},
         },
         {
-            "Sid": "BakeTaggedImagesOfOurInstances",
-            "Effect": "Allow",
-            "Action": "ec2:CreateImage",
-            "Resource": arn("instance"),
-            "Condition": ours,
-        },
-        {
-            "Sid": "BakeOnlyTaggedImages",
-            "Effect": "Allow",
-            "Action": "ec2:CreateImage",
-            "Resource": [_arn(partition, "image", account=False), _arn(partition, "snapshot", account=False)],
-            "Condition": {"StringEquals": tagged_on_create},
-        },
-        {
-            "Sid": "TagImagesWhileCreating",
-            "Effect": "Allow",
-            "Action": "ec2:CreateTags",
-            "Resource": _arn(partition, "image", account=False),
-            "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateImage"]}},
-        },
-        {
-            "Sid": "TagBakeSnapshotsAsOurs",
-            "Effect": "Allow",
-            "Action": "ec2:CreateTags",
-            "Resource": _arn(partition, "snapshot", account=False),
-            "Condition": {
-                "StringEquals": tagged_on_create,
-                "ForAllValues:StringEquals": {"aws:TagKeys": list(SNAPSHOT_TAGS)},
-            },
-        },
-        {
-            "Sid": "RemoveOnlyOurBakes",
-            "Effect": "Allow",
-            "Action": ["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
-            "Resource": [_arn(partition, "image", account=False), _arn(partition, "snapshot", account=False)],
-            "Condition": ours,
-        },
-        {
             "Sid": "ChangeAndRemoveOnlyOurs",
             "Effect": "Allow",
-            "Action": [
-                "ec2:TerminateInstances",
-                "ec2:CancelSpotInstanceRequests",
-                "ec2:AuthorizeSecurityGroupIngress",
-                "ec2:RevokeSecurityGroupIngress",
-                "ec2:DeleteSecurityGroup",
-                "ec2:DeleteKeyPair",
-                "ec2:DeleteFleets",
-                "ec2:DeleteLaunchTemplate",
-            ],
-            "Resource": [
-                arn("instance"),
-                arn("spot-instances-request"),
-                arn("security-group"),
-                arn("key-pair"),
-                arn("fleet"),
-                arn("launch-template"),
-            ],
+            "Action": ec2(
+                "TerminateInstances",
+                "CancelSpotInstanceRequests",
+                "AuthorizeSecurityGroupIngress",
+                "RevokeSecurityGroupIngress",
+                "DeleteSecurityGroup",
+                "DeleteKeyPair",
+                "DeleteFleets",
+                "DeleteLaunchTemplate",
+                "DeregisterImage",
+                "DeleteSnapshot",
+            ),
+            "Resource": arn(
+                "instance",
+                "spot-instances-request",
+                "security-group",
+                "key-pair",
+                "fleet",
+                "launch-template",
+                "image",
+                "snapshot",
+            ),
             "Condition": ours,
         },
+        {
+            "Sid": "SpotServiceLinkedRole",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": spot_role,
+            "Condition": {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}},
+        },
+        {"Sid": "SpotRoleExists", "Effect": "Allow", "Action": "iam:GetRole", "Resource": spot_role},
     ]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def size(document: dict[str, Any]) -> int:
+    """The policy's size as IAM counts it against a managed policy's 6,144: characters without white space."""
+    return len(re.sub(r"\s", "", json.dumps(document)))
 
 
 def actions(document: dict[str, Any] | None = None) -> set[str]:
@@ -284,3 +251,8 @@ def required_action(operation: str) -> str | None:
         if action.split(":", 1)[1] == operation:
             return action
     return None
+
+
+def policies(partition: str = "aws") -> list[dict[str, Any]]:
+    """The managed policies a user attaches (one today: it fits IAM's 6,144 characters)."""
+    return [policy(partition)]

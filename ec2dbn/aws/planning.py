@@ -19,6 +19,7 @@ from ec2dbn import catalog
 from ec2dbn.aws import bakes, images, instances, keys, network, offerings, price_list, vpc
 from ec2dbn.aws.prices import spot_price, spot_prices_by_zone
 from ec2dbn.aws.session import Aws
+from ec2dbn.aws.tags import tag_specs
 from ec2dbn.catalog import Price
 from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError, Ec2dbnError
@@ -200,18 +201,43 @@ def instance_spec(region: str, instance_type: str) -> catalog.InstanceType:
         return facts[instance_type].instance_type()
 
 
+#: A dry run's outcome that is neither allowed nor refused starts with this (see `refused`).
+SKIPPED = "skipped: "
+NO_GROUP_YET = (
+    SKIPPED + "the security group does not exist until launch creates it; without one EC2 would judge the "
+    "VPC's default group, which ec2dbn never uses"
+)
+
+
+def refused(checks: Iterable[tuple[str, str]]) -> bool:
+    """Whether any dry run was refused (a skipped one is not)."""
+    return any(outcome != "allowed" and not outcome.startswith(SKIPPED) for _, outcome in checks)
+
+
 def dry_run(p: Plan, *, reporter: Reporter | None = None) -> list[tuple[str, str]]:
-    """EC2's DryRun permission checks for everything launch would create: (what, 'allowed' | why not)."""
+    """EC2's DryRun permission checks for everything launch would create: (what, 'allowed' | why not |
+    'skipped: why'). A DryRun is authorized exactly like the real call, so each is sent as launch sends
+    it: tagged at creation. RunInstances is checked only once the stack's security group exists (it names
+    the group; see NO_GROUP_YET)."""
     aws = Aws(p.region)
     stack = p.stack
     vpc_id = p.network.vpc_id
     checks: list[tuple[str, str]] = []
     if keys.find(aws, stack.key_name) is None:
-        params = {"KeyName": stack.key_name, "KeyType": "ed25519"}
+        params = {
+            "KeyName": stack.key_name,
+            "KeyType": "ed25519",
+            "TagSpecifications": tag_specs(["key-pair"], stack.name),
+        }
         checks.append(("create key pair", instances.dry_run(aws, params, "create_key_pair")))
     existing_sg = network.find(aws, stack.name, vpc_id)
     if not existing_sg:
-        params = {"GroupName": stack.key_name, "Description": "ec2dbn dry run", "VpcId": vpc_id}
+        params = {
+            "GroupName": stack.key_name,
+            "Description": "ec2dbn dry run",
+            "VpcId": vpc_id,
+            "TagSpecifications": tag_specs(["security-group"], stack.name),
+        }
         checks.append(("create security group", instances.dry_run(aws, params, "create_security_group")))
     spec = instances.LaunchSpec(
         stack=stack.name,
@@ -226,6 +252,9 @@ def dry_run(p: Plan, *, reporter: Reporter | None = None) -> list[tuple[str, str
     )
     first = p.candidates[0]
     for market in p.markets:
+        if not existing_sg:
+            checks.append((f"run {market} {first.instance_type}", NO_GROUP_YET))
+            continue
         params = instances.run_request(spec, first.instance_type, first.zones[0], market, first.max_price)
         params.pop("ClientToken")
         checks.append(

@@ -1,10 +1,11 @@
 """On-demand prices from the AWS Price List Query API, for instance types the bundled table lacks.
 
 The order a price is looked for (`on_demand`): the bundled, dated table (ec2dbn/data/catalog.yaml; no
-network), then the Price List API (pricing:GetProducts, served from us-east-1 for every region's
-prices), then nothing: the caller shows "price unknown". The API is best effort: short timeouts, one
-retry, and any failure (no permission, no network, throttling, nothing matched, an answer we cannot read)
-is None, never an error, because a missing price must not stop a plan. Answers are cached per
+network), then the Price List API (pricing:GetProducts, served from us-east-1 for every region of the aws
+partition, from cn-northwest-1 for aws-cn's — whose prices are in CNY, so no USD price is read there —
+and not at all in aws-us-gov), then nothing: the caller shows "price unknown". Best effort: short
+timeouts, one retry, and any failure (no permission, no network, throttling, nothing matched, an answer we
+cannot read) is None, never an error, because a missing price must not stop a plan. Answers are cached per
 (type, region) for the process. moto has no Pricing backend; tests stub this API with botocore's Stubber.
 
 An answer is a list of JSON strings, one product each (see AWS's GetProducts example):
@@ -21,14 +22,33 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
+import boto3
 from botocore.config import Config
 
 from ec2dbn import catalog
 from ec2dbn.aws.session import RETRY_CONFIG, Aws
 from ec2dbn.catalog import Price
 
-#: Where the Price List Query API is served (also eu-central-1 and ap-south-1); any region's prices.
+#: Where the Price List Query API is served in the aws partition (also eu-central-1 and ap-south-1); any
+#: region's prices. Other partitions have their own (aws-cn: cn-northwest-1), or none (aws-us-gov).
 PRICE_LIST_REGION = "us-east-1"
+
+
+def price_list_region(region: str) -> str | None:
+    """The region serving the Price List API for `region`'s partition (botocore's endpoint data: aws-cn's
+    is cn-northwest-1, api.pricing.cn-northwest-1.amazonaws.com.cn), or None where the partition has
+    none (aws-us-gov): the price is then unknown, and says so."""
+    session = boto3.session.Session()
+    try:
+        partition = session.get_partition_for_region(region)
+    except Exception:  # a region botocore does not know: the aws partition's endpoint
+        partition = "aws"
+    served = session.get_available_regions("pricing", partition_name=partition)
+    if PRICE_LIST_REGION in served:
+        return PRICE_LIST_REGION
+    return served[0] if served else None
+
+
 SOURCE = "AWS Price List API"
 
 #: Best effort: a plan waits at most a few seconds for a price it can do without.
@@ -90,8 +110,11 @@ def query(client: Any, instance_type: str, region: str) -> Price | None:
 def price_list_price(instance_type: str, region: str) -> Price | None:
     """`query` through ec2dbn's own AWS session (its credentials, endpoints and recorded calls), once per
     (type, region) in this process."""
+    endpoint_region = price_list_region(region)
+    if endpoint_region is None:
+        return None
     try:
-        client = Aws(PRICE_LIST_REGION).client("pricing", config=PRICE_LIST_CONFIG)
+        client = Aws(endpoint_region).client("pricing", config=PRICE_LIST_CONFIG)
     except Exception:  # credentials or configuration unreadable: the price is simply unknown
         return None
     return query(client, instance_type, region)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ec2dbn.aws import discovery, instances, keys, network, vpc
 from ec2dbn.aws.errors import aws_errors
-from ec2dbn.aws.planning import CandidatePlan, Plan, dry_run, instance_spec, plan, prices
+from ec2dbn.aws.planning import SKIPPED, CandidatePlan, Plan, dry_run, instance_spec, plan, prices, refused
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict
 from ec2dbn.catalog import Price
@@ -25,7 +25,17 @@ from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
 
 #: The plan phase's verbs live in ec2dbn.aws.planning; they are part of this API.
-__all__ = ["CandidatePlan", "Plan", "Price", "dry_run", "instance_spec", "plan", "prices"]
+__all__ = [
+    "SKIPPED",
+    "CandidatePlan",
+    "Plan",
+    "Price",
+    "dry_run",
+    "instance_spec",
+    "plan",
+    "prices",
+    "refused",
+]
 
 REUSABLE_STATES = ("pending", "running")
 

@@ -14,7 +14,7 @@ from typing import Any
 from ec2dbn.aws import discovery, fleets, instances, keys, network, templates
 from ec2dbn.aws.errors import aws_errors
 from ec2dbn.aws.session import Aws
-from ec2dbn.aws.tags import TEARDOWN_TAG, is_ours, utc_stamp
+from ec2dbn.aws.tags import MANAGED_TAG, TEARDOWN_TAG, as_dict, is_ours, utc_stamp
 from ec2dbn.errors import CloudError, Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
 
@@ -87,9 +87,12 @@ def teardown(
     if fleet_ids and attempt(f"delete fleets {', '.join(fleet_ids)}", _delete_fleets, aws, fleet_ids):
         report.deleted_fleets = fleet_ids
         reporter.step(f"deleted fleet(s) {', '.join(fleet_ids)}, terminating their instances")
+    # Only ec2dbn's own (tagged) spot requests: a fleet's are untagged one-time requests that EC2 closes
+    # with their instances, and the IAM policy lets ec2dbn cancel nothing it did not tag.
     spot_ids = sorted(
-        {r["SpotInstanceRequestId"] for r in inv.spot_requests}
-        | {i["SpotInstanceRequestId"] for i in inv.instances if i.get("SpotInstanceRequestId")}
+        r["SpotInstanceRequestId"]
+        for r in inv.spot_requests
+        if as_dict(r.get("Tags")).get(MANAGED_TAG) == "true"
     )
     if spot_ids and attempt("cancel spot requests", instances.cancel_spot_requests, aws, spot_ids):
         report.cancelled_spot_requests = spot_ids

@@ -32,8 +32,21 @@ class LaunchTemplate:
 
 
 def template_data(spec: LaunchSpec) -> dict[str, Any]:
-    """LaunchTemplateData for `spec`: the secure settings, base64 user-data, instance and volume tags."""
+    """LaunchTemplateData for `spec`: the secure settings, base64 user-data, instance and volume tags, and
+    one network interface asking for a public IP.
+
+    The interface (DeviceIndex 0, AssociatePublicIpAddress, the stack's group) is what makes a fleet's
+    instances reachable in a subnet that does not auto-assign public IPs, as run_instances' own interface
+    does. It names no subnet: each fleet override's SubnetId gives it ("Any parameters that you specify
+    override the same parameters in the launch template", EC2 API LaunchTemplateConfig.Overrides), and the
+    groups move onto it ("If you specify a network interface, you must specify any security groups as part
+    of the network interface", RequestLaunchTemplateData.SecurityGroupIds; botocore's EC2 model).
+    """
     data = secure_settings(spec)
+    groups = data.pop("SecurityGroupIds", [])
+    data["NetworkInterfaces"] = [
+        {"DeviceIndex": 0, "AssociatePublicIpAddress": True, "DeleteOnTermination": True, "Groups": groups}
+    ]
     data["UserData"] = base64.b64encode(spec.user_data.encode()).decode("ascii")
     tags = tag_specs(["instance", "volume"], spec.stack, spec.user_tags)
     extra = [{"Key": k, "Value": v} for k, v in spec.instance_tags.items()]

@@ -24,7 +24,8 @@ _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(stack_ref: str | None, region: str | None, image: str | None, as_json: bool) -> int:
     """Check that the stack can launch from these credentials in this region: credentials and account,
-    region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price. Creates nothing.
+    region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price, the Spot service-linked
+    role. Creates nothing.
 
     \b
     Exit code 0 when the stack can launch, 1 when it cannot (every ✗ says how to fix it).
@@ -59,7 +60,8 @@ def check(stack_ref: str | None, region: str | None, image: str | None, as_json:
 )
 def iam_policy_cmd(partition: str) -> int:
     """Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged
-    ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas and STS reads.
+    ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, and
+    the Spot service-linked role (created by a first spot request). One managed policy (under 6,144).
 
     \b
     Example (attach it to the IAM user ec2dbn runs as):

@@ -173,6 +173,13 @@ def print_plan(p: provision.Plan) -> None:
     od = p.candidates[0].on_demand
     stdout.print(f"  prices     on-demand from {od.source if od else 'nowhere: price unknown'}")
     for what, outcome in p.checks:
+        if outcome.startswith(provision.SKIPPED):
+            stdout.print(
+                styled(
+                    f"  dry run    {what}: ", ("skipped", "yellow"), f": {outcome[len(provision.SKIPPED) :]}"
+                )
+            )
+            continue
         mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
         stdout.print(styled(f"  dry run    {what}: ", mark, "" if outcome == "allowed" else f": {outcome}"))
 
@@ -242,7 +249,7 @@ def launch(
             click.echo(dumps(plan_doc(p, checks), indent=2))
         else:
             print_plan(p)
-        return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
+        return 1 if provision.refused(checks) else 0
     record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
     if as_json:
         click.echo(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}, indent=2))

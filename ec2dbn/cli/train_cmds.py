@@ -222,7 +222,9 @@ def plan(
         stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
         stdout.print(f"  packages   {packages}")
         stdout.print(f"  {line}")
-    return 1 if any(outcome != "allowed" for _, outcome in checks) else 0
+    from ec2dbn.aws.provision import refused
+
+    return 1 if refused(checks) else 0
 
 
 def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) -> None:

@@ -15,6 +15,7 @@ from botocore.awsrequest import AWSResponse
 from tests.aws import helpers
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_network_vpc import custom_vpc, remove_default_vpc
+from tests.aws.test_spot_role import make_spot_role
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
@@ -72,6 +73,7 @@ def test_a_launchable_stack_is_all_ticks_and_exit_0(
     aws: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     quotas_are({"L-3819A6DF": 8, "L-DB2E81BA": 8})
+    make_spot_role(aws)
     rc, out, err = cli(capsys, "check")
     assert rc == 0, err
     lines = out.splitlines()
@@ -86,6 +88,7 @@ def test_a_launchable_stack_is_all_ticks_and_exit_0(
         "zones": "✓",
         "image": "✓",
         "spot": "✓",
+        "service-linked": "✓",
     }
     assert (
         "account 123456789012" in out and "All G and VT Spot Instance Requests (L-3819A6DF) is 8 vCPUs" in out

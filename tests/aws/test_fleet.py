@@ -98,9 +98,11 @@ def test_one_instant_fleet_over_a_secure_launch_template(aws: MotoServer) -> Non
         "DeleteOnTermination": True,
     }
     assert base64.b64decode(data["UserData"]).decode().startswith("#cloud-config\n")
-    assert data["KeyName"] == stack.key_name and data["SecurityGroupIds"] == [
-        launched.security_group.group_id
-    ]
+    assert data["KeyName"] == stack.key_name and "SecurityGroupIds" not in data
+    # Reachable in any subnet: a public IP asked on the interface; its subnet comes from each override.
+    (nic,) = data["NetworkInterfaces"]
+    assert nic["DeviceIndex"] == 0 and nic["AssociatePublicIpAddress"] is True and "SubnetId" not in nic
+    assert nic["Groups"] == [launched.security_group.group_id]
     instance_tags = tags(next(t for t in data["TagSpecifications"] if t["ResourceType"] == "instance"))
     assert instance_tags["ec2dbn:sweep"] == SWEEP and instance_tags["ec2dbn:deadline"]
 

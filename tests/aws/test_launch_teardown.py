@@ -222,22 +222,44 @@ def test_dry_run_creates_nothing_and_prices_the_plan(
     aws: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_calls = inject_error("RunInstances", "unused", times=0)
+    created = {op: inject_error(op, "unused", times=0) for op in ("CreateKeyPair", "CreateSecurityGroup")}
     rc, out, err = cli(capsys, "launch", "--stack", "g5-spot", "--dry-run")
     assert rc == 0, err
     assert tagged_resources(aws) == NOTHING
-    assert all(p.get("DryRun") is True for p in run_calls.params) and len(run_calls.params) == 2
     assert "g5.xlarge" in out and "g5.2xlarge" in out and "$1.01" in out and "bundled catalog" in out
-    assert "run spot g5.xlarge: allowed" in out and "run on-demand g5.xlarge: allowed" in out
-    assert "create key pair: allowed" in out and "create security group: allowed" in out
     assert "at most $3.02" in out  # max_price = on-demand $1.006/h x 3h
+    assert "create key pair: allowed" in out and "create security group: allowed" in out
+    for inj in created.values():  # authorized like the real calls: tagged at creation
+        ((params),) = inj.params
+        assert params["DryRun"] is True
+        (spec,) = params["TagSpecifications"]
+        assert {"Key": "ec2dbn:managed", "Value": "true"} in spec["Tags"]
+    # No group yet: RunInstances would name the VPC's default group, so it is not asked, and says why.
+    assert run_calls.params == [] and "run spot g5.xlarge: skipped" in out
+    assert "the security group does not exist until launch creates it" in out
+    # Once the stack's group exists, both markets are dry-run against it.
+    assert cli(capsys, "launch", "--stack", "g5-spot", "--no-bootstrap")[0] == 0
+    launched = len(run_calls.params)
+    rc, out, err = cli(capsys, "launch", "--stack", "g5-spot", "--dry-run")
+    assert rc == 0, err
+    dry = run_calls.params[launched:]
+    assert all(p.get("DryRun") is True for p in dry) and len(dry) == 2
+    assert "run spot g5.xlarge: allowed" in out and "run on-demand g5.xlarge: allowed" in out
 
 
 def test_dry_run_reports_a_refused_permission(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
+    dry = lambda params: bool(params.get("DryRun"))  # noqa: E731
+    inject_error("CreateSecurityGroup", "UnauthorizedOperation", "not authorized", times=None, when=dry)
+    rc, out, _ = cli(capsys, "launch", "--on-demand", "--dry-run")
+    assert rc == 1
+    assert "create security group: refused" in out and "UnauthorizedOperation" in out
+    assert tagged_resources(aws) == NOTHING
+    # Once the group exists, RunInstances is dry-run too, and its refusal reported the same way.
+    assert cli(capsys, "launch", "--on-demand", "--no-bootstrap")[0] == 0
     inject_error("RunInstances", "UnauthorizedOperation", "You are not authorized", times=None)
     rc, out, _ = cli(capsys, "launch", "--on-demand", "--dry-run")
     assert rc == 1
     assert "run on-demand g4dn.xlarge: refused" in out and "UnauthorizedOperation" in out
-    assert tagged_resources(aws) == NOTHING
 
 
 def test_type_not_offered_in_the_region_names_where_it_is(
@@ -320,8 +342,13 @@ def test_teardown_all_removes_every_stack_and_spot_request(
             }
         ],
     )["SpotInstanceRequests"][0]
+    launched = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[req["SpotInstanceRequestId"]])
+    for r in launched["SpotInstanceRequests"]:  # EC2 gives the instance its RunInstances' tags; moto none
+        if r.get("InstanceId"):
+            tags = [{"Key": "ec2dbn:stack", "Value": "g4dn-spot"}, {"Key": "ec2dbn:managed", "Value": "true"}]
+            ec2.create_tags(Resources=[r["InstanceId"]], Tags=tags)
     before = tagged_resources(aws)
-    assert len(before["instances"]) == 2 and len(before["spot_requests"]) == 1
+    assert len(before["instances"]) in (2, 3) and len(before["spot_requests"]) == 1  # 3: the request's
     rc, out, err = cli(capsys, "teardown", "--all", "--yes")
     assert rc == 0, err
     assert "verified: nothing tagged ec2dbn:managed=true remains in us-east-1" in out

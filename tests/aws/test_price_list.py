@@ -222,3 +222,37 @@ def test_the_bundled_table_comes_first_and_the_api_is_asked_once(aws: MotoServer
     asked = sent.calls
     assert asked >= 1
     assert price_list.on_demand("C5.xlarge ", "us-east-1") is None and sent.calls == asked  # cached
+
+
+# ------------------------------------------------------------------------------ the endpoint per partition
+
+
+@pytest.mark.parametrize(
+    ("region", "served_from", "host"),
+    [
+        ("us-west-2", "us-east-1", "api.pricing.us-east-1.amazonaws.com"),
+        ("eu-west-1", "us-east-1", "api.pricing.us-east-1.amazonaws.com"),
+        ("cn-north-1", "cn-northwest-1", "api.pricing.cn-northwest-1.amazonaws.com.cn"),
+        ("cn-northwest-1", "cn-northwest-1", "api.pricing.cn-northwest-1.amazonaws.com.cn"),
+    ],
+)
+def test_the_price_list_endpoint_follows_the_partition(
+    region: str, served_from: str, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_PRICING", raising=False)
+    assert price_list.price_list_region(region) == served_from
+    client = boto3.session.Session().client(
+        "pricing", region_name=served_from, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    assert client.meta.endpoint_url == f"https://{host}"
+
+
+def test_govcloud_has_no_price_list_so_the_price_is_unknown_without_a_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert price_list.price_list_region("us-gov-west-1") is None
+    made: list[str] = []
+    monkeypatch.setattr(price_list, "Aws", lambda region: made.append(region))
+    price_list.price_list_price.cache_clear()
+    assert price_list.price_list_price("p5.48xlarge", "us-gov-west-1") is None and made == []

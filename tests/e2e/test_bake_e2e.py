@@ -23,7 +23,7 @@ from ec2dbn.cli import main
 from ec2dbn.errors import RemoteError
 from tests.e2e.helpers import nothing_left, run_cli, write_job, write_stack
 from tests.support.fake_cloud import FakeCloudInit
-from tests.support.moto_server import MotoServer, inject_error
+from tests.support.moto_server import MotoServer, add_hook, inject_error
 
 pytestmark = pytest.mark.slow
 
@@ -159,15 +159,14 @@ def test_a_bake_failing_once_the_image_exists_removes_it_and_its_snapshots(
     fake_cloud: FakeCloudInit, aws: MotoServer, tmp_path: Path
 ) -> None:
     made: list[str] = []
-
-    def on_snapshots(params: dict[str, Any]) -> bool:
-        if all(r.startswith("snap-") for r in params["Resources"]):
-            made.extend(params["Resources"])
-            return True
-        return False
-
-    injected = inject_error("CreateTags", "RequestLimitExceeded", when=on_snapshots)
+    add_hook(  # the snapshots ec2dbn removes: they existed, made (and tagged) with the image
+        "before-parameter-build.ec2.DeleteSnapshot", lambda params, **_: made.append(params["SnapshotId"])
+    )
+    # The image exists, then waiting for it fails once (the next describe, in the clean-up, is answered).
+    seeded = set(aws.images.values())  # the base images; the bake's is the one not among them
+    baked = lambda params: bool(set(params.get("ImageIds") or []) - seeded)  # noqa: E731
+    injected = inject_error("DescribeImages", "InternalError", when=baked)
     assert bake_in_process(baked_stack(fake_cloud, tmp_path), tmp_path) == 1
-    assert injected.injected == 1 and made  # the image and its snapshots did exist
+    assert injected.injected == 1 and made
     nothing_baked(aws)
     assert existing_snapshots(aws, made) == []

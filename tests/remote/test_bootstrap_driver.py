@@ -252,9 +252,11 @@ def test_check_proves_cupy_works_on_the_gpu(tmp_path: Path) -> None:
     assert f"[check] GPU: Tesla T4, {DRIVER_VERSION}, 15360 MiB" in out
     assert "[check] driver supports CUDA 13.0" in out
     assert "[check] CuPy 13.6.0 sees CUDA 12.8, device 0: Tesla T4" in out
-    assert out[-1].startswith(
+    assert out[-3].startswith(
         "[check] a 512x256 @ 256x384 float32 matmul on the GPU matches NumPy (max relative error"
     )
+    assert out[-2].startswith("[check] an elementwise kernel (sigmoid) compiled for the GPU matches NumPy")
+    assert out[-1].startswith("[check] a reduction (column sums) compiled for the GPU matches NumPy")
 
 
 @pytest.mark.parametrize(
@@ -262,6 +264,8 @@ def test_check_proves_cupy_works_on_the_gpu(tmp_path: Path) -> None:
     [
         ("wrong", "[check] a 512x256 @ 256x384 float32 matmul on the GPU disagrees with NumPy"),
         ("no-driver", "cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+        ("no-nvrtc", "[check] CuPy cannot compile CUDA kernels: RuntimeError: CuPy failed to load libnvrtc"),
+        ("wrong-sum", "[check] a reduction (column sums) compiled for the GPU disagrees with NumPy"),
     ],
 )
 def test_check_fails_when_cupy_cannot_use_the_gpu(tmp_path: Path, cupy_mode: str, reason: str) -> None:

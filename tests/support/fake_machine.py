@@ -252,8 +252,11 @@ def ubuntu(
 
 
 #: A stand-in for CuPy where there is no GPU: NumPy arrays behind the few names check.sh uses.
-#: `mode` is "ok", "wrong" (the GPU's GEMM returns a wrong answer) or "no-driver" (CUDA cannot start,
-#: as CuPy raises it on a machine whose driver is too old for its CUDA runtime).
+#: `mode` is "ok", "wrong" (the GPU's GEMM returns a wrong answer), "no-driver" (CUDA cannot start,
+#: as CuPy raises it on a machine whose driver is too old for its CUDA runtime), "no-nvrtc" (cuBLAS works
+#: but no kernel compiles: CuPy's error when libnvrtc cannot be loaded) or "wrong-sum" (a compiled
+#: reduction gives a wrong answer). The kernels are NumPy here: sigmoid and column sums, the two check.sh
+#: compiles (their source is for the real CuPy).
 FAKE_CUPY = """
 import numpy
 
@@ -296,6 +299,30 @@ class ndarray:
 
 def asarray(x):
     return ndarray(numpy.asarray(x))
+
+
+def _compile(name):
+    if MODE == "no-nvrtc":
+        raise RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: cannot open shared object file")
+
+
+class ElementwiseKernel:
+    def __init__(self, in_params, out_params, operation, name, **_):
+        self.name = name
+
+    def __call__(self, x):
+        _compile(self.name)
+        return ndarray((1.0 / (1.0 + numpy.exp(-x.data.astype(numpy.float64)))).astype(numpy.float32))
+
+
+class ReductionKernel:
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name, **_):
+        self.name = name
+
+    def __call__(self, x, axis=None):
+        _compile(self.name)
+        out = x.data.sum(axis=axis)
+        return ndarray(out * 1.01 if MODE == "wrong-sum" else out)
 
 
 def asnumpy(x):

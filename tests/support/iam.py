@@ -10,8 +10,8 @@ the Action of every request against the caller's policies, with Deny winning. It
 does with Resource and Condition: EC2 requests are checked against the resource "*" only, and identity
 policies' conditions are not evaluated (no request context is passed). A resource-scoped Allow would
 never match there, so `moto_view` widens each statement's Resource to "*" and keeps everything else.
-The scoping itself (ARNs, condition keys per action) is checked against AWS's Service Authorization
-Reference in tests/aws/test_iam_policy.py instead.
+The scoping itself (ARNs, condition keys per action and resource type) is judged by a real policy
+evaluator over every recorded request instead (tests/support/policy_proof.py).
 """
 
 from __future__ import annotations

@@ -74,9 +74,9 @@ class MotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
-        from tests.support.ec2_strict import strict_spot_requests
+        from tests.support import moto_patches
 
-        strict_spot_requests()  # an instant fleet's spot requests close with their instance, as in EC2
+        moto_patches.apply()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self._server.start()
@@ -197,6 +197,7 @@ def aws_environment(url: str, home: Path) -> dict[str, str]:
 def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
     """A clean, seeded moto and a user environment pointing at it; injected hooks removed afterwards."""
     from ec2dbn.aws import network, price_list, session
+    from tests.support import authz_record
 
     moto_server.reset()
     price_list.price_list_price.cache_clear()  # the Price List API's answers are cached per process
@@ -209,6 +210,7 @@ def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(network, "SG_DELETE_BACKOFF", (0.01, 0.02, 0.05))
     hooks_before = list(session.EVENT_HOOKS)
     session.EVENT_HOOKS.append(("before-parameter-build", _record_operation))
+    session.EVENT_HOOKS.append(("before-parameter-build", authz_record.record))
     try:
         yield moto_server
     finally:
@@ -225,19 +227,39 @@ def _record_operation(model: Any, **_: Any) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when a test made ec2dbn call an AWS operation its IAM policy does not allow: the
-    policy must cover every call the suite's flows make (see tests/aws/test_iam_policy.py)."""
+    """Fail the run when a test made ec2dbn call an AWS operation its IAM policy does not allow: every
+    operation must be an action of the policy (`ec2dbn iam-policy`), and every authorization request AWS
+    would evaluate for the recorded calls must be Allowed by a real evaluator
+    (tests/support/policy_proof.py)."""
     from ec2dbn.aws.iam_policy import actions
+    from tests.support import policy_proof
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str, **markup: bool) -> None:
+        if reporter is not None:
+            reporter.write_line(line, **markup)
 
     missing = sorted(OPERATIONS_SEEN - actions())
     if missing:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        line = (
-            f"ec2dbn called AWS operations its IAM policy (`ec2dbn iam-policy`) lacks: {', '.join(missing)}"
+        say(
+            f"ec2dbn called AWS operations its IAM policy (`ec2dbn iam-policy`) lacks: {', '.join(missing)}",
+            red=True,
         )
-        if reporter is not None:
-            reporter.write_line(line, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    cache = getattr(session.config, "cache", None)  # absent with -p no:cacheprovider
+    if cache is not None:
+        policy_proof.keep_records(cache.mkdir("ec2dbn") / "authz-records.jsonl")
+    verdict = policy_proof.verdict()
+    if verdict.skipped:
+        say(f"IAM policy proof skipped: {verdict.skipped}", yellow=True)
+    elif verdict.failures:
+        say(f"IAM policy proof: {verdict.summary}", red=True)
+        for line in verdict.failures:
+            say(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif verdict.summary:
+        say(f"IAM policy proof: {verdict.summary}", green=True)
 
 
 # -------------------------------------------------------------------------------------- error injection

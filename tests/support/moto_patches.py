@@ -1,0 +1,45 @@
+"""Where moto (the test double) refuses what AWS accepts, taught in-process to accept it — never by
+changing what ec2dbn sends.
+
+- CreateImage with a `snapshot` entry in TagSpecifications: AWS tags the snapshots it makes at creation;
+  moto 5.2 raises NotImplementedError (HTTP 500). Here the snapshot entry is taken out before moto's own
+  create_image runs and its tags are put on the image's snapshot afterwards, as AWS would have.
+
+Where moto is kinder than AWS, the same entry point makes it as strict: an instant fleet's spot requests
+one-time and closed with their instance (tests/support/ec2_strict.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_APPLIED = False
+
+
+def apply() -> None:
+    """Patch moto's EC2 backend (once per process; the threaded server serves from this process)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    from tests.support.ec2_strict import strict_spot_requests
+
+    strict_spot_requests()
+    from moto.ec2.models.amis import AmiBackend
+
+    original = AmiBackend.create_image
+
+    def create_image(
+        self: Any, instance_id: str, name: str, description: str, tag_specifications: list[dict[str, Any]]
+    ) -> Any:
+        snapshot_tags = [
+            t for spec in tag_specifications if spec["ResourceType"] == "snapshot" for t in spec["Tags"]
+        ]
+        others = [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"]
+        ami = original(self, instance_id, name, description, others)
+        snapshot = getattr(ami, "ebs_snapshot", None)
+        if snapshot is not None and snapshot_tags:
+            self.create_tags([snapshot.id], {t["Key"]: t["Value"] for t in snapshot_tags})
+        return ami
+
+    AmiBackend.create_image = create_image  # type: ignore[method-assign]
+    _APPLIED = True
