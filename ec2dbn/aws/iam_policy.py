@@ -32,11 +32,11 @@ with the condition keys that apply to each (a key that does not apply is absent,
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from ec2dbn.aws.tags import MANAGED_TAG, RUN_TAG, TEARDOWN_TAG
+from trainer import strict_json
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 
@@ -233,7 +233,7 @@ def policy(partition: str = "aws") -> dict[str, Any]:
 
 def size(document: dict[str, Any]) -> int:
     """The policy's size as IAM counts it against a managed policy's 6,144: characters without white space."""
-    return len(re.sub(r"\s", "", json.dumps(document)))
+    return len(re.sub(r"\s", "", strict_json.dumps(document)))
 
 
 def actions(document: dict[str, Any] | None = None) -> set[str]:

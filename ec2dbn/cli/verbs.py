@@ -30,7 +30,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "check": (
         "ec2dbn.cli.check_cmds",
         "Check that the stack can launch from these credentials in this region: credentials and account, "
-        "region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price.",
+        "region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price, the Spot "
+        "service-linked role.",
     ),
     "examples": (
         "ec2dbn.cli.examples_cmds",
@@ -39,7 +40,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "iam-policy": (
         "ec2dbn.cli.check_cmds",
         "Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged "
-        "ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas and STS reads.",
+        "ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, "
+        "and the Spot service-linked role (created by a first spot request).",
     ),
     "launch": (
         "ec2dbn.cli.stack_cmds",
