@@ -105,9 +105,13 @@ def split_wall_time(lines: list[tuple[float, str]], metrics: dict[str, Any], wal
     ends = _epoch_ends(lines)
     if len(ends) != len(records):
         raise ValueError(f"{len(ends)} epoch lines in the output but {len(records)} epochs in metrics.json")
+    # A line's stamp is when this reader got it, not when the trainer wrote it: a reader descheduled on a
+    # busy machine stamps a line late, so a gap between two lines can come out microseconds shorter than
+    # the epoch the trainer timed inside it. A gap is never negative; `exit` takes the remainder, so the
+    # parts still add up to `wall`.
     gaps, previous = [], model
     for end, record in zip(ends, records, strict=True):
-        gaps.append(end - previous - record["seconds"] - record["eval"])
+        gaps.append(max(0.0, end - previous - record["seconds"] - record["eval"]))
         previous = end
     last = ends[-1] if ends else model
     parts = {
@@ -118,8 +122,8 @@ def split_wall_time(lines: list[tuple[float, str]], metrics: dict[str, Any], wal
         "test_scoring": sum(r["eval"] for r in records),
         "between_epochs": sum(gaps[1:]),
         "finish": done - last,
-        "exit": wall - done,
     }
+    parts["exit"] = wall - sum(parts.values())
     return parts
 
 

@@ -142,3 +142,24 @@ def test_children_run_without_the_openblas_overrides_and_with_the_threads_asked_
 )
 def test_isa_level_from_cpuinfo_flags(flags: set[str], level: str) -> None:
     assert isa_level(flags) == level
+
+
+def test_seed_run_split_never_has_a_negative_part_when_a_line_is_stamped_late() -> None:
+    """The reader stamps a line when it gets it: here `model:` arrives late, so the span to epoch 1's line
+    is 30 µs shorter than the epoch the trainer timed. The gap is 0, not negative; the parts still add up."""
+    from benchmarks.bench_seed_run import split_wall_time
+
+    lines = [
+        (0.10, "ec2dbn trainer"),
+        (0.50, "data: 500 rows"),
+        (0.50001, "model: 784-32-10"),
+        (1.49998, "Epoch 1: train loss 0.5"),
+        (2.70, "Epoch 2: train loss 0.4"),
+        (2.80, "Test accuracy 0.9"),
+    ]
+    metrics = {"epochs": [{"seconds": 1.0, "eval_seconds": 0.0}, {"seconds": 1.0, "eval_seconds": 0.05}]}
+    parts = split_wall_time(lines, metrics, wall=2.9)
+    assert min(parts.values()) >= 0
+    assert parts["before_epoch_1"] == pytest.approx(0.00001)  # model - data; the epoch's gap is 0, not -30 µs
+    assert parts["between_epochs"] == pytest.approx(0.15002)
+    assert sum(parts.values()) == pytest.approx(2.9)
