@@ -1,7 +1,7 @@
 """Images `ec2dbn bake` makes: create one from a builder instance, find them by their bake hash, remove
 them with their snapshots.
 
-A bake is an AMI tagged `ec2dbn:managed=true` and `ec2dbn:bake=<hash>` (ec2dbn.bake_inputs), owned by the
+A bake is an AMI tagged `ec2dbn:managed=true` and `ec2dbn:bake=<hash>` (ec2dbn.spec.bake_inputs), owned by the
 account; its EBS snapshots carry the same tags. What it costs to keep is its snapshots' storage, so
 removing a bake is always two steps in one verb: deregister the image, then delete every snapshot it
 named (AWS leaves them behind otherwise, billed, with no image to use them: "Deregistering an AMI does not
@@ -27,10 +27,10 @@ from ec2dbn.aws.errors import aws_errors, error_code
 from ec2dbn.aws.images import Image, image_record
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG, MANAGED_TAG, STACK_TAG, as_dict, base_tags
-from ec2dbn.bake_inputs import bake_hash
-from ec2dbn.config import Stack
 from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec.bake_inputs import bake_hash
+from ec2dbn.spec.stack import Stack
 
 #: Seconds CreateImage may take before the bake gives up (a g4dn root volume of ~30 GiB of data takes
 #: about 5-15 minutes on AWS; the first snapshot of a volume is a full copy).

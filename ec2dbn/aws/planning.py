@@ -15,15 +15,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ec2dbn import catalog
 from ec2dbn.aws import bakes, images, instances, keys, network, offerings, price_list, vpc
 from ec2dbn.aws.prices import spot_price, spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import tag_specs
-from ec2dbn.catalog import Price
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import Price
+from ec2dbn.spec.stack import Stack
 
 
 @dataclass

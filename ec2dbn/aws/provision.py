@@ -2,8 +2,8 @@
 SkyPilot's sky/provision API).
 
 This layer only talks to AWS and returns plain records of what exists. It does not persist local state,
-pin host keys, price runs or connect: `ec2dbn.stacks` does that with what these verbs return. Each verb
-finds what exists by tags, so it is safe to re-run after any failure: `teardown` removes whatever is
+pin host keys, price runs or connect: `ec2dbn.stack.lifecycle` does that with what these verbs return.
+Each verb finds what exists by tags, so it is safe to re-run after any failure: `teardown` removes whatever is
 tagged for the stack, even with the local state dir gone.
 """
 
@@ -19,10 +19,10 @@ from ec2dbn.aws.errors import aws_errors
 from ec2dbn.aws.planning import SKIPPED, CandidatePlan, Plan, dry_run, instance_spec, plan, prices, refused
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict
-from ec2dbn.catalog import Price
-from ec2dbn.config import Stack
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec.catalog import Price
+from ec2dbn.spec.stack import Stack
 
 #: The plan phase's verbs live in ec2dbn.aws.planning; they are part of this API.
 __all__ = [

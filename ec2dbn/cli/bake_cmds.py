@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ec2dbn import baking
 from ec2dbn.aws import bakes
-from ec2dbn.catalog import snapshot_price
+from ec2dbn.bake import pipeline as baking
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.options import region_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.catalog import snapshot_price
+from ec2dbn.spec.cost import format_usd
+from ec2dbn.spec.overrides import load_for_launch
 from trainer.strict_json import dumps
 
 

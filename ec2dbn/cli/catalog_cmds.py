@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from ec2dbn import catalog
 from ec2dbn.aws.prices import spot_prices
-from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.cli import cli
 from ec2dbn.cli.tables import Column, print_fitted
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import InstanceType, Price
 from trainer.strict_json import dumps
 
 

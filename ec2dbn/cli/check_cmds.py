@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ec2dbn import preflight
 from ec2dbn.aws import iam_policy
 from ec2dbn.cli import cli
 from ec2dbn.cli.options import stack_option
 from ec2dbn.cli.output import stdout, styled
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.stack import preflight
 from trainer.strict_json import dumps
 
 _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}

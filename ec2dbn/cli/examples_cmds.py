@@ -9,7 +9,7 @@ import click
 
 from ec2dbn.cli import cli
 from ec2dbn.cli.output import printable, stdout
-from ec2dbn.jobfiles import bundled_examples, job_path
+from ec2dbn.spec.jobfiles import bundled_examples, job_path
 
 
 class JobFile(click.ParamType):

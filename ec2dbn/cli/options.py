@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.stack import DEFAULT_STACK
 
 #: `--stack NAME|PATH`, handed to the command as `stack_ref` (None: the default stack).
 stack_option = click.option(

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import click
 
-from ec2dbn import bench as bench_mod
-from ec2dbn import report as report_mod
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
-from ec2dbn.resources import trainer_argv
+from ec2dbn.insight import bench as bench_mod
+from ec2dbn.insight import report as report_mod
+from ec2dbn.package_data import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
 from trainer.strict_json import dumps
 
@@ -91,8 +91,8 @@ def run_remote_bench(
 ) -> tuple[bench_mod.Price, str]:
     """`trainer.bench` on the stack's instance through the train flow (launch, bootstrap, ship, run
     detached, follow, pull bench.json, tear down); returns the instance's price for $/epoch."""
-    from ec2dbn.pipeline import Pipeline
-    from ec2dbn.validation import validate
+    from ec2dbn.run.pipeline import Pipeline
+    from ec2dbn.run.validate import validate
 
     args = f"--widths {','.join(map(str, widths))} --epochs {epochs} --backends {backends}"
     bench_line = f'exec "$PY" -u -m trainer.bench job.yaml --out out {args}'

@@ -15,18 +15,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ec2dbn import stack_status, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import launched_stack, market_option, stack_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
-from ec2dbn.config import DEFAULT_STACK, Stack
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.preflight import require_account
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.cost import format_usd
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.spec.stack import DEFAULT_STACK, Stack
+from ec2dbn.stack import lifecycle, state
+from ec2dbn.stack import status as stack_status
+from ec2dbn.stack.preflight import require_account
 from trainer.strict_json import dumps
 
 
@@ -52,13 +53,13 @@ def _duration(seconds: int | None) -> str:
 # ---------------------------------------------------------------------------------------------- launch
 
 
-def bootstrap_after_launch(stack: Stack, record: stacks.Up, reporter: Reporter) -> None:
+def bootstrap_after_launch(stack: Stack, record: lifecycle.Up, reporter: Reporter) -> None:
     """`launch` without --no-bootstrap: wait for SSH (pinned host key), then run the bootstrap scripts.
 
     A failure here leaves the instance running (the user asked for it) and says how to remove it.
     """
-    from ec2dbn.bootstrap import run_bootstrap
-    from ec2dbn.connect import remote_for, ssh_timeout_s
+    from ec2dbn.ssh.bootstrap import run_bootstrap
+    from ec2dbn.stack.connect import remote_for, ssh_timeout_s
 
     if not stack.bootstrap:
         return
@@ -75,7 +76,7 @@ def bootstrap_after_launch(stack: Stack, record: stacks.Up, reporter: Reporter) 
     reporter.step(f"bootstrapped in {result.total_s:.1f}s (log: {log})")
 
 
-def _print_launch(record: stacks.Up) -> None:
+def _print_launch(record: lifecycle.Up) -> None:
     st = record.state
     verb = "reusing" if record.reused else "launched"
     stdout.print(
@@ -243,7 +244,7 @@ def launch(
     )
     if dry_run:
         require_account(stack.region)  # credentials and region first: the cause of a failure comes first
-        p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
+        p = provision.plan(stack, cidr=lifecycle.resolve_cidr(stack, reporter), reporter=reporter)
         checks = provision.dry_run(p, reporter=reporter)
         if as_json:
             click.echo(dumps(plan_doc(p, checks), indent=2))
@@ -260,25 +261,25 @@ def launch(
     return 0
 
 
-def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
+def _launch(stack: Stack, reporter: Reporter, source: str) -> lifecycle.Up:
     """Bring the stack up (or reuse it when it is free and what was asked for). A launch that fails once
     something exists tears the stack down again, so nothing is left half-made."""
-    from ec2dbn.lease import check_free
+    from ec2dbn.stack.lease import check_free
 
     check_free(stack.name)
     require_account(stack.region)  # credentials and region first: the cause of a failure comes first
-    existing = stacks.reusable_instance(stack)
+    existing = lifecycle.reusable_instance(stack)
     if existing is not None:
-        return stacks.bring_up(stack, existing=existing, reporter=reporter, stack_source=source)
+        return lifecycle.bring_up(stack, existing=existing, reporter=reporter, stack_source=source)
     launched: list[str] = []
     try:
-        return stacks.bring_up(
+        return lifecycle.bring_up(
             stack, reporter=reporter, stack_source=source, on_launched=lambda st: launched.append(st.name)
         )
     except BaseException:
         if launched:  # this call made an instance: remove the stack rather than leave it half-made
             with contextlib.suppress(Ec2dbnError, KeyboardInterrupt):
-                stacks.tear_down(stack.name, stack.region, reporter=reporter)
+                lifecycle.tear_down(stack.name, stack.region, reporter=reporter)
         raise
 
 

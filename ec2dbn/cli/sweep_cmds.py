@@ -17,8 +17,8 @@ from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import market_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.cost import format_usd
 from ec2dbn.sweep.prepare import Prepared
 from ec2dbn.sweep.record import SweepRecord
 
@@ -138,7 +138,7 @@ def sweep(
         region=region,
     )
     if p.local:  # a backend this machine lacks is refused before a sweep folder exists
-        from ec2dbn.local import check_backend_here
+        from ec2dbn.run.local import check_backend_here
 
         for wanted in sorted({backend or vp.job.backend for vp in p.points}):
             check_backend_here(wanted)

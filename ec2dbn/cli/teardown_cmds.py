@@ -9,15 +9,15 @@ from dataclasses import asdict
 
 import click
 
-from ec2dbn import stacks, state
 from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import launched_stack
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
 from ec2dbn.cli.stack_regions import regions
-from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.errors import ConfigError, CredentialsError, Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.spec.stack import DEFAULT_STACK
+from ec2dbn.stack import lifecycle, state
 from trainer.strict_json import dumps
 
 
@@ -102,7 +102,7 @@ def teardown(
     if name:
         _check_known(target, r)
     _confirm(f"stack {target} in {r}", yes)
-    rep = stacks.tear_down(target, r, reporter=reporter)
+    rep = lifecycle.tear_down(target, r, reporter=reporter)
     if as_json:
         click.echo(dumps(asdict(rep), indent=2))
     else:
@@ -113,8 +113,8 @@ def teardown(
 def _check_known(name: str, region: str) -> None:
     """A stack NAME that neither AWS (by tags) nor local state knows, while others exist, is a typo:
     exit 2 naming the known ones, rather than "nothing to remove" beside the real stack still running."""
-    known = stacks.stacks_in(region)
-    if name in known or stacks.local_state(name) is not None or not known:
+    known = lifecycle.stacks_in(region)
+    if name in known or lifecycle.local_state(name) is not None or not known:
         return
     raise ConfigError(f"no stack {name} in {region} (known: {', '.join(known)})")
 
@@ -128,7 +128,7 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
     remaining: dict[str, str] = {}
     for r in regions:
         try:
-            names = stacks.stacks_in(r)
+            names = lifecycle.stacks_in(r)
         except CredentialsError:
             raise  # no region can be looked at: the same line as every verb gives for this cause
         except Ec2dbnError as exc:
@@ -137,7 +137,7 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
             continue
         for n in names:
             try:
-                reports.append(stacks.tear_down(n, r, reporter=reporter))
+                reports.append(lifecycle.tear_down(n, r, reporter=reporter))
                 if not as_json:
                     _print_report(reports[-1])
             except Ec2dbnError as exc:

@@ -14,10 +14,10 @@ from ec2dbn.cli.examples_cmds import JOB_FILE
 from ec2dbn.cli.options import launched_stack, market_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
-from ec2dbn.local import resume_local, run_local, start_local
-from ec2dbn.results import RunRecord
-from ec2dbn.state import StackState
-from ec2dbn.validation import Validated
+from ec2dbn.run.local import resume_local, run_local, start_local
+from ec2dbn.run.results import RunRecord
+from ec2dbn.run.validate import Validated
+from ec2dbn.stack.state import StackState
 from trainer.strict_json import dumps
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
@@ -80,7 +80,7 @@ def train(
       ec2dbn train --local seed-mnist5k
       ec2dbn train seed-mnist --stack g4dn-spot
     """
-    from ec2dbn import validation
+    from ec2dbn.run import validate as validation
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     reporter.as_json = as_json
@@ -156,7 +156,7 @@ def _run_local(
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
-    from ec2dbn.pipeline import Pipeline
+    from ec2dbn.run.pipeline import Pipeline
 
     flow = Pipeline(v, reporter)
     try:
@@ -195,9 +195,11 @@ def plan(
       ec2dbn plan seed-mnist --stack g4dn-spot
       ec2dbn plan seed-mnist --json | jq .estimate.usd
     """
-    from ec2dbn import cost, planning, validation
-    from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import plan_doc, print_plan
+    from ec2dbn.run import plan as planning
+    from ec2dbn.run import validate as validation
+    from ec2dbn.spec import cost
+    from ec2dbn.ssh.bootstrap import packages_line
 
     v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region)
     p, checks, line = planning.dry_run(v, ConsoleReporter())
@@ -267,7 +269,7 @@ def resume_command(record: RunRecord, results_dir: Path) -> str | None:
 
 def _stack_state(name: str | None) -> StackState:
     """The launched stack NAME (or the only one with local state): what logs/ssh connect to."""
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     known = state.names()
     if name:
@@ -297,7 +299,7 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
       ec2dbn logs --stack g4dn-spot --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
-    from ec2dbn.remote_run import follow_run, load_pointer
+    from ec2dbn.run.instance_files import follow_run, load_pointer
 
     if name and "/" in name:
         from ec2dbn.sweep.logs import follow_point
@@ -325,7 +327,7 @@ def ssh(name: str | None, print_only: bool) -> None:
     import shlex
     import shutil
 
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     st = _stack_state(name)
     host, port = st.ssh_endpoint()

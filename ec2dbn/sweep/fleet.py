@@ -26,16 +26,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ec2dbn import catalog, cost, state, userdata
 from ec2dbn.aws import fleet_launch, provision
 from ec2dbn.aws.fleets import FleetInstance
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, SWEEP_TAG
-from ec2dbn.bootstrap import run_bootstrap
-from ec2dbn.config import Stack
-from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.stacks import StateKeyStore, resolve_cidr
+from ec2dbn.spec import catalog, cost
+from ec2dbn.spec.stack import Stack
+from ec2dbn.ssh.bootstrap import run_bootstrap
+from ec2dbn.stack import state, userdata
+from ec2dbn.stack.connect import remote_for, ssh_timeout_s
+from ec2dbn.stack.lifecycle import StateKeyStore, resolve_cidr
 from ec2dbn.sweep.budget import Budget
 from ec2dbn.sweep.slots import Slot, SlotPool
 

@@ -7,11 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from ec2dbn import state
 from ec2dbn.aws import provision
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.remote_run import RemoteRun, follow_run
+from ec2dbn.run.instance_files import RemoteRun, follow_run
+from ec2dbn.stack import state
 from ec2dbn.sweep.record import SweepRecord
 from trainer.contract import TRAIN_LOG
 

@@ -1,9 +1,9 @@
 """`ec2dbn sweep --local --parallel K`: the sweep's points on this machine, K trainer processes at a time.
 
-Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.local.run_local, the
+Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.run.local.run_local, the
 trainer as a child process), into results/<sweep-id>/<point>/. The machine's cores are divided between
 the workers: each trainer gets OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = cores ÷ K (at
-least 1; a busy machine gets a hint, ec2dbn.blas_threads), so K trainers do not fight over the same
+least 1; a busy machine gets a hint, ec2dbn.run.blas_threads), so K trainers do not fight over the same
 cores. Nothing else of the environment is changed
 (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, where set, pass through untouched). Nothing is billed.
 """
@@ -20,18 +20,18 @@ from typing import Any
 
 import yaml
 
-from ec2dbn.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.local import run_local
-from ec2dbn.results import RunRecord
+from ec2dbn.run.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
+from ec2dbn.run.local import run_local
+from ec2dbn.run.results import RunRecord
 from ec2dbn.sweep.points import ValidPoint
 from ec2dbn.sweep.slots import Slot, SlotPool
 from trainer.contract import CHECKPOINT_FILE
 
 
 def threads_per_worker(parallel: int) -> int:
-    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.blas_threads),
+    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.run.blas_threads),
     or the user's OPENBLAS_NUM_THREADS when set."""
     return plan_here(parallel).threads
 

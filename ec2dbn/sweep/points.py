@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
-from ec2dbn.jobfiles import job_path
-from ec2dbn.stack_overrides import load_for_launch
-from ec2dbn.validation import check_local_data
+from ec2dbn.run.validate import check_local_data
+from ec2dbn.spec.jobfiles import job_path
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.spec.stack import Stack
 from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
 
 #: Point keys that choose the hardware rather than the job.

@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from ec2dbn import cost
 from ec2dbn.aws import provision
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import Reporter
-from ec2dbn.stacks import resolve_cidr
+from ec2dbn.spec import cost
+from ec2dbn.spec.stack import Stack
+from ec2dbn.stack.lifecycle import resolve_cidr
 from ec2dbn.sweep import points as pts
 from ec2dbn.sweep.budget import instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import slots_of

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
-from ec2dbn.results import claim_dir
+from ec2dbn.run.results import claim_dir
 from trainer.strict_json import write_json
 
 SWEEP_FILE = "sweep.json"

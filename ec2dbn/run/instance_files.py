@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
-from ec2dbn import detached, state
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.remote import Remote
-from ec2dbn.resources import trainer_dir
-from ec2dbn.shell import quote_path
+from ec2dbn.package_data import trainer_dir
+from ec2dbn.ssh import detached
+from ec2dbn.ssh.remote import Remote
+from ec2dbn.ssh.shell import quote_path
+from ec2dbn.stack import state
 from ec2dbn.untrusted_json import read_object, text
 from trainer.contract import CHECKPOINT_FILE, INTERRUPTION_FILE, RESUME_FILES, SPOT_KIND
 from trainer.strict_json import dumps
@@ -212,7 +213,7 @@ def load_pointer(stack_name: str) -> RemoteRun | None:
 
 def follow_run(st: state.StackState, run: RemoteRun, reporter: Reporter, follow: bool) -> None:
     """`ec2dbn logs`: stream a run's log so far (and, with `follow`, until the job ends)."""
-    from ec2dbn.connect import remote_for
+    from ec2dbn.stack.connect import remote_for
 
     detached.follow_log(
         remote_for(st),

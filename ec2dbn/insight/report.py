@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.bench import usd_small
 from ec2dbn.errors import ConfigError
+from ec2dbn.insight.bench import usd_small
 from ec2dbn.untrusted_json import mapping, number, objects, read_object, text
 from trainer.contract import METRICS_JSON as METRICS_FILE
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ec2dbn import resources
+from ec2dbn import package_data
 from ec2dbn.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ def _description(path: Path) -> str:
 def bundled_examples() -> list[Example]:
     """The example jobs shipped with ec2dbn, by name."""
     try:
-        folder = resources.examples_dir()
+        folder = package_data.examples_dir()
     except FileNotFoundError:
         return []
     return [Example(p.stem, p, _description(p)) for p in sorted(folder.glob("*.yaml"))]

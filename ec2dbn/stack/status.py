@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ec2dbn import cost, stacks, state
 from ec2dbn.aws import provision
 from ec2dbn.aws.discovery import Inventory
 from ec2dbn.aws.tags import DEADLINE_TAG, MARKET_TAG, STACK_TAG, SWEEP_TAG, as_dict
-from ec2dbn.catalog import Price
+from ec2dbn.spec import cost
+from ec2dbn.spec.catalog import Price
+from ec2dbn.stack import lifecycle, state
 
 
 @dataclass
@@ -130,7 +131,7 @@ def from_local(region: str, name: str | None, why: str) -> list[StackStatus]:
     names = [name] if name is not None else state.names()
     rows = []
     for n in names:
-        local = stacks.local_state(n)
+        local = lifecycle.local_state(n)
         if local is None or local.region != region:
             continue
         rows.append(
@@ -161,10 +162,10 @@ def query(region: str, name: str | None = None) -> list[StackStatus]:
     if name is not None:
         names.add(name)
     else:
-        names.update(n for n in state.names() if stacks.local_region(n) == region)
+        names.update(n for n in state.names() if lifecycle.local_region(n) == region)
     out: list[StackStatus] = []
     for n in sorted(names):
-        out.extend(_status_for(region, n, inv, stacks.local_state(n)))
+        out.extend(_status_for(region, n, inv, lifecycle.local_state(n)))
     if name is None:
         out = [r for r in out if r.state != "none" or r.local_state or r.security_groups or r.key_pairs]
     return out

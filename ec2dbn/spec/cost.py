@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.catalog import InstanceType, Price
 
 #: EC2's minimum billed duration per instance (Linux, per-second billing).
 MINIMUM_BILLED_S = 60.0
@@ -256,7 +256,7 @@ def stack_estimate(
     at `price` (default: its on-demand list price, or the stack's spot max_price), and a note when that is
     an upper bound ("" otherwise). A type without a known price is priced at 0 from UNKNOWN_PRICE: its time
     estimate holds, its cost does not (`price_known` says which)."""
-    from ec2dbn import catalog
+    from ec2dbn.spec import catalog
 
     itype = instance.name if instance is not None else stack.candidates[0]
     instance = instance or catalog.lookup(itype)

@@ -6,7 +6,7 @@ key that does not match stops the connection before authentication, so nothing r
 The connection is opened lazily and re-opened transparently by the next call after a drop; a command
 that was running when the connection dropped is reported as failed, never silently re-run.
 
-With ec2dbn/transfer.py (its file-shipping half), this is the only module that imports paramiko.
+With ec2dbn/ssh/transfer.py (its file-shipping half), this is the only module that imports paramiko.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import paramiko
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.remote_output import CAPTURE_BYTES, Kept, LineSplitter
-from ec2dbn.shell import quote_path, read_command
-from ec2dbn.transfer import FileTransfer, _ChannelClosed
+from ec2dbn.ssh.output import CAPTURE_BYTES, Kept, LineSplitter
+from ec2dbn.ssh.shell import quote_path, read_command
+from ec2dbn.ssh.transfer import FileTransfer, _ChannelClosed
 
 # Seconds. A silent network (instance gone without a TCP reset) is noticed within about this long.
 _CONNECT_TIMEOUT_S = 15.0

@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ec2dbn import catalog
 from ec2dbn.aws import account, images, offerings, price_list, quotas, vpc
 from ec2dbn.aws.errors import CREDENTIALS_HINT, SPOT_ROLE_FIX
 from ec2dbn.aws.prices import spot_prices_by_zone
 from ec2dbn.aws.session import Aws
-from ec2dbn.config import Stack
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import CredentialsError, Ec2dbnError
+from ec2dbn.spec import catalog
+from ec2dbn.spec.cost import format_usd
+from ec2dbn.spec.stack import Stack
 
 
 @dataclass

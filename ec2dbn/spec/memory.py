@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ec2dbn import catalog
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec import catalog
+from ec2dbn.spec.stack import Stack
 from trainer.config import Job
 from trainer.memory import GIB, MemoryEstimate, estimate_memory, size
 

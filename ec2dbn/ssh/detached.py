@@ -19,9 +19,9 @@ from typing import Literal
 
 from ec2dbn.errors import HostKeyMismatchError, RemoteError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.remote import Remote
-from ec2dbn.remote_output import MAX_LINE_CHARS, split_long
-from ec2dbn.shell import quote_path, read_command, shell_exports
+from ec2dbn.ssh.output import MAX_LINE_CHARS, split_long
+from ec2dbn.ssh.remote import Remote
+from ec2dbn.ssh.shell import quote_path, read_command, shell_exports
 
 LOG_NAME = "job.log"
 PID_NAME = "job.pid"

@@ -15,15 +15,15 @@ from typing import Any
 
 import yaml
 
-from ec2dbn import cost
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
-from ec2dbn.jobfiles import is_sweep_file, sweep_refused
-from ec2dbn.memory_check import check_fits
-from ec2dbn.remote_output import pull_limit_bytes
-from ec2dbn.remote_run import RemoteRun
-from ec2dbn.results import RunRecord, claim_run_dir, load_run
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.run.instance_files import RemoteRun
+from ec2dbn.run.results import RunRecord, claim_run_dir, load_run
+from ec2dbn.spec import cost
+from ec2dbn.spec.jobfiles import is_sweep_file, sweep_refused
+from ec2dbn.spec.memory import check_fits
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.spec.stack import Stack
+from ec2dbn.ssh.output import pull_limit_bytes
 from trainer.contract import RESULT_FILES
 
 

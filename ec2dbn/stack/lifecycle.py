@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ec2dbn import state, userdata
 from ec2dbn.aws import network, provision, teardown
 from ec2dbn.aws.provision import InstanceRecord
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, RUN_TAG
-from ec2dbn.config import Stack
 from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError, StackBusyError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.lease import busy_message
+from ec2dbn.spec.stack import Stack
+from ec2dbn.stack import state, userdata
+from ec2dbn.stack.lease import busy_message
 
 
 class StateKeyStore:

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ec2dbn import catalog, resources
+from ec2dbn import package_data
 from ec2dbn.errors import ConfigError
-from ec2dbn.state import STACK_NAME_RE
+from ec2dbn.spec import catalog
+from ec2dbn.stack.state import STACK_NAME_RE
 from trainer.config import parse_lifetime  # one duration syntax for a stack's and a job's max_lifetime
 from trainer.errors import printable
 from trainer.safe_yaml import YamlError, read_yaml_file
@@ -57,7 +58,9 @@ _REMOTE_DIR_RE = re.compile(r"~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+")
 def bootstrap_names() -> tuple[str, ...]:
     """Script names a stack may list: the *.sh files in bootstrap/, or the fixed set before they exist."""
     try:
-        found = sorted(p.stem for p in resources.bootstrap_dir().glob("*.sh") if not p.name.startswith("_"))
+        found = sorted(
+            p.stem for p in package_data.bootstrap_dir().glob("*.sh") if not p.name.startswith("_")
+        )
     except FileNotFoundError:
         found = []
     return tuple(found) if found else KNOWN_BOOTSTRAP
@@ -333,7 +336,7 @@ def parse_stack(data: Any, where: str = "stack") -> Stack:
 def bundled_stacks() -> list[str]:
     """Names of the stacks shipped in stacks/."""
     try:
-        return sorted(p.stem for p in resources.stacks_dir().glob("*.yaml"))
+        return sorted(p.stem for p in package_data.stacks_dir().glob("*.yaml"))
     except FileNotFoundError:
         return []
 
@@ -343,7 +346,7 @@ def stack_path(name_or_path: str | os.PathLike[str]) -> Path:
     text = str(name_or_path)
     if "/" not in text and os.sep not in text:
         try:
-            bundled = resources.stacks_dir() / f"{text.removesuffix('.yaml')}.yaml"
+            bundled = package_data.stacks_dir() / f"{text.removesuffix('.yaml')}.yaml"
         except FileNotFoundError:
             bundled = None
         if bundled is not None and bundled.is_file():

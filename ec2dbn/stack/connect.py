@@ -11,9 +11,9 @@ import os
 import time
 from collections.abc import Callable
 
-from ec2dbn import state
 from ec2dbn.errors import RemoteError
-from ec2dbn.remote import Remote
+from ec2dbn.ssh.remote import Remote
+from ec2dbn.stack import state
 
 #: Seconds between looks at $EC2DBN_SSH_ENDPOINTS while an instance is not listed there yet.
 ENDPOINT_POLL_S = 0.1

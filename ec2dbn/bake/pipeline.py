@@ -8,7 +8,7 @@ leaves nothing:
 
     validate → plan → provision → connect → bootstrap → cache → prepare → image → teardown
 
-- plan: the base image is resolved and the bake hash computed (ec2dbn.bake_inputs); an available bake
+- plan: the base image is resolved and the bake hash computed (ec2dbn.spec.bake_inputs); an available bake
   with that hash is reused, and nothing is launched.
 - bootstrap: the stack's steps, with every bundled job's Python requirements.
 - cache: the data sets to cache (default: the bundled jobs') fetched into the trainer's cache.
@@ -30,18 +30,18 @@ from typing import cast
 
 from ec2dbn.aws import bakes
 from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG
-from ec2dbn.bake_inputs import PREPARE_SCRIPT, bake_hash, bake_requirements, bundled_data_sets
-from ec2dbn.bootstrap import BootstrapResult, run_bootstrap, run_script
-from ec2dbn.capacity import StackCapacity
-from ec2dbn.catalog import snapshot_price
-from ec2dbn.config import Stack
-from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.pipeline import Pipeline
-from ec2dbn.resources import trainer_dir
-from ec2dbn.shell import shell_exports
-from ec2dbn.validation import Validated, load_job_file
+from ec2dbn.package_data import trainer_dir
+from ec2dbn.run.capacity import StackCapacity
+from ec2dbn.run.pipeline import Pipeline
+from ec2dbn.run.validate import Validated, load_job_file
+from ec2dbn.spec.bake_inputs import PREPARE_SCRIPT, bake_hash, bake_requirements, bundled_data_sets
+from ec2dbn.spec.catalog import snapshot_price
+from ec2dbn.spec.stack import Stack
+from ec2dbn.ssh.bootstrap import BootstrapResult, run_bootstrap, run_script
+from ec2dbn.ssh.shell import shell_exports
+from ec2dbn.stack.connect import remote_for, ssh_timeout_s
 
 #: The phases of a bake, in order (run.json records each one's seconds).
 BAKE_PHASES = (
@@ -77,7 +77,7 @@ def monthly_usd(size_gb: int) -> float:
 def validated(stack: Stack, stack_ref: str | None, results_root: Path) -> Validated:
     """A bake's request as the pipeline takes it: the builder stack and the default job (which only sizes
     the memory check and names the record)."""
-    from ec2dbn.resources import package_dir
+    from ec2dbn.package_data import package_dir
 
     job = load_job_file(package_dir() / "data" / "default-job.yaml")
     return Validated(

@@ -13,7 +13,7 @@ decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go thr
   recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
   `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
 
-Where the instance comes from is the pipeline's `Capacity` (ec2dbn.capacity): a stack of the run's own
+Where the instance comes from is the pipeline's `Capacity` (ec2dbn.run.capacity): a stack of the run's own
 for `train`, a slot of a sweep's fleet for a sweep point (ec2dbn.sweep), which never tears the fleet down.
 """
 
@@ -30,11 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ec2dbn import cost, detached, interrupts, state
 from ec2dbn.aws import provision
-from ec2dbn.bootstrap import run_bootstrap
-from ec2dbn.capacity import Capacity, StackCapacity
-from ec2dbn.connect import remote_for, ssh_timeout_s
 from ec2dbn.errors import (
     ConfigError,
     Ec2dbnError,
@@ -43,9 +39,9 @@ from ec2dbn.errors import (
     StackTornDownError,
 )
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
-from ec2dbn.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
-from ec2dbn.remote import Remote
-from ec2dbn.remote_run import (
+from ec2dbn.run import signals
+from ec2dbn.run.capacity import Capacity, StackCapacity
+from ec2dbn.run.instance_files import (
     CheckpointCopier,
     RemoteRun,
     log_size,
@@ -56,8 +52,15 @@ from ec2dbn.remote_run import (
     spot_notice,
     upload_resume_files,
 )
-from ec2dbn.results import timed_phase
-from ec2dbn.validation import Validated, open_record
+from ec2dbn.run.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
+from ec2dbn.run.results import timed_phase
+from ec2dbn.run.validate import Validated, open_record
+from ec2dbn.spec import cost
+from ec2dbn.ssh import detached
+from ec2dbn.ssh.bootstrap import run_bootstrap
+from ec2dbn.ssh.remote import Remote
+from ec2dbn.stack import state
+from ec2dbn.stack.connect import remote_for, ssh_timeout_s
 from trainer.contract import (
     CHECKPOINT_FILE,
     EPOCH_MARKER,
@@ -88,7 +91,7 @@ PHASE_HOOKS: list[Callable[[str], None]] = []
 STOP_GRACE_S = 60.0
 
 
-class StopRequested(interrupts.Interrupted):
+class StopRequested(signals.Interrupted):
     """`Pipeline.request_stop()` was called (from another thread, e.g. a sweep's Ctrl-C): stop as Ctrl-C
     does, at the next phase boundary or while following the log."""
 
@@ -139,11 +142,11 @@ class Pipeline:
     def run(self) -> int:
         """Run every phase; whatever happens, end in teardown (unless --keep) and a final run.json."""
         self.record.save(self.results_dir)
-        with interrupts.on_signals(interrupts.raise_interrupted):
+        with signals.on_signals(signals.raise_interrupted):
             try:
                 return self._phases()
             except KeyboardInterrupt as exc:
-                code, why = interrupts.exit_code(exc)
+                code, why = signals.exit_code(exc)
                 self.reporter.warn(f"interrupted ({why})")
                 self._finish_record(code, "interrupted")
                 if self._remote is not None:

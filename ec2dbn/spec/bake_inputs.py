@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ec2dbn.resources import bootstrap_dir
+from ec2dbn.package_data import bootstrap_dir
 
 #: Hex digits of the hash kept in tags and names (48 bits: collisions among one account's bakes are moot).
 HASH_LENGTH = 16
@@ -26,7 +26,7 @@ PREPARE_SCRIPT = "_image_prepare.sh"
 
 def bundled_data_sets() -> tuple[str, ...]:
     """The data sets the bundled example jobs (and sweeps) use, in a stable order: what a bake caches."""
-    from ec2dbn.jobfiles import bundled_examples
+    from ec2dbn.spec.jobfiles import bundled_examples
     from ec2dbn.sweep.points import read_job_mapping
     from trainer.config import parse_job
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from ec2dbn import interrupts
-from ec2dbn.blas_threads import plan_here
 from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
-from ec2dbn.resources import trainer_argv
-from ec2dbn.results import RunRecord, claim_run_dir, plot_run, timed_phase
+from ec2dbn.package_data import trainer_argv
+from ec2dbn.run import signals
+from ec2dbn.run.blas_threads import plan_here
+from ec2dbn.run.results import RunRecord, claim_run_dir, plot_run, timed_phase
 from trainer.contract import DIVERGED_MARKER, EXIT_DIVERGED, RUN_STATUS, TRAIN_LOG, run_status
 
 #: The trainer's exit codes (trainer.contract), and what each one means for a run's status.
@@ -68,8 +68,8 @@ def start_local(job_path: Path, results_root: Path, backend: str | None = None) 
     """Validate the job (its data, that it fits this machine's memory, its backend) and only then claim a
     new results folder for it: a run refused here leaves no folder behind;
     its job.yaml is written from the validated job (what `--local --resume` runs again)."""
-    from ec2dbn.memory_check import check_fits
-    from ec2dbn.validation import check_local_data, load_job_file
+    from ec2dbn.run.validate import check_local_data, load_job_file
+    from ec2dbn.spec.memory import check_fits
 
     start = time.monotonic()
     job = load_job_file(job_path)
@@ -99,7 +99,7 @@ def check_backend_here(backend: str) -> None:
 
 def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path]:
     """A local run to continue from its checkpoint: (record, results folder, its job.yaml)."""
-    from ec2dbn.validation import load_job_file, resumable_run
+    from ec2dbn.run.validate import load_job_file, resumable_run
 
     record, results_dir = resumable_run(run_id, results_root, "local")
     job_path = results_dir / "job.yaml"
@@ -149,7 +149,7 @@ def run_local(
         if on_start is not None:
             on_start(proc)
         # SIGTERM / SIGHUP to ec2dbn become SIGTERM to the trainer (which checkpoints and exits 3).
-        with interrupts.on_signals(lambda _signum: _stop(proc)):
+        with signals.on_signals(lambda _signum: _stop(proc)):
             try:
                 assert proc.stdout is not None
                 for raw in proc.stdout:
@@ -172,7 +172,7 @@ def run_local(
 
 def warn_if_busy(reporter: Reporter) -> None:
     """A hint when other processes keep cores busy and the trainer's BLAS threads would oversubscribe
-    them (ec2dbn.blas_threads); the trainer's environment stays as it is, and so do its numbers."""
+    them (ec2dbn.run.blas_threads); the trainer's environment stays as it is, and so do its numbers."""
     plan = plan_here(1)
     if plan.hint:
         reporter.warn(plan.hint)

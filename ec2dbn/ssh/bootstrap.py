@@ -1,6 +1,6 @@
 """Make an instance ready to train: run the stack's bootstrap/*.sh scripts over SSH, in order.
 
-The scripts ship with the package (ec2dbn.resources.bootstrap_dir()) and are uploaded as one archive
+The scripts ship with the package (ec2dbn.package_data.bootstrap_dir()) and are uploaded as one archive
 into `<remote_dir>/bootstrap/`. Each runs with bash in `remote_dir`; its output (stdout and stderr,
 merged so the order is kept) is streamed line by line to the reporter and appended to a local
 bootstrap.log that ends up with the run's results. The scripts are idempotent (marker files), so a
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import Reporter
-from ec2dbn.remote import Remote
-from ec2dbn.resources import bootstrap_dir
-from ec2dbn.shell import quote_path, shell_exports
+from ec2dbn.package_data import bootstrap_dir
+from ec2dbn.ssh.remote import Remote
+from ec2dbn.ssh.shell import quote_path, shell_exports
 
 _TAIL_LINES = 3  # lines of a failing script's output quoted in the error message
 

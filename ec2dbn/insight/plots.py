@@ -192,11 +192,11 @@ def bench_figure(
     width has both backends: speedup (NumPy s/epoch ÷ CuPy s/epoch) vs width with speedup = 1 and the
     break-even width marked. Without a speedup (e.g. no GPU rows) the figure is the one panel.
 
-    `bench_rows` are `ec2dbn.bench.BenchRow`s or bench.json row dicts (priced with `usd_per_hour` when
+    `bench_rows` are `ec2dbn.insight.bench.BenchRow`s or bench.json row dicts (priced with `usd_per_hour` when
     given, else using their own `usd_per_epoch`). Rows that were skipped or failed are listed under the
     plot, not drawn. Raises ConfigError when no row has a measurement, or matplotlib is missing.
     """
-    from ec2dbn.bench import as_row, speedups
+    from ec2dbn.insight.bench import as_row, speedups
 
     rows = [as_row(r, usd_per_hour) for r in bench_rows]
     measured = [r for r in rows if r.ok]
@@ -269,7 +269,7 @@ def _time_panel(ax_t: Any, measured: list[Any], widths: list[int]) -> None:
 
 def _speedup_panel(ax_s: Any, sp: dict[int, float], widths: list[int]) -> None:
     """NumPy s/epoch ÷ CuPy s/epoch per width (log), the speedup = 1 line and the break-even marked."""
-    from ec2dbn.bench import find_break_even
+    from ec2dbn.insight.bench import find_break_even
 
     be = find_break_even(sp)
     ax_s.set_xscale("log")
@@ -347,7 +347,7 @@ def _speedup_ticks(ax: Any) -> None:
 
 
 def _usd_label(usd: float) -> str:
-    from ec2dbn.bench import usd_small
+    from ec2dbn.insight.bench import usd_small
 
     return usd_small(usd)
 

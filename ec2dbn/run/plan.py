@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ec2dbn import catalog, cost, stacks
 from ec2dbn.aws import provision
 from ec2dbn.errors import CloudError
 from ec2dbn.events import Reporter
-from ec2dbn.memory_check import check_fits
-from ec2dbn.preflight import require_account
-from ec2dbn.validation import Validated
+from ec2dbn.run.validate import Validated
+from ec2dbn.spec import catalog, cost
+from ec2dbn.spec.memory import check_fits
+from ec2dbn.stack import lifecycle
+from ec2dbn.stack.preflight import require_account
 
 
 @dataclass
@@ -32,14 +33,14 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
     not what the stack asks for.
     """
     require_account(v.stack.region)  # credentials and region first: the cause of a failure comes first
-    existing = stacks.reusable_instance(v.stack, run_id)
+    existing = lifecycle.reusable_instance(v.stack, run_id)
     if existing is not None:
         region, itype = v.stack.region, existing.instance_type
         price = provision.prices(region, itype, existing.market, None, None)[1]
         spec = provision.instance_spec(region, itype)
         check_fits(v.job, v.stack, v.backend, {itype: spec})
         return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price, spec)
-    p = provision.plan(v.stack, cidr=stacks.resolve_cidr(v.stack, reporter), reporter=reporter)
+    p = provision.plan(v.stack, cidr=lifecycle.resolve_cidr(v.stack, reporter), reporter=reporter)
     check_fits(v.job, v.stack, v.backend, _described(p))
     return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
@@ -48,7 +49,7 @@ def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tupl
     """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
     and the estimate. Creates nothing, takes no lease."""
     try:
-        cidr = stacks.resolve_cidr(v.stack, reporter)
+        cidr = lifecycle.resolve_cidr(v.stack, reporter)
     except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
         cidr = "your public IP as /32 (resolved at launch)"
     require_account(v.stack.region)

@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from ec2dbn import cost, stacks, state
 from ec2dbn.events import Reporter
-from ec2dbn.lease import LocalLease
-from ec2dbn.planning import Planned, plan_stack
+from ec2dbn.run.plan import Planned, plan_stack
+from ec2dbn.spec import cost
+from ec2dbn.stack import lifecycle, state
+from ec2dbn.stack.lease import LocalLease
 
 if TYPE_CHECKING:
-    from ec2dbn.validation import Validated
+    from ec2dbn.run.validate import Validated
 
 
 class Capacity(Protocol):
@@ -43,7 +44,7 @@ class Capacity(Protocol):
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
-    ) -> stacks.Up:
+    ) -> lifecycle.Up:
         """An instance that runs, with its host key pinned. `on_launched` is told as soon as it exists."""
 
     def lost(self, reporter: Reporter, reason: str) -> None:
@@ -86,9 +87,9 @@ class StackCapacity:
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
-    ) -> stacks.Up:
+    ) -> lifecycle.Up:
         planned, self.planned = self.planned, None  # a recovery plans afresh (other zones, prices)
-        return stacks.bring_up(
+        return lifecycle.bring_up(
             self.stack,
             plan=planned.plan if planned else None,
             existing=planned.existing if planned else None,
@@ -100,18 +101,18 @@ class StackCapacity:
         )
 
     def lost(self, reporter: Reporter, reason: str) -> None:
-        stacks.tear_down(self.stack.name, self.stack.region, reporter=reporter)
+        lifecycle.tear_down(self.stack.name, self.stack.region, reporter=reporter)
 
     def release(self, reporter: Reporter, st: state.StackState | None, *, keep: bool, run_id: str) -> None:
         if keep:
             if st is None:
                 return
-            stacks.release(st, run_id)
+            lifecycle.release(st, run_id)
             reporter.step(
                 f"--keep: {st.instance_id} is still running; `ec2dbn teardown {self.stack.name}` removes it"
             )
             return
-        report = stacks.tear_down(self.stack.name, self.stack.region, reporter=reporter)
+        report = lifecycle.tear_down(self.stack.name, self.stack.region, reporter=reporter)
         reporter.step(f"teardown: {report.remaining} ec2dbn-tagged remains for {self.stack.name}")
 
     def close(self) -> None:

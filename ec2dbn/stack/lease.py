@@ -3,7 +3,7 @@
 The lock is an OS file lock (flock), so it is released by the kernel when the holding process dies,
 however it dies: a crashed or killed `ec2dbn train` never leaves a stale lease here. It lives outside the
 stack's state folder because `teardown` deletes that folder, and a lock on a deleted file excludes no
-one. The lease that outlives the whole state dir is the instance's `ec2dbn:run` tag (ec2dbn.stacks).
+one. The lease that outlives the whole state dir is the instance's `ec2dbn:run` tag (ec2dbn.stack.lifecycle).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ec2dbn import state
 from ec2dbn.errors import StackBusyError
+from ec2dbn.stack import state
 from trainer.strict_json import dumps
 
 

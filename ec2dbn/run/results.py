@@ -141,7 +141,7 @@ def plot_run(results_dir: Path) -> Path | None:
 
     Returns the PNG path, or None without metrics.json; raises ConfigError when it cannot plot.
     """
-    from ec2dbn.plots import plot_learning_curve
+    from ec2dbn.insight.plots import plot_learning_curve
 
     metrics = results_dir / METRICS_JSON
     if not metrics.is_file():

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ec2dbn.config import Stack, load_stack, one_line
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.stack import Stack, load_stack, one_line
 
 #: The command-line flag (or job key) that sets each stack field: errors name what the user typed.
 _FLAG_FOR_FIELD = {

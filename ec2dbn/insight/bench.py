@@ -6,7 +6,7 @@ speedup = NumPy s/epoch ÷ CuPy s/epoch (> 1: the GPU is faster), and from those
 the speedup crosses 1 — interpolated on log-log axes between the two measured widths around the crossing.
 Both backends run on the same instance and pay the same $/hour, so the cost break-even is that same width.
 
-Outputs (next to bench.json): summary.md (a short markdown write-up) and bench.png (ec2dbn.plots).
+Outputs (next to bench.json): summary.md (a short markdown write-up) and bench.png (ec2dbn.insight.plots).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.catalog import Price
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.catalog import Price
+from ec2dbn.spec.cost import format_usd
 from ec2dbn.untrusted_json import mapping, number, read_object, text, whole
 from trainer.contract import BENCH_FILE
 
@@ -312,7 +312,7 @@ def write_outputs(out_dir: Path, summary: BenchSummary, plot: bool = True) -> li
     written = [out_dir / SUMMARY_FILE]
     written[0].write_text(render_summary(summary), encoding="utf-8")
     if plot:
-        from ec2dbn.plots import plot_bench
+        from ec2dbn.insight.plots import plot_bench
 
         written.append(plot_bench(summary.rows, out_dir / PLOT_FILE, title=_plot_title(summary)))
     return written

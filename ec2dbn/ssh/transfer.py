@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from ec2dbn.errors import ConfigError, RemoteError
-from ec2dbn.remote_output import DEFAULT_PULL_LIMIT_MB, MIB, PULL_LIMIT_ENV, pull_limit_bytes
-from ec2dbn.shell import quote_path
+from ec2dbn.ssh.output import DEFAULT_PULL_LIMIT_MB, MIB, PULL_LIMIT_ENV, pull_limit_bytes
+from ec2dbn.ssh.shell import quote_path
 
 _READ_CHUNK = 64 * 1024
 _PREFETCH_REQUESTS = 64  # SFTP reads in flight while pulling (32 KiB each): bounded memory, full speed
