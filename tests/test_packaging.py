@@ -43,8 +43,8 @@ def test_shipped_folders_come_from_ec2dbn_not_from_the_working_directory(tmp_pat
     work = _decoy_folder(tmp_path)
     # `python -c` puts the working directory first on sys.path, as `python -m` does.
     code = (
-        "from ec2dbn import config, jobfiles, resources\n"
-        "print(package_data.trainer_dir()); print(config.stack_path('g4dn-spot'))\n"
+        "from ec2dbn import package_data; from ec2dbn.spec import jobfiles, stack\n"
+        "print(package_data.trainer_dir()); print(stack.stack_path('g4dn-spot'))\n"
         "print(package_data.bootstrap_dir()); print(jobfiles.job_path('seed-mnist'))\n"
     )
     result = subprocess.run(
@@ -136,7 +136,7 @@ def test_a_job_is_a_file_first_then_a_bundled_example(
 
 def test_every_example_is_a_valid_job() -> None:
     """Each bundled example is a job the trainer accepts (a sweep's once its `sweep:` section is out)."""
-    from ec2dbn.sweep.points import read_job_mapping
+    from ec2dbn.spec.jobfiles import read_job_mapping
     from trainer.config import parse_job
 
     for example in jobfiles.bundled_examples():

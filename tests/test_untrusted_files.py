@@ -19,7 +19,7 @@ from ec2dbn.cli import main
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import RecordingReporter
 from ec2dbn.insight import bench as bench_mod
-from ec2dbn.insight import plots
+from ec2dbn.insight import bench_plot, plots
 from ec2dbn.insight.report import build_report, cells, to_markdown
 from ec2dbn.run import instance_files
 from ec2dbn.run.instance_files import RemoteRun
@@ -147,7 +147,7 @@ def test_bench_summary_of_a_malformed_bench_json(malformed: tuple[bytes, str | N
     folder = _write(tmp_path / "bench", bench_mod.BENCH_FILE, content)
     with pytest.raises(ConfigError) as err:
         summary = bench_mod.summarize(bench_mod.load_bench(folder), bench_mod.local_price()[0])
-        bench_mod.write_outputs(folder, summary)
+        bench_plot.write_outputs(folder, summary)
     assert "\n" not in str(err.value)
 
 

@@ -15,6 +15,7 @@ from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
 from ec2dbn.insight import bench as bench_mod
+from ec2dbn.insight import bench_plot
 from ec2dbn.insight import report as report_mod
 from ec2dbn.package_data import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
@@ -215,7 +216,7 @@ def bench_cmd(
     measured = any(r.ok for r in summary.rows)
     if not measured:
         reporter.warn("no (width, backend) row was measured (all skipped or failed): no plot")
-    written = bench_mod.write_outputs(out_dir, summary, plot=measured and not no_plot)
+    written = bench_plot.write_outputs(out_dir, summary, plot=measured and not no_plot)
     if as_json:
         doc = {**summary.to_dict(), "out_dir": str(out_dir)}
         doc["written"] = [str(out_dir / bench_mod.BENCH_FILE), *map(str, written)]

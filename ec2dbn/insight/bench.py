@@ -303,31 +303,6 @@ def render_summary(summary: BenchSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out_dir: Path, summary: BenchSummary, plot: bool = True) -> list[Path]:
-    """Write summary.md and (with `plot`) bench.png into `out_dir`; return the paths written.
-
-    Raises ConfigError when matplotlib is missing and a plot was asked for (after summary.md is written).
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / SUMMARY_FILE]
-    written[0].write_text(render_summary(summary), encoding="utf-8")
-    if plot:
-        from ec2dbn.insight.plots import plot_bench
-
-        written.append(plot_bench(summary.rows, out_dir / PLOT_FILE, title=_plot_title(summary)))
-    return written
-
-
-def _plot_title(summary: BenchSummary) -> str:
-    b = summary.bench
-    data = text(mapping(b.get("data")).get("name"))
-    template = mapping(b.get("architecture")).get("layers_template")
-    env = mapping(b.get("environment"))
-    where = text(env.get("gpu_name")) or text(env.get("cpu_model"))
-    parts = [p for p in (data, str(template) if template else "", where) if p]
-    return "ec2dbn bench: " + " · ".join(parts) if parts else "ec2dbn bench"
-
-
 def _first_number(values: Any) -> float | None:
     """The first item of a JSON list (e.g. a load average's 1-minute figure) when it is a number."""
     return number(values[0]) if isinstance(values, list) and values else None

@@ -26,8 +26,7 @@ PREPARE_SCRIPT = "_image_prepare.sh"
 
 def bundled_data_sets() -> tuple[str, ...]:
     """The data sets the bundled example jobs (and sweeps) use, in a stable order: what a bake caches."""
-    from ec2dbn.spec.jobfiles import bundled_examples
-    from ec2dbn.sweep.points import read_job_mapping
+    from ec2dbn.spec.jobfiles import bundled_examples, read_job_mapping
     from trainer.config import parse_job
 
     # a sweep's job is its file without the `sweep:` section (which names no other data set)

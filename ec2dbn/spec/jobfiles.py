@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ec2dbn import package_data
 from ec2dbn.errors import ConfigError
+from trainer.safe_yaml import YamlError, read_yaml_file
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,17 @@ def sweep_refused(path: Path) -> ConfigError:
     """One line for a sweep file given to a verb that runs one job: the command that runs it."""
     ref = shown_ref(path)
     return ConfigError(f"{ref} is a sweep: run `ec2dbn sweep {ref}` (add --local to run it here)")
+
+
+def read_job_mapping(path: Path) -> tuple[dict[str, Any], Any]:
+    """The job file as a mapping without its `sweep:` section, and that section; ConfigError when the
+    file is missing or not YAML (the trainer's loader, as for any job)."""
+    path = job_path(path)
+    try:
+        data = read_yaml_file(path, "job file")
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys data and model")
+    section = data.pop("sweep", None)
+    return data, section

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from ec2dbn import package_data
 from ec2dbn.errors import ConfigError
 from ec2dbn.spec import catalog
-from ec2dbn.stack.state import STACK_NAME_RE
 from trainer.config import parse_lifetime  # one duration syntax for a stack's and a job's max_lifetime
 from trainer.errors import printable
 from trainer.safe_yaml import YamlError, read_yaml_file
@@ -53,6 +52,10 @@ _VPC_RE = re.compile(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _SUBNET_RE = re.compile(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _REMOTE_DIR_RE = re.compile(r"~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+")
+
+#: A stack name (always applied with fullmatch: a trailing newline must not pass): it names a folder
+#: of the state dir, tags and resources.
+STACK_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
 def bootstrap_names() -> tuple[str, ...]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.spec.stack import STACK_NAME_RE
 from trainer.strict_json import dumps
 
 #: Overrides the address used for SSH (`host:port`): tunnels, bastions, and tests with a loopback sshd.
@@ -51,10 +51,6 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     if path.stat().st_mode & 0o777 != _DIR_MODE:
         os.chmod(path, _DIR_MODE)
-
-
-#: A stack name (always applied with fullmatch: a trailing newline must not pass).
-STACK_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
 def check_name(name: str) -> str:

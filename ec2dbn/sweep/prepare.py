@@ -17,6 +17,7 @@ from ec2dbn.aws import provision
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import Reporter
 from ec2dbn.spec import cost
+from ec2dbn.spec.jobfiles import read_job_mapping
 from ec2dbn.spec.stack import Stack
 from ec2dbn.stack.lifecycle import resolve_cidr
 from ec2dbn.sweep import points as pts
@@ -81,7 +82,7 @@ def prepare(
     region: str | None = None,
 ) -> Prepared:
     """The job file and the command line's points, every point validated (ConfigError: the first bad)."""
-    base, section = pts.read_job_mapping(job_path)
+    base, section = read_job_mapping(job_path)
     spec = pts.merge_spec(pts.spec_from_section(section, str(job_path)), grid, random_count, seed, sample)
     points = pts.expand(spec)
     valid = pts.validate_all(
@@ -98,7 +99,7 @@ def prepare_resume(
     todo = record.unfinished()
     if not todo:
         raise ConfigError(f"sweep {record.sweep_id} has no unfinished point; its results are in {sweep_dir}")
-    base, _ = pts.read_job_mapping(sweep_dir / BASE_JOB_FILE)
+    base, _ = read_job_mapping(sweep_dir / BASE_JOB_FILE)
     local = record.mode == "local"
     kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local, "region": region}
     every = [pts.validate_point(pts.Point(e.point_id, e.values), base, **kw) for e in record.points]
