@@ -334,7 +334,7 @@ def ssh(name: str | None, print_only: bool) -> None:
     argv = [
         "ssh",
         "-i",
-        st.key_path or str(state.key_path(st.name)),
+        str(st.private_key()),
         "-o",
         f"UserKnownHostsFile={state.known_hosts_path(st.name)}",
         "-o",

@@ -61,5 +61,4 @@ def remote_for(
             if now >= give_up:
                 raise RemoteError(f"no SSH address: {exc}") from None
             time.sleep(ENDPOINT_POLL_S)
-    key = st.key_path or str(state.key_path(st.name))
-    return Remote(host, port, st.ssh_user, key, st.host_public_key)
+    return Remote(host, port, st.ssh_user, str(st.private_key()), st.host_public_key)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ec2dbn.aws import network, provision, teardown
 from ec2dbn.aws.provision import InstanceRecord
@@ -332,7 +331,3 @@ def stacks_in(region: str) -> list[str]:
     names = set(teardown.stacks_in(region))
     names.update(n for n, r in local_regions().items() if r == region)
     return sorted(names)
-
-
-def key_file(st: state.StackState) -> Path:
-    return Path(st.key_path) if st.key_path else state.key_path(st.name)

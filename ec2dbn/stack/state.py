@@ -123,6 +123,10 @@ class StackState(BaseModel):
     on_demand_price: Price | None = None
     instance_state: str | None = None
 
+    def private_key(self) -> Path:
+        """The private key SSH uses: the one recorded at launch, else the stack's usual place."""
+        return Path(self.key_path) if self.key_path else key_path(self.name)
+
     def ssh_endpoint(self) -> tuple[str, int]:
         """(host, port) for SSH: the instance's line in $EC2DBN_SSH_ENDPOINTS when that is set, else
         $EC2DBN_SSH_ENDPOINT when set, else the public IP (or DNS) on port 22.

@@ -119,9 +119,6 @@ class LocalRunner:
     def actual_usd(self) -> float:
         return 0.0
 
-    def work_left_changed(self) -> None:
-        pass
-
     def end(self, reporter: Reporter) -> list[str]:
         return []
 

@@ -105,7 +105,3 @@ class SweepRecord:
     def finish(self, exit_code: int, status: str, reason: str | None = None) -> None:
         self.exit_code, self.status, self.stop_reason = exit_code, status, reason
         self.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (path / SWEEP_FILE).is_file()
