@@ -33,6 +33,7 @@ from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.package_data import trainer_dir
+from ec2dbn.results_layout import BOOTSTRAP_LOG
 from ec2dbn.run.capacity import StackCapacity
 from ec2dbn.run.pipeline import Pipeline
 from ec2dbn.run.validate import Validated, load_job_file
@@ -144,7 +145,7 @@ class Bake(Pipeline):
             remote.wait_until_reachable(
                 ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
             )
-        log = self.results_dir / "bootstrap.log"
+        log = self.results_dir / BOOTSTRAP_LOG
         remote_dir = up.state.remote_dir or self.stack.remote_dir
         result = BootstrapResult()
         with self.phase("bootstrap"):

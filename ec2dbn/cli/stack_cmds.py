@@ -22,6 +22,7 @@ from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import BOOTSTRAP_LOG
 from ec2dbn.spec.cost import format_usd
 from ec2dbn.spec.overrides import load_for_launch
 from ec2dbn.spec.stack import DEFAULT_STACK, Stack
@@ -64,7 +65,7 @@ def bootstrap_after_launch(stack: Stack, record: lifecycle.Up, reporter: Reporte
     if not stack.bootstrap:
         return
     st = record.state
-    log = state.stack_dir(st.name) / "bootstrap.log"
+    log = state.stack_dir(st.name) / BOOTSTRAP_LOG
     try:
         with remote_for(st) as remote:
             remote.wait_until_reachable(ssh_timeout_s(), reporter)

@@ -274,8 +274,8 @@ def _echo(out: TextIO) -> Callable[[str], None]:
 
 
 def _print_outcome(sweep_dir: Path, as_json: bool = False) -> None:
+    from ec2dbn.results_layout import SUMMARY_FILE
     from ec2dbn.sweep.record import SweepRecord
-    from ec2dbn.sweep.summary import SUMMARY_FILE
 
     try:
         record = SweepRecord.load(sweep_dir)

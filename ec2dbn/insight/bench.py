@@ -25,9 +25,6 @@ from ec2dbn.spec.cost import format_usd
 from ec2dbn.untrusted_json import mapping, number, read_object, text, whole
 from trainer.contract import BENCH_FILE
 
-SUMMARY_FILE = "summary.md"
-PLOT_FILE = "bench.png"
-
 #: The note printed next to $0 when a local bench has no --price-per-hour.
 LOCAL_PRICE_NOTE = "local run: this machine is not billed by AWS, so $/epoch is $0 (use --price-per-hour)"
 

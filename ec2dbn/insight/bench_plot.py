@@ -13,8 +13,6 @@ from typing import Any
 
 from ec2dbn.errors import ConfigError
 from ec2dbn.insight.bench import (
-    PLOT_FILE,
-    SUMMARY_FILE,
     BenchSummary,
     as_row,
     find_break_even,
@@ -23,6 +21,7 @@ from ec2dbn.insight.bench import (
     usd_small,
 )
 from ec2dbn.insight.plots import _COLOURS, _LABELS, _figure, _save, literal
+from ec2dbn.results_layout import BENCH_PLOT, SUMMARY_FILE
 from ec2dbn.untrusted_json import mapping, text
 
 
@@ -212,7 +211,7 @@ def write_outputs(out_dir: Path, summary: BenchSummary, plot: bool = True) -> li
     written = [out_dir / SUMMARY_FILE]
     written[0].write_text(render_summary(summary), encoding="utf-8")
     if plot:
-        written.append(plot_bench(summary.rows, out_dir / PLOT_FILE, title=_plot_title(summary)))
+        written.append(plot_bench(summary.rows, out_dir / BENCH_PLOT, title=_plot_title(summary)))
     return written
 
 

@@ -18,11 +18,9 @@ from typing import Any
 
 from ec2dbn.errors import ConfigError
 from ec2dbn.insight.bench import usd_small
+from ec2dbn.results_layout import RUN_FILE, SWEEP_FILE
 from ec2dbn.untrusted_json import mapping, number, objects, read_object, text
 from trainer.contract import METRICS_JSON as METRICS_FILE
-
-RUN_FILE = "run.json"
-SWEEP_FILE = "sweep.json"  # ec2dbn.sweep.record's; a folder with one holds a sweep's points
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import yaml
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.package_data import trainer_dir
+from ec2dbn.results_layout import JOB_FILE
 from ec2dbn.ssh import detached
 from ec2dbn.ssh.remote import Remote
 from ec2dbn.ssh.shell import quote_path
@@ -85,9 +86,9 @@ def shipped_files(job: Any, staging: Path) -> dict[str, Path]:
         shipped_name = f"data/{local.name or 'dataset'}"
         files[shipped_name] = local
         spec["data"]["name"] = shipped_name
-    path = staging / "job.yaml"
+    path = staging / JOB_FILE
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    files["job.yaml"] = path
+    files[JOB_FILE] = path
     return files
 
 

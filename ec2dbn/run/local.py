@@ -22,6 +22,7 @@ import yaml
 from ec2dbn.errors import ConfigError, Ec2dbnError, JobFailedError
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.package_data import trainer_argv
+from ec2dbn.results_layout import JOB_FILE
 from ec2dbn.run import signals
 from ec2dbn.run.blas_threads import plan_here
 from ec2dbn.run.results import RunRecord, claim_run_dir, plot_run, timed_phase
@@ -77,7 +78,7 @@ def start_local(job_path: Path, results_root: Path, backend: str | None = None) 
     check_fits(job, None, backend)
     check_backend_here(backend or job.backend)
     run_id, results_dir = claim_run_dir(results_root, job_path)
-    (results_dir / "job.yaml").write_text(yaml.safe_dump(job.to_dict(), sort_keys=False), encoding="utf-8")
+    (results_dir / JOB_FILE).write_text(yaml.safe_dump(job.to_dict(), sort_keys=False), encoding="utf-8")
     record = RunRecord(run_id=run_id, job=str(job_path), mode="local")
     record.phases["validate"] = round(time.monotonic() - start, 3)
     return record, results_dir
@@ -102,7 +103,7 @@ def resume_local(run_id: str, results_root: Path) -> tuple[RunRecord, Path, Path
     from ec2dbn.run.validate import load_job_file, resumable_run
 
     record, results_dir = resumable_run(run_id, results_root, "local")
-    job_path = results_dir / "job.yaml"
+    job_path = results_dir / JOB_FILE
     load_job_file(job_path)
     return record, results_dir, job_path
 

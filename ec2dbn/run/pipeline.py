@@ -39,6 +39,7 @@ from ec2dbn.errors import (
     StackTornDownError,
 )
 from ec2dbn.events import QuietOnClosedTerminal, Reporter
+from ec2dbn.results_layout import BOOTSTRAP_LOG
 from ec2dbn.run import signals
 from ec2dbn.run.capacity import Capacity, StackCapacity
 from ec2dbn.run.instance_files import (
@@ -240,7 +241,7 @@ class Pipeline:
         else:
             if not up.bootstrapped:
                 with self.phase("bootstrap"):
-                    log = self.results_dir / "bootstrap.log"
+                    log = self.results_dir / BOOTSTRAP_LOG
                     steps = run_bootstrap(
                         remote,
                         self.stack.bootstrap,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
+from ec2dbn.results_layout import RUN_FILE
 from ec2dbn.untrusted_json import read_object
 from trainer.contract import METRICS_JSON
 from trainer.strict_json import dumps, write_json
@@ -33,7 +34,7 @@ def load_run(results_root: Path, run_id: str) -> tuple[RunRecord, Path]:
     """Run `run_id`'s record and folder (`--resume`). ConfigError when there is no such run or its
     run.json is not a run's record."""
     results_dir = results_root / run_id
-    if not (results_dir / "run.json").is_file():
+    if not (results_dir / RUN_FILE).is_file():
         raise ConfigError(f"no run {run_id} in {results_root} (no {results_dir / 'run.json'})")
     return RunRecord.load(results_dir), results_dir
 
@@ -89,7 +90,7 @@ class RunRecord:
         """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file), as
         strict JSON (a non-finite number, e.g. a cost from a NaN price, is written as null)."""
         results_dir.mkdir(parents=True, exist_ok=True)
-        return write_json(results_dir / "run.json", asdict(self))
+        return write_json(results_dir / RUN_FILE, asdict(self))
 
     @classmethod
     def load(cls, results_dir: Path) -> RunRecord:
@@ -100,8 +101,8 @@ class RunRecord:
         """
         from pydantic import ValidationError
 
-        path = results_dir / "run.json"
-        data = read_object(path, "run.json")
+        path = results_dir / RUN_FILE
+        data = read_object(path, RUN_FILE)
         try:  # strict, from JSON: a string is no number, a number no string, a list no object
             return _record_schema().validate_json(dumps(data), strict=True)
         except ValidationError as exc:

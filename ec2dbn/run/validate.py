@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ec2dbn.errors import ConfigError
+from ec2dbn.results_layout import JOB_FILE
 from ec2dbn.run.instance_files import RemoteRun
 from ec2dbn.run.results import RunRecord, claim_run_dir, load_run
 from ec2dbn.spec import cost
@@ -120,7 +121,7 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
     """`train --resume RUN_ID`: the run's own job and stack, from its results folder."""
     start = time.monotonic()
     record, results_dir = resumable_run(run_id, results_root, "ec2")
-    job_path = results_dir / "job.yaml"
+    job_path = results_dir / JOB_FILE
     job = load_job_file(job_path)
     stack = load_for_launch(record.stack_ref, name=record.stack, max_lifetime=job.run.max_lifetime)
     check_fits(job, stack, backend)
@@ -173,6 +174,6 @@ def open_record(v: Validated) -> tuple[RunRecord, Path]:
             run_id, results_dir = claim_run_dir(v.results_root, v.job_path)
         record = RunRecord(run_id=run_id, job=str(v.job_path), mode="ec2", stack_ref=v.stack_ref)
         text = yaml.safe_dump(v.job.to_dict(), sort_keys=False)
-        (results_dir / "job.yaml").write_text(text, encoding="utf-8")
+        (results_dir / JOB_FILE).write_text(text, encoding="utf-8")
     record.phases["validate"] = round((record.phases.get("validate") or 0.0) + v.seconds, 3)
     return record, results_dir

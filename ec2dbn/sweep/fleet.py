@@ -31,6 +31,7 @@ from ec2dbn.aws.fleets import FleetInstance
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, SWEEP_TAG
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.results_layout import instance_bootstrap_log
 from ec2dbn.spec import catalog, cost
 from ec2dbn.spec.stack import Stack
 from ec2dbn.ssh.bootstrap import run_bootstrap
@@ -81,7 +82,7 @@ class FleetGroup:
         self.requirements = tuple(requirements)  # what the points' data sets need: installed at bootstrap
         self.stack = stack
         self.sweep_id = sweep_id
-        self.logs = sweep_dir / "instances"
+        self.sweep_dir = sweep_dir
         self.pool = pool
         self.budget = budget
         self.reporter = reporter
@@ -202,7 +203,7 @@ class FleetGroup:
             remote = remote_for(st, wait_s=ssh_timeout_s(), still_there=lambda: self._alive(iid))
             try:
                 remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
-                self.logs.mkdir(parents=True, exist_ok=True)
+                self._log(iid).parent.mkdir(parents=True, exist_ok=True)
                 run_bootstrap(
                     remote,
                     self.stack.bootstrap,
@@ -240,7 +241,7 @@ class FleetGroup:
         return inst is not None and inst.state in provision.REUSABLE_STATES
 
     def _log(self, iid: str) -> Path:
-        return self.logs / f"{iid}-bootstrap.log"
+        return instance_bootstrap_log(self.sweep_dir, iid)
 
     def _pin(self) -> None:
         """Pin the group's host key for every address its instances are reached by."""

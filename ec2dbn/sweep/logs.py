@@ -10,6 +10,7 @@ from pathlib import Path
 from ec2dbn.aws import provision
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import RUN_FILE
 from ec2dbn.run.instance_files import RemoteRun, follow_run
 from ec2dbn.stack import state
 from ec2dbn.sweep.record import SweepRecord
@@ -21,7 +22,7 @@ POLL_S = 0.5
 
 def _run_json(folder: Path) -> dict[str, object]:
     try:
-        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

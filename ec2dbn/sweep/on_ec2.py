@@ -17,6 +17,7 @@ from typing import Any
 
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import JOB_FILE, RUN_FILE
 from ec2dbn.run.results import RunRecord
 from ec2dbn.run.validate import Validated
 from ec2dbn.spec.stack import Stack
@@ -25,7 +26,6 @@ from ec2dbn.stack.lease import LocalLease
 from ec2dbn.sweep.budget import Budget, instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import FleetGroup, slots_of
 from ec2dbn.sweep.points import ValidPoint
-from ec2dbn.sweep.record import BASE_JOB_FILE
 from ec2dbn.sweep.slots import Slot, SlotCapacity, SlotPool
 
 
@@ -111,9 +111,9 @@ class Ec2Runner:
         group = self.groups[slot.group]
         pid = vp.point.point_id
         results_dir = self.sweep_dir / pid
-        previous = RunRecord.load(results_dir) if (results_dir / "run.json").is_file() else None
+        previous = RunRecord.load(results_dir) if (results_dir / RUN_FILE).is_file() else None
         v = Validated(
-            job_path=self.sweep_dir / BASE_JOB_FILE,
+            job_path=self.sweep_dir / JOB_FILE,
             job=vp.job,
             stack=group.stack,
             stack_ref=vp.stack_ref,

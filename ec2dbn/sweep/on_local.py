@@ -22,6 +22,7 @@ import yaml
 
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import JOB_FILE, RUN_FILE
 from ec2dbn.run.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
 from ec2dbn.run.local import run_local
 from ec2dbn.run.results import RunRecord
@@ -68,8 +69,8 @@ class LocalRunner:
         pid = vp.point.point_id
         results_dir = self.sweep_dir / pid
         results_dir.mkdir(parents=True, exist_ok=True)
-        job_path = results_dir / "job.yaml"
-        resume = (results_dir / CHECKPOINT_FILE).is_file() and (results_dir / "run.json").is_file()
+        job_path = results_dir / JOB_FILE
+        resume = (results_dir / CHECKPOINT_FILE).is_file() and (results_dir / RUN_FILE).is_file()
         if resume:
             record = RunRecord.load(results_dir)
             record.status, record.exit_code, record.finished_at = "running", None, None

@@ -16,6 +16,7 @@ import yaml
 from ec2dbn.aws import provision
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import JOB_FILE
 from ec2dbn.spec import cost
 from ec2dbn.spec.jobfiles import read_job_mapping
 from ec2dbn.spec.stack import Stack
@@ -24,7 +25,7 @@ from ec2dbn.sweep import points as pts
 from ec2dbn.sweep.budget import instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import slots_of
 from ec2dbn.sweep.on_ec2 import instances_for
-from ec2dbn.sweep.record import BASE_JOB_FILE, PointEntry, SweepRecord, claim_sweep_dir
+from ec2dbn.sweep.record import PointEntry, SweepRecord, claim_sweep_dir
 
 
 @dataclass
@@ -99,7 +100,7 @@ def prepare_resume(
     todo = record.unfinished()
     if not todo:
         raise ConfigError(f"sweep {record.sweep_id} has no unfinished point; its results are in {sweep_dir}")
-    base, _ = read_job_mapping(sweep_dir / BASE_JOB_FILE)
+    base, _ = read_job_mapping(sweep_dir / JOB_FILE)
     local = record.mode == "local"
     kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local, "region": region}
     every = [pts.validate_point(pts.Point(e.point_id, e.values), base, **kw) for e in record.points]
@@ -164,7 +165,7 @@ def open_sweep(
     sweep.json (every point pending)."""
     sweep_id, sweep_dir = claim_sweep_dir(results_root)
     assign_capacity(p, sweep_id, instances, max_instances)
-    (sweep_dir / BASE_JOB_FILE).write_text(yaml.safe_dump(p.base, sort_keys=False), encoding="utf-8")
+    (sweep_dir / JOB_FILE).write_text(yaml.safe_dump(p.base, sort_keys=False), encoding="utf-8")
     record = SweepRecord(
         sweep_id=sweep_id,
         job=str(p.job_path),

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
+from ec2dbn.results_layout import SWEEP_FILE
 from ec2dbn.run.results import claim_dir
 from trainer.strict_json import write_json
 
-SWEEP_FILE = "sweep.json"
-BASE_JOB_FILE = "job.yaml"
 #: Point states that `--resume` leaves alone: the point has its answer (a diverged one would diverge again).
 DONE_STATES = ("finished", "diverged")
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import BOOTSTRAP_LOG
 from ec2dbn.stack import lifecycle, state
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ class SlotCapacity:
         on_launched(st)
         log = self.source.bootstrap_log(slot)
         if log is not None and log.is_file():
-            shutil.copyfile(log, self.results_dir / "bootstrap.log")
+            shutil.copyfile(log, self.results_dir / BOOTSTRAP_LOG)
         env = {"CUDA_VISIBLE_DEVICES": str(slot.gpu)} if slot.gpu is not None else {}
         return lifecycle.Up(state=st, reused=True, bootstrapped=True, env=env)
 

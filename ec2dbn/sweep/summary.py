@@ -17,13 +17,11 @@ from ec2dbn.errors import ConfigError
 from ec2dbn.events import NullReporter, Reporter
 from ec2dbn.insight.bench import usd_small
 from ec2dbn.insight.report import load_row
+from ec2dbn.results_layout import RUN_FILE, SUMMARY_FILE, SWEEP_PLOT
 from ec2dbn.run.local import plot_quietly
 from ec2dbn.sweep.points import show_value
 from ec2dbn.sweep.record import SweepRecord
 from trainer.contract import METRICS_JSON
-
-SUMMARY_FILE = "summary.md"
-PLOT_FILE = "sweep.png"
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def rows(sweep_dir: Path) -> tuple[SweepRecord, list[SweepRow]]:
     for entry in record.points:
         folder = sweep_dir / entry.point_id
         run = None
-        if (folder / "run.json").is_file() or (folder / METRICS_JSON).is_file():
+        if (folder / RUN_FILE).is_file() or (folder / METRICS_JSON).is_file():
             try:
                 run = load_row(folder)
             except ConfigError:
@@ -110,7 +108,7 @@ def write_summary(sweep_dir: Path, reporter: Reporter | None = None) -> list[Pat
     written = [sweep_dir / SUMMARY_FILE]
     written[0].write_text(to_markdown(record, table), encoding="utf-8")
     if any(r.test_accuracy is not None for r in table) and record.keys:
-        written.append(plot_sweep(record, table, sweep_dir / PLOT_FILE))
+        written.append(plot_sweep(record, table, sweep_dir / SWEEP_PLOT))
     return written
 
 
