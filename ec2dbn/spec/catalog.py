@@ -100,12 +100,14 @@ class InstanceType:
 
 @dataclass(frozen=True)
 class Price:
-    """An hourly price in USD with where it came from and when (`date` is ISO, YYYY-MM-DD)."""
+    """An hourly price in USD with where it came from and when (`date` is ISO, YYYY-MM-DD): the one price
+    record, from the catalog, EC2 or the Price List API, and recorded as is in state.json and run.json.
+    `region` is "" in a state.json written before prices carried it."""
 
     usd_per_hour: float
     source: str
     date: str
-    region: str
+    region: str = ""
     market: str = "on-demand"
 
 

@@ -177,7 +177,7 @@ def bring_up(
     paid, od = provision.prices(
         stack.region, inst.instance_type, inst.market, inst.availability_zone, launched.candidate.max_price
     )
-    st.price, st.on_demand_price = _state_price(paid), _state_price(od)
+    st.price, st.on_demand_price = paid, od
     state.save(st)
     if on_launched is not None:
         on_launched(st)
@@ -220,8 +220,8 @@ def _reuse(
             host_public_key=inst.tags.get(HOST_KEY_TAG),
             launched_at=state.iso(inst.launched_at) if inst.launched_at else None,
             deadline=inst.tags.get(DEADLINE_TAG),
-            price=_state_price(paid),
-            on_demand_price=_state_price(od),
+            price=paid,
+            on_demand_price=od,
         )
     st.ssh_cidr = cidr
     if run_id and inst.tags.get(RUN_TAG) != run_id:
@@ -256,12 +256,6 @@ def _apply(st: state.StackState, inst: InstanceRecord) -> None:
     st.public_dns = inst.public_dns or st.public_dns
     st.instance_state = inst.state
     st.image_id = inst.image_id or st.image_id
-
-
-def _state_price(p: provision.Price | None) -> state.Price | None:
-    if p is None:  # a type ec2dbn has no price for: "price unknown", never a guess
-        return None
-    return state.Price(usd_per_hour=p.usd_per_hour, source=p.source, date=p.date, market=p.market)
 
 
 def _pin_host_key(st: state.StackState) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.spec.catalog import Price
 from ec2dbn.spec.stack import STACK_NAME_RE
 from trainer.strict_json import dumps
 
@@ -82,19 +83,11 @@ def known_hosts_path(name: str) -> Path:
     return stack_dir(name) / "known_hosts"
 
 
-class Price(BaseModel):
-    """An hourly price with where it came from (`date` ISO, as the catalog gives it)."""
-
-    usd_per_hour: float
-    source: str
-    date: str
-    market: str = "on-demand"
-
-
 class StackState(BaseModel):
     """What `launch` created for one stack. Unknown fields are kept, so later versions can add some.
 
-    Times are ISO-8601 UTC strings ('2025-01-01T12:00:00Z'); price is USD/hour.
+    Times are ISO-8601 UTC strings ('2025-01-01T12:00:00Z'); price is the one Price (ec2dbn.spec.catalog),
+    USD/hour.
     """
 
     model_config = ConfigDict(extra="allow")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -280,10 +280,10 @@ class FleetGroup:
         """A point's view of its slot: the instance, from now, at its share of the instance's price."""
         assert slot.instance_id is not None
         m = self.members[slot.instance_id]
-        share = state.Price(
+        share = replace(
+            m.price,
             usd_per_hour=m.price.usd_per_hour / m.slots,
             source=f"{m.price.source}, 1/{m.slots} of the instance" if m.slots > 1 else m.price.source,
-            date=m.price.date,
             market=m.instance.market,
         )
         st = self.instance_state(slot.instance_id)
