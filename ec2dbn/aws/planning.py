@@ -104,10 +104,14 @@ def plan(
     stack: Stack,
     *,
     cidr: str,
+    bake_name: bakes.BakeName | None = None,
     reporter: Reporter | None = None,
     avoid_zones: Iterable[str] = (),
 ) -> Plan:
     """Validate the stack against the region and price it. Creates nothing.
+
+    bake_name: the bake's hash for a base image id, handed down (a stack with `bake: auto` or
+    `image: baked` needs it; ec2dbn.stack.lifecycle.plan_stack passes it).
 
     Raises ConfigError when a candidate is unknown to EC2 or retired, none is offered where the stack has
     subnets (naming where it is), the network or image is missing, or the image is larger than volume_gb;
@@ -119,7 +123,7 @@ def plan(
     specs = {t: facts[t].instance_type() for t in stack.candidates if t in facts}
     zones = offerings.check_offered(aws, stack.candidates)
     net = vpc.resolve(aws, vpc_id=stack.vpc_id, subnet_ids=stack.subnet_ids, subnet_tags=stack.subnet_tags)
-    image = bakes.choose(stack, images.resolve(aws, stack.source_image), reporter)
+    image = bakes.choose(stack, images.resolve(aws, stack.source_image), bake_name, reporter)
     if image.root_size_gb and stack.volume_gb < image.root_size_gb:
         raise ConfigError(
             f"volume_gb {stack.volume_gb} is smaller than image {image.image_id}'s "

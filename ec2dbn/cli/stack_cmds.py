@@ -245,7 +245,7 @@ def launch(
     )
     if dry_run:
         require_account(stack.region)  # credentials and region first: the cause of a failure comes first
-        p = provision.plan(stack, cidr=lifecycle.resolve_cidr(stack, reporter), reporter=reporter)
+        p = lifecycle.plan_stack(stack, reporter)
         checks = provision.dry_run(p, reporter=reporter)
         if as_json:
             click.echo(dumps(plan_doc(p, checks), indent=2))

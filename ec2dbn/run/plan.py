@@ -40,7 +40,7 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
         spec = provision.instance_spec(region, itype)
         check_fits(v.job, v.stack, v.backend, {itype: spec})
         return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price, spec)
-    p = provision.plan(v.stack, cidr=lifecycle.resolve_cidr(v.stack, reporter), reporter=reporter)
+    p = lifecycle.plan_stack(v.stack, reporter)
     check_fits(v.job, v.stack, v.backend, _described(p))
     return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
@@ -53,7 +53,7 @@ def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tupl
     except CloudError:  # offline or behind a proxy: a plan does not need to know the address yet
         cidr = "your public IP as /32 (resolved at launch)"
     require_account(v.stack.region)
-    p = provision.plan(v.stack, cidr=cidr, reporter=reporter)
+    p = lifecycle.plan_stack(v.stack, reporter, cidr=cidr)
     check_fits(v.job, v.stack, v.backend, _described(p))
     checks = provision.dry_run(p, reporter=reporter)
     return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)

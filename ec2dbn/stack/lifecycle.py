@@ -19,6 +19,7 @@ from ec2dbn.aws.provision import InstanceRecord
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, RUN_TAG
 from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError, StackBusyError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec.bake_inputs import bake_hash
 from ec2dbn.spec.stack import Stack
 from ec2dbn.stack import state, userdata
 from ec2dbn.stack.lease import busy_message
@@ -68,6 +69,18 @@ class TeardownIncomplete(CloudError):
 def resolve_cidr(stack: Stack, reporter: Reporter | None = None) -> str:
     """The CIDR allowed in on port 22 (the caller's /32 for `auto`)."""
     return network.resolve_cidr(stack.ssh_cidr, reporter)
+
+
+def plan_stack(stack: Stack, reporter: Reporter | None = None, *, cidr: str | None = None) -> provision.Plan:
+    """What launching the stack would make (offerings, image, prices); creates nothing. The one way above
+    aws/ to plan: `cidr` (default: resolved as the stack asks) and the bake's hash over the stack's steps
+    are handed down, since aws/ computes neither."""
+    return provision.plan(
+        stack,
+        cidr=cidr if cidr is not None else resolve_cidr(stack, reporter),
+        bake_name=lambda base_image_id: bake_hash(base_image_id, stack.bootstrap),
+        reporter=reporter or NullReporter(),
+    )
 
 
 # ------------------------------------------------------------------------------------------- reuse
@@ -139,7 +152,7 @@ def bring_up(
     if existing is not None:
         return _reuse(stack, existing, run_id, reporter, stack_source)
     if plan is None:
-        plan = provision.plan(stack, cidr=resolve_cidr(stack, reporter), reporter=reporter)
+        plan = plan_stack(stack, reporter)
     host_key = userdata.generate_host_key(f"ec2dbn-{stack.name}")
     deadline = userdata.deadline_after(stack.lifetime_minutes)
     tags = {

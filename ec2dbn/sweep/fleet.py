@@ -35,9 +35,9 @@ from ec2dbn.results_layout import instance_bootstrap_log
 from ec2dbn.spec import catalog, cost
 from ec2dbn.spec.stack import Stack
 from ec2dbn.ssh.bootstrap import run_bootstrap
-from ec2dbn.stack import state, userdata
+from ec2dbn.stack import lifecycle, state, userdata
 from ec2dbn.stack.connect import remote_for, ssh_timeout_s
-from ec2dbn.stack.lifecycle import StateKeyStore, resolve_cidr
+from ec2dbn.stack.lifecycle import StateKeyStore
 from ec2dbn.sweep.budget import Budget
 from ec2dbn.sweep.slots import Slot, SlotPool
 
@@ -109,8 +109,7 @@ class FleetGroup:
     def plan(self, reporter: Reporter | None = None) -> provision.Plan:
         """What the fleet would be (offerings, image, prices). Creates nothing."""
         if self._plan is None:
-            cidr = resolve_cidr(self.stack, reporter)
-            self._plan = provision.plan(self.stack, cidr=cidr, reporter=reporter or NullReporter())
+            self._plan = lifecycle.plan_stack(self.stack, reporter)
         return self._plan
 
     def launch(self, count: int) -> int:

@@ -20,7 +20,7 @@ from ec2dbn.results_layout import JOB_FILE
 from ec2dbn.spec import cost
 from ec2dbn.spec.jobfiles import read_job_mapping
 from ec2dbn.spec.stack import Stack
-from ec2dbn.stack.lifecycle import resolve_cidr
+from ec2dbn.stack import lifecycle
 from ec2dbn.sweep import points as pts
 from ec2dbn.sweep.budget import instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import slots_of
@@ -140,7 +140,7 @@ def capacity_plan(p: Prepared, reporter: Reporter) -> list[GroupPlan]:
     launch-and-bootstrap overhead `train` assumes) + every point's estimate at its share of the price."""
     out = []
     for i, stack in enumerate(p.stacks):
-        plan = provision.plan(stack, cidr=resolve_cidr(stack, reporter), reporter=reporter)
+        plan = lifecycle.plan_stack(stack, reporter)
         hourly = plan.hourly.usd_per_hour
         slots = slots_of(plan.candidates[0].instance_type)
         members = [vp for vp in p.points if p.groups[vp.point.point_id] == i]
