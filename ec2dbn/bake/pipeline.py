@@ -40,9 +40,9 @@ from ec2dbn.run.validate import Validated, load_job_file
 from ec2dbn.spec.bake_inputs import PREPARE_SCRIPT, bake_hash, bake_requirements, bundled_data_sets
 from ec2dbn.spec.catalog import snapshot_price
 from ec2dbn.spec.stack import Stack
-from ec2dbn.ssh.bootstrap import BootstrapResult, run_bootstrap, run_script
+from ec2dbn.ssh.bootstrap import BootstrapResult, run_script
 from ec2dbn.ssh.shell import shell_exports
-from ec2dbn.stack.connect import remote_for, ssh_timeout_s
+from ec2dbn.stack.ready import make_ready
 
 #: The phases of a bake, in order (run.json records each one's seconds).
 BAKE_PHASES = (
@@ -140,18 +140,19 @@ class Bake(Pipeline):
         with self.phase("provision"):
             up = capacity.acquire(self.reporter, (), self._launched)
         self._launched(up.state)
-        with self.phase("connect"):
-            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s())
-            remote.wait_until_reachable(
-                ssh_timeout_s(), self.reporter, still_there=lambda: self._instance_fate() != "lost"
-            )
         log = self.results_dir / BOOTSTRAP_LOG
-        remote_dir = up.state.remote_dir or self.stack.remote_dir
-        result = BootstrapResult()
-        with self.phase("bootstrap"):
-            result = run_bootstrap(
-                remote, self.stack.bootstrap, remote_dir, self.reporter, log, requirements=bake_requirements()
-            )
+        remote_dir = up.state.remote_dir
+        ready = make_ready(
+            up.state,
+            self.stack.bootstrap,
+            log,
+            reporter=self.reporter,
+            requirements=bake_requirements(),
+            still_there=lambda: self._instance_fate() != "lost",
+            phase=self.phase,
+            on_connected=lambda r: setattr(self, "_remote", r),
+        )
+        remote, result = ready.remote, ready.bootstrap or BootstrapResult()
         with self.phase("cache"):
             remote.put_tree({"bake/trainer": trainer_dir()}, remote_dir)
             exports = shell_exports({"EC2DBN_CACHE_DATA": " ".join(self.data_sets)})

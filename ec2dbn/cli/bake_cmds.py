@@ -10,7 +10,7 @@ from rich.table import Table
 from ec2dbn.aws import bakes
 from ec2dbn.bake import pipeline as baking
 from ec2dbn.cli import cli, results_option
-from ec2dbn.cli.options import region_option
+from ec2dbn.cli.options import json_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
@@ -29,11 +29,9 @@ from trainer.strict_json import dumps
     multiple=True,
     help="A data set to cache in the image (repeatable; default: those the bundled jobs use).",
 )
-@region_option
+@region_option()
 @results_option("Folder under which the bake's record (<bake-id>/run.json, bootstrap.log) is written.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the bake (image, hash, size, $/month) as JSON at the end."
-)
+@json_option("Print the bake (image, hash, size, $/month) as JSON at the end.")
 def bake(
     stack_ref: str | None, data_sets: tuple[str, ...], region: str | None, results_root: Path, as_json: bool
 ) -> int:

@@ -11,6 +11,7 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
+from ec2dbn.cli.options import json_option
 from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
@@ -153,12 +154,7 @@ def run_remote_bench(
     help="USD/hour to price a --local run at (default: $0, this machine is not billed).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip bench.png (no matplotlib needed).")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the priced summary as JSON (the trainer's output goes to stderr).",
-)
+@json_option("Print the priced summary as JSON (the trainer's output goes to stderr).")
 def bench_cmd(
     job: Path,
     widths: str,
@@ -236,7 +232,7 @@ def bench_cmd(
 
 @cli.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table (for a README or an issue).")
 def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     """Finished runs side by side: backend, device, instance, s/epoch, speedup, accuracy, cost.

@@ -11,7 +11,7 @@ import click
 
 from ec2dbn.aws import teardown as aws_teardown
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import launched_stack
+from ec2dbn.cli.options import json_option, launched_stack, region_option
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
 from ec2dbn.cli.stack_regions import regions
 from ec2dbn.errors import ConfigError, CredentialsError, Ec2dbnError
@@ -59,9 +59,9 @@ def _single_default() -> str:
 @cli.command()
 @launched_stack
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
-@click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
+@region_option("Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@json_option("Print what was removed as JSON.")
 @click.option("--images", is_flag=True, help="Remove baked images and their snapshots (not stacks).")
 @click.option("--older-than", metavar="AGE", help="With --images: only bakes older than AGE (30d, 12h).")
 def teardown(

@@ -11,7 +11,15 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import launched_stack, market_option, region_option
+from ec2dbn.cli.options import (
+    backend_option,
+    json_option,
+    launched_stack,
+    market_option,
+    name_option,
+    region_option,
+    ssh_cidr_option,
+)
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
 from ec2dbn.run.local import resume_local, run_local, start_local
@@ -32,19 +40,14 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
 @market_option
-@region_option
+@region_option()
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
-@click.option("--name", help="Stack name to use (default: the stack file's name).")
-@click.option(
-    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
-)
+@name_option("Stack name to use (default: the stack file's name).")
+@ssh_cidr_option()
 @results_option("Folder under which results/<run-id>/ is written.")
-@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr.",
+@backend_option()
+@json_option(
+    "Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr."
 )
 @click.option(
     "--resume",
@@ -172,12 +175,10 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
 @market_option
-@region_option
-@click.option("--name", help="Stack name to use (default: the stack file's name).")
-@click.option(
-    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and the estimate as JSON.")
+@region_option()
+@name_option("Stack name to use (default: the stack file's name).")
+@ssh_cidr_option()
+@json_option("Print the plan and the estimate as JSON.")
 def plan(
     job: Path,
     stack_ref: str | None,

@@ -69,14 +69,14 @@ def start_local(job_path: Path, results_root: Path, backend: str | None = None) 
     """Validate the job (its data, that it fits this machine's memory, its backend) and only then claim a
     new results folder for it: a run refused here leaves no folder behind;
     its job.yaml is written from the validated job (what `--local --resume` runs again)."""
-    from ec2dbn.run.validate import check_local_data, load_job_file
+    from ec2dbn.run.validate import check_local_data, load_job_file, with_backend
     from ec2dbn.spec.memory import check_fits
 
     start = time.monotonic()
-    job = load_job_file(job_path)
+    job = with_backend(load_job_file(job_path), backend)
     check_local_data(str(job.data.name))
-    check_fits(job, None, backend)
-    check_backend_here(backend or job.backend)
+    check_fits(job, None)
+    check_backend_here(job.backend)
     run_id, results_dir = claim_run_dir(results_root, job_path)
     (results_dir / JOB_FILE).write_text(yaml.safe_dump(job.to_dict(), sort_keys=False), encoding="utf-8")
     record = RunRecord(run_id=run_id, job=str(job_path), mode="local")

@@ -58,10 +58,9 @@ from ec2dbn.run.results import timed_phase
 from ec2dbn.run.validate import Validated, open_record
 from ec2dbn.spec import cost
 from ec2dbn.ssh import detached
-from ec2dbn.ssh.bootstrap import run_bootstrap
 from ec2dbn.ssh.remote import Remote
 from ec2dbn.stack import state
-from ec2dbn.stack.connect import remote_for, ssh_timeout_s
+from ec2dbn.stack.ready import make_ready
 from trainer.contract import (
     CHECKPOINT_FILE,
     EPOCH_MARKER,
@@ -232,25 +231,30 @@ class Pipeline:
         with self.phase("provision"):
             up = self.capacity.acquire(self.reporter, avoid_zones, self._launched)
         self._launched(up.state)
-        with self.phase("connect"):
-            still_there = lambda: self._instance_fate() != "lost"  # noqa: E731
-            remote = self._remote = remote_for(up.state, wait_s=ssh_timeout_s(), still_there=still_there)
-            remote.wait_until_reachable(ssh_timeout_s(), self.reporter, still_there=still_there)
-        if self._reattach and detached.job_status(remote, run.workdir).state != "absent":
+        reattach = False
+
+        def needs_bootstrap(remote: Remote) -> bool:
+            nonlocal reattach
+            reattach = self._reattach and detached.job_status(remote, run.workdir).state != "absent"
+            return not reattach and not up.bootstrapped
+
+        ready = make_ready(
+            up.state,
+            self.stack.bootstrap,
+            self.results_dir / BOOTSTRAP_LOG,
+            reporter=self.reporter,
+            requirements=self.v.requirements,
+            still_there=lambda: self._instance_fate() != "lost",
+            phase=self.phase,
+            needs_bootstrap=needs_bootstrap,
+            on_connected=lambda r: setattr(self, "_remote", r),
+        )
+        remote = ready.remote
+        if ready.bootstrap is not None:
+            self.record.bootstrap = ready.bootstrap.said
+        if reattach:
             self.reporter.step(f"re-attaching to the job already running in {run.workdir}")
         else:
-            if not up.bootstrapped:
-                with self.phase("bootstrap"):
-                    log = self.results_dir / BOOTSTRAP_LOG
-                    steps = run_bootstrap(
-                        remote,
-                        self.stack.bootstrap,
-                        up.state.remote_dir,
-                        self.reporter,
-                        log,
-                        requirements=self.v.requirements,
-                    )
-                    self.record.bootstrap = steps.said
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:

@@ -38,10 +38,10 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
         region, itype = v.stack.region, existing.instance_type
         price = provision.prices(region, itype, existing.market, None, None)[1]
         spec = provision.instance_spec(region, itype)
-        check_fits(v.job, v.stack, v.backend, {itype: spec})
+        check_fits(v.job, v.stack, {itype: spec})
         return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price, spec)
     p = lifecycle.plan_stack(v.stack, reporter)
-    check_fits(v.job, v.stack, v.backend, _described(p))
+    check_fits(v.job, v.stack, _described(p))
     return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
 
@@ -54,7 +54,7 @@ def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tupl
         cidr = "your public IP as /32 (resolved at launch)"
     require_account(v.stack.region)
     p = lifecycle.plan_stack(v.stack, reporter, cidr=cidr)
-    check_fits(v.job, v.stack, v.backend, _described(p))
+    check_fits(v.job, v.stack, _described(p))
     checks = provision.dry_run(p, reporter=reporter)
     return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 

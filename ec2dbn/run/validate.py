@@ -7,6 +7,7 @@ written from it, never re-read from the user's file), the strict `Stack`, and ho
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ class Validated:
     stack: Stack
     stack_ref: str | None = None
     keep: bool = False
-    backend: str | None = None
     results_root: Path = Path("results")
     results_dir: Path | None = None
     resume: RunRecord | None = None
@@ -63,7 +63,13 @@ class Validated:
         (`ec2dbn bench --stack` runs trainer.bench through the same pipeline)."""
         if self.run_command is not None:
             return self.run_command(run, resume)
-        return run.trainer_command(self.backend, resume=resume)
+        return run.trainer_command(resume=resume)
+
+
+def with_backend(job: Any, backend: str | None) -> Any:
+    """The job with `--backend` applied (None: its own): from here on the job alone says where it trains
+    (the memory check, the shipped job.yaml, a sweep's points)."""
+    return dataclasses.replace(job, backend=backend) if backend else job
 
 
 def load_job_file(job_path: Path) -> Any:
@@ -106,12 +112,12 @@ def validate(
     """The job file and the stack it runs on (`stack_ref`, else the job's `stack:`), with the command
     line's overrides. Raises ConfigError; touches no AWS."""
     start = time.monotonic()
-    job = load_job_file(job_path)
+    job = with_backend(load_job_file(job_path), request.pop("backend", None))
     ref = stack_ref or (job.stack if isinstance(job.stack, str) else None)
     stack = load_for_launch(
         ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region, max_lifetime=job.run.max_lifetime
     )
-    check_fits(job, stack, request.get("backend"))
+    check_fits(job, stack)
     check_local_data(str(job.data.name))
     pull_limit_bytes()  # a bad EC2DBN_MAX_PULL_MB is refused now, not at the pull after a paid run
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
@@ -122,16 +128,15 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
     start = time.monotonic()
     record, results_dir = resumable_run(run_id, results_root, "ec2")
     job_path = results_dir / JOB_FILE
-    job = load_job_file(job_path)
+    job = with_backend(load_job_file(job_path), backend)
     stack = load_for_launch(record.stack_ref, name=record.stack, max_lifetime=job.run.max_lifetime)
-    check_fits(job, stack, backend)
+    check_fits(job, stack)
     return Validated(
         job_path,
         job,
         stack,
         record.stack_ref,
         keep=keep,
-        backend=backend,
         results_root=results_root,
         results_dir=results_dir,
         resume=record,

@@ -51,15 +51,15 @@ def _refusal(job: Job, estimate: MemoryEstimate, where: str, capacity: int, advi
 def check_fits(
     job: Job,
     stack: Stack | None,
-    backend: str | None = None,
     described: Mapping[str, catalog.InstanceType] | None = None,
 ) -> None:
-    """ConfigError unless `job` (with `backend` overriding its own) fits every candidate type of `stack`,
+    """ConfigError unless `job` (on its own backend: --backend is applied to it when it is validated) fits
+    every candidate type of `stack`,
     or this machine's RAM when `stack` is None (`--local`).
 
     A candidate the catalog does not list is checked with what EC2 describes (`described`, by type name,
     from the plan phase); while validating, before AWS is asked, it is skipped."""
-    backend = backend or job.backend
+    backend = job.backend
     estimate = estimate_memory(job)
     smaller = "use narrower layers or a smaller minibatch_size"
     if stack is None:

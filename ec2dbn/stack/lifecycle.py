@@ -11,7 +11,7 @@ refuses a cluster launched with other resources.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ec2dbn.aws import network, provision, teardown
@@ -128,6 +128,61 @@ def _differences(stack: Stack, inst: InstanceRecord) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------ new instances
+
+
+@dataclass
+class NewInstances:
+    """What every new instance of a stack is launched with, made once per launch: a stack's instance
+    (`bring_up`) or a fleet group's (every instance of it shares the host key and the user-data).
+
+    state: what is recorded (the host key to pin, the deadline; the instance's facts come later);
+    user_data: cloud-config installing the host key and the self-termination; instance_tags: the
+    deadline, the host key (to pin again without the state dir), the image asked for, the run's lease.
+    """
+
+    state: state.StackState
+    user_data: str
+    instance_tags: dict[str, str]
+    key_store: StateKeyStore
+
+
+def new_instances(
+    stack: Stack,
+    plan: provision.Plan,
+    *,
+    run_id: str | None = None,
+    sweep: str | None = None,
+    stack_source: str = "",
+) -> NewInstances:
+    """A fresh host key and deadline for the stack's next launch, and what follows from them."""
+    host_key = userdata.generate_host_key(f"ec2dbn-{stack.name}")
+    deadline = userdata.deadline_after(stack.lifetime_minutes)
+    tags = {
+        DEADLINE_TAG: state.iso(deadline),
+        HOST_KEY_TAG: " ".join(host_key.public.split()[:2]),
+        IMAGE_TAG: stack.image,
+        **({RUN_TAG: run_id} if run_id else {}),
+    }
+    st = state.StackState(
+        name=stack.name,
+        region=stack.region,
+        stack_source=stack_source,
+        key_name=stack.key_name,
+        key_path=str(state.key_path(stack.name)),
+        ssh_user=stack.ssh_user,
+        ssh_cidr=plan.cidr,
+        remote_dir=stack.remote_dir,
+        host_public_key=host_key.public,
+        launched_at=state.iso(state.utc_now()),
+        deadline=state.iso(deadline),
+        **({"sweep": sweep} if sweep else {}),
+    )
+    return NewInstances(
+        st, userdata.render(host_key, deadline, stack=stack.name), tags, StateKeyStore(stack.name)
+    )
+
+
 # ---------------------------------------------------------------------------------------------- up
 
 
@@ -153,38 +208,20 @@ def bring_up(
         return _reuse(stack, existing, run_id, reporter, stack_source)
     if plan is None:
         plan = plan_stack(stack, reporter)
-    host_key = userdata.generate_host_key(f"ec2dbn-{stack.name}")
-    deadline = userdata.deadline_after(stack.lifetime_minutes)
-    tags = {
-        DEADLINE_TAG: state.iso(deadline),
-        HOST_KEY_TAG: " ".join(host_key.public.split()[:2]),
-        IMAGE_TAG: stack.image,
-        **({RUN_TAG: run_id} if run_id else {}),
-    }
+    new = new_instances(stack, plan, run_id=run_id, stack_source=stack_source)
     launched = provision.launch(
         plan,
-        user_data=userdata.render(host_key, deadline, stack=stack.name),
-        instance_tags=tags,
-        key_store=StateKeyStore(stack.name),
+        user_data=new.user_data,
+        instance_tags=new.instance_tags,
+        key_store=new.key_store,
         reporter=reporter,
         avoid_zones=avoid_zones,
     )
     inst = launched.instance
-    st = state.StackState(
-        name=stack.name,
-        region=stack.region,
-        stack_source=stack_source,
-        market=inst.market,
-        key_name=launched.key.name,
-        key_path=str(state.key_path(stack.name)),
-        security_group_id=launched.security_group.group_id,
-        ssh_user=stack.ssh_user,
-        ssh_cidr=plan.cidr,
-        remote_dir=stack.remote_dir,
-        host_public_key=host_key.public,
-        launched_at=state.iso(state.utc_now()),
-        deadline=state.iso(deadline),
-    )
+    st = new.state
+    st.market, st.key_name = inst.market, launched.key.name
+    st.security_group_id = launched.security_group.group_id
+    st.launched_at = state.iso(state.utc_now())
     _apply(st, inst)
     state.save(st)  # first, before anything else can fail: the instance exists now
     paid, od = provision.prices(
@@ -201,7 +238,7 @@ def bring_up(
     running = provision.wait_running(stack.region, inst.instance_id, reporter=reporter)
     _apply(st, running)
     state.save(st)
-    _pin_host_key(st)
+    pin_host_key([st])
     created = [f"key pair {launched.key.name}"] if launched.key.created else []
     if launched.security_group.created:
         created.append(f"security group {launched.security_group.group_id}")
@@ -243,7 +280,7 @@ def _reuse(
         inst = provision.wait_running(stack.region, iid, reporter=reporter)
     _apply(st, inst)
     state.save(st)
-    _pin_host_key(st)
+    pin_host_key([st])
     if not state.key_path(stack.name).is_file():
         reporter.warn(
             f"the private key for {iid} is not in {state.stack_dir(stack.name)}: SSH to it is impossible; "
@@ -271,13 +308,18 @@ def _apply(st: state.StackState, inst: InstanceRecord) -> None:
     st.image_id = inst.image_id or st.image_id
 
 
-def _pin_host_key(st: state.StackState) -> None:
-    """Pin the instance's host key for every name it is reached by (public IP, DNS, SSH endpoint)."""
-    names = [st.public_ip or "", st.public_dns or ""]
-    with contextlib.suppress(Ec2dbnError):
-        names.append(state.endpoint_host_pattern(*st.ssh_endpoint()))
-    if st.host_public_key and any(names):
-        state.write_known_hosts(st.name, names, st.host_public_key)
+def pin_host_key(instances: Sequence[state.StackState]) -> None:
+    """Pin the stack's host key for every name its instances are reached by (public IP, DNS, SSH
+    endpoint): one instance of a stack, or every instance of a fleet group (they share the key)."""
+    if not instances or not instances[0].host_public_key:
+        return
+    names: list[str] = []
+    for st in instances:
+        names += [st.public_ip or "", st.public_dns or ""]
+        with contextlib.suppress(Ec2dbnError):
+            names.append(state.endpoint_host_pattern(*st.ssh_endpoint()))
+    if any(names):
+        state.write_known_hosts(instances[0].name, names, instances[0].host_public_key)
 
 
 # ---------------------------------------------------------------------------------------- teardown

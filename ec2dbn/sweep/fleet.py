@@ -28,16 +28,14 @@ from typing import Any
 
 from ec2dbn.aws import fleet_launch, provision
 from ec2dbn.aws.fleets import FleetInstance
-from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, SWEEP_TAG
+from ec2dbn.aws.tags import SWEEP_TAG
 from ec2dbn.errors import Ec2dbnError
-from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.events import Reporter
 from ec2dbn.results_layout import instance_bootstrap_log
 from ec2dbn.spec import catalog, cost
 from ec2dbn.spec.stack import Stack
-from ec2dbn.ssh.bootstrap import run_bootstrap
-from ec2dbn.stack import lifecycle, state, userdata
-from ec2dbn.stack.connect import remote_for, ssh_timeout_s
-from ec2dbn.stack.lifecycle import StateKeyStore
+from ec2dbn.stack import lifecycle, state
+from ec2dbn.stack.ready import make_ready
 from ec2dbn.sweep.budget import Budget
 from ec2dbn.sweep.slots import Slot, SlotPool
 
@@ -117,34 +115,17 @@ class FleetGroup:
         returns how many EC2 gave (partial capacity is accepted). Raises the explained CloudError when
         it gave none."""
         p = self.plan(self.reporter)
-        host_key = userdata.generate_host_key(f"ec2dbn-{self.name}")
-        deadline = userdata.deadline_after(self.stack.lifetime_minutes)
         self.asked = count
-        self._base = state.StackState(
-            name=self.name,
-            region=self.stack.region,
-            key_name=self.stack.key_name,
-            key_path=str(state.key_path(self.name)),
-            ssh_user=self.stack.ssh_user,
-            ssh_cidr=p.cidr,
-            remote_dir=self.stack.remote_dir,
-            host_public_key=host_key.public,
-            launched_at=state.iso(state.utc_now()),
-            deadline=state.iso(deadline),
-            sweep=self.sweep_id,
-        )
+        new = lifecycle.new_instances(self.stack, p, sweep=self.sweep_id)
+        self._base = new.state
         state.save(self._base)  # first: whatever happens next, `teardown` knows the stack's region
         launched = fleet_launch.launch_fleet(
             p,
             count=count,
-            user_data=userdata.render(host_key, deadline, stack=self.name),
-            instance_tags={
-                DEADLINE_TAG: state.iso(deadline),
-                HOST_KEY_TAG: " ".join(host_key.public.split()[:2]),
-                IMAGE_TAG: self.stack.image,
-            },
+            user_data=new.user_data,
+            instance_tags=new.instance_tags,
             sweep_tags={SWEEP_TAG: self.sweep_id},
-            key_store=StateKeyStore(self.name),
+            key_store=new.key_store,
             reporter=self.reporter,
         )
         self._base.security_group_id = launched.security_group.group_id
@@ -199,20 +180,14 @@ class FleetGroup:
             )
             st = self.instance_state(iid)
             self._pin()
-            remote = remote_for(st, wait_s=ssh_timeout_s(), still_there=lambda: self._alive(iid))
-            try:
-                remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
-                self._log(iid).parent.mkdir(parents=True, exist_ok=True)
-                run_bootstrap(
-                    remote,
-                    self.stack.bootstrap,
-                    st.remote_dir,
-                    NullReporter(),
-                    self._log(iid),
-                    requirements=self.requirements,
-                )
-            finally:
-                remote.close()
+            ready = make_ready(
+                st,
+                self.stack.bootstrap,
+                self._log(iid),
+                requirements=self.requirements,
+                still_there=lambda: self._alive(iid),
+            )
+            ready.remote.close()
         except Exception as exc:  # any way an instance fails to become usable: it is not used
             replace = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
             with contextlib.suppress(Ec2dbnError):
@@ -244,17 +219,11 @@ class FleetGroup:
 
     def _pin(self) -> None:
         """Pin the group's host key for every address its instances are reached by."""
-        if self._base is None or not self._base.host_public_key:
+        if self._base is None:
             return
-        names: list[str] = []
         with self._lock:
             members = list(self.members)
-        for iid in members:
-            st = self.instance_state(iid)
-            names += [st.public_ip or "", st.public_dns or ""]
-            with contextlib.suppress(Ec2dbnError):
-                names.append(state.endpoint_host_pattern(*st.ssh_endpoint()))
-        state.write_known_hosts(self.name, names, self._base.host_public_key)
+        lifecycle.pin_host_key([self.instance_state(iid) for iid in members])
 
     # -- slots -----------------------------------------------------------------------------------
 

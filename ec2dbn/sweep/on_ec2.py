@@ -50,11 +50,9 @@ class Ec2Runner:
         budget: Budget,
         reporter: Reporter,
         work_left: Callable[[int], bool],
-        backend: str | None = None,
         requirements: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.sweep_dir = sweep_dir
-        self.backend = backend
         self.pool = SlotPool()
         self.counts = list(counts)
         self.budget = budget
@@ -120,7 +118,6 @@ class Ec2Runner:
             results_root=self.sweep_dir,
             results_dir=results_dir,
             resume=previous,
-            backend=self.backend,
             plot=False,  # drawn after the fleet is torn down (ec2dbn.sweep.summary), not on its time
         )
         flow = Pipeline(v, reporter, SlotCapacity(group, slot, results_dir))

@@ -42,10 +42,9 @@ class LocalRunner:
 
     mode = "local"
 
-    def __init__(self, sweep_dir: Path, parallel: int, backend: str | None = None) -> None:
+    def __init__(self, sweep_dir: Path, parallel: int) -> None:
         self.sweep_dir = sweep_dir
         self.parallel = parallel
-        self.backend = backend
         self.plan = plan_here(parallel)
         self.threads = self.plan.threads
         self.pool = SlotPool()
@@ -84,7 +83,6 @@ class LocalRunner:
                 results_dir,
                 record,
                 reporter,
-                backend=self.backend,
                 resume=resume,
                 env=self.environment(),
                 on_start=lambda proc: self._started(pid, proc),

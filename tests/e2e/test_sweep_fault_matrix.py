@@ -37,7 +37,7 @@ import yaml
 
 from ec2dbn.cli import main
 from ec2dbn.run import pipeline
-from ec2dbn.sweep import fleet
+from ec2dbn.stack import ready
 from tests.e2e.helpers import run_cli, write_stack
 from tests.support.fake_cloud import FakeCloudInit
 from tests.support.hold import HELD, TrainerHold
@@ -252,8 +252,8 @@ def install(losses: Losses, monkeypatch: pytest.MonkeyPatch) -> None:
     def bootstrap_of(*args: Any, **_: Any) -> str:
         return Path(args[4]).name.removesuffix("-bootstrap.log")  # FleetGroup._log(iid)
 
-    monkeypatch.setattr(fleet, "remote_for", wrap(fleet.remote_for, "before-ssh", address_wait))
-    monkeypatch.setattr(fleet, "run_bootstrap", wrap(fleet.run_bootstrap, "bootstrap", bootstrap_of))
+    monkeypatch.setattr(ready, "remote_for", wrap(ready.remote_for, "before-ssh", address_wait))
+    monkeypatch.setattr(ready, "run_bootstrap", wrap(ready.run_bootstrap, "bootstrap", bootstrap_of))
     monkeypatch.setattr(pipeline, "PHASE_HOOKS", [lambda phase: losses.at(phase, losses.point_instance())])
 
 
