@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ec2dbn.aws import provision
 from ec2dbn.aws.discovery import Inventory
-from ec2dbn.aws.tags import DEADLINE_TAG, MARKET_TAG, STACK_TAG, SWEEP_TAG, as_dict
+from ec2dbn.aws.instances import InstanceRecord
+from ec2dbn.aws.tags import DEADLINE_TAG, STACK_TAG, SWEEP_TAG, as_dict
 from ec2dbn.spec import cost
 from ec2dbn.spec.catalog import Price
 from ec2dbn.stack import lifecycle, state
@@ -22,7 +22,8 @@ from ec2dbn.stack import lifecycle, state
 
 @dataclass
 class StackStatus:
-    """One stack as AWS reports it (by tags), reconciled with local state. Prices USD/h, times UTC ISO."""
+    """What `status` shows of one stack: its instance (read as the one InstanceRecord) reconciled with local
+    state, priced, with what else is tagged for it. A view, not a record: prices USD/h, times UTC ISO."""
 
     name: str
     region: str
@@ -63,36 +64,30 @@ def _status_for(region: str, name: str, inv: Inventory, local: state.StackState 
     kps = [k["KeyName"] for k in mine(inv.key_pairs)]
     rows: list[StackStatus] = []
     now = state.utc_now()
-    for inst in mine(inv.instances):
-        iid = inst["InstanceId"]
-        tags = as_dict(inst.get("Tags"))
-        market = tags.get(MARKET_TAG) or ("spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand")
-        zone = inst.get("Placement", {}).get("AvailabilityZone")
-        price, _ = provision.prices(region, inst["InstanceType"], market, zone, None)
-        launch_time = inst.get("LaunchTime")
-        launched = launch_time if isinstance(launch_time, datetime) else None
-        deadline = tags.get(DEADLINE_TAG) or (
-            local.deadline if local and local.instance_id == inst["InstanceId"] else None
-        )
+    for desc in mine(inv.instances):
+        inst = InstanceRecord.from_ec2(desc)  # the one reading of EC2's description
+        iid, tags, launched = inst.instance_id, dict(inst.tags), inst.launched_at
+        price, _ = provision.prices(region, inst.instance_type, inst.market, inst.availability_zone, None)
+        deadline = tags.get(DEADLINE_TAG) or (local.deadline if local and local.instance_id == iid else None)
         left = None
         if deadline:
             with contextlib.suppress(ValueError):
                 left = max(0, int((state.parse_iso(deadline) - now).total_seconds()))
         so_far = None
         if launched is not None and price is not None:
-            segment = cost.InstanceSegment(iid, inst["InstanceType"], market, price.usd_per_hour, launched)
+            segment = cost.InstanceSegment(iid, inst.instance_type, inst.market, price.usd_per_hour, launched)
             so_far = round(cost.actual_cost([segment], now=now).total_usd, 6)
         rows.append(
             StackStatus(
                 name=name,
                 region=region,
-                state=inst["State"]["Name"],
-                instance_id=inst["InstanceId"],
-                instance_type=inst["InstanceType"],
-                market=market,
-                availability_zone=zone,
-                public_ip=inst.get("PublicIpAddress"),
-                public_dns=inst.get("PublicDnsName") or None,
+                state=inst.state,
+                instance_id=iid,
+                instance_type=inst.instance_type,
+                market=inst.market,
+                availability_zone=inst.availability_zone,
+                public_ip=inst.public_ip,
+                public_dns=inst.public_dns,
                 launched_at=state.iso(launched) if launched else None,
                 deadline=deadline,
                 seconds_left=left,

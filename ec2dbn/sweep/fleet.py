@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.aws import fleet_launch, provision
-from ec2dbn.aws.fleets import FleetInstance
+from ec2dbn.aws.instances import InstanceRecord
 from ec2dbn.aws.tags import SWEEP_TAG
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
@@ -47,16 +47,14 @@ def slots_of(instance_type: str) -> int:
 
 @dataclass
 class Member:
-    """One instance of the group: what EC2 said, its price (USD/h), when it lived, and its state."""
+    """The group's account of one instance: the instance as EC2 last said (the one InstanceRecord: as
+    CreateFleet answered, then as it runs), its price (USD/h), when it lived, and where it stands."""
 
-    instance: FleetInstance
+    instance: InstanceRecord
     price: catalog.Price
     launched_at: datetime
     slots: int
     status: str = "starting"  # starting | ready | lost | failed
-    public_ip: str | None = None
-    public_dns: str | None = None
-    image_id: str | None = None
     ended_at: datetime | None = None
     reason: str | None = None
 
@@ -148,9 +146,9 @@ class FleetGroup:
             for inst in answer.instances:
                 self._track(inst)
 
-    def _track(self, inst: FleetInstance) -> None:
+    def _track(self, inst: InstanceRecord) -> None:
         """A new instance: priced, counted against the budget, made ready in its own thread."""
-        pool = (inst.instance_type, inst.market, inst.zone)
+        pool = (inst.instance_type, inst.market, inst.availability_zone)
         if pool not in self._prices:  # one price look-up per pool, not per instance
             self._prices[pool] = provision.prices(self.stack.region, *pool, None)[0]
         paid = self._prices[pool]
@@ -160,8 +158,8 @@ class FleetGroup:
         self.budget.add_instance(paid.usd_per_hour)
         self.pool.coming(self.index, inst.instance_id)
         self.reporter.step(
-            f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, {inst.zone or '?'}, "
-            f"{member.slots} slot(s))"
+            f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, "
+            f"{inst.availability_zone or '?'}, {member.slots} slot(s))"
         )
         thread = threading.Thread(target=self._prepare, args=(member,), name=f"prepare-{inst.instance_id}")
         thread.daemon = True
@@ -173,10 +171,12 @@ class FleetGroup:
         iid = member.instance.instance_id
         try:
             running = provision.wait_running(self.stack.region, iid)
-            member.public_ip, member.public_dns, member.image_id = (
-                running.public_ip,
-                running.public_dns,
-                running.image_id,
+            member.instance = replace(
+                member.instance,
+                public_ip=running.public_ip,
+                public_dns=running.public_dns,
+                image_id=running.image_id,
+                state=running.state,
             )
             st = self.instance_state(iid)
             self._pin()
@@ -189,10 +189,10 @@ class FleetGroup:
             )
             ready.remote.close()
         except Exception as exc:  # any way an instance fails to become usable: it is not used
-            replace = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
+            replacing = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
             with contextlib.suppress(Ec2dbnError):
                 fleet_launch.terminate(self.stack.region, [iid])
-            if replace:
+            if replacing:
                 self._replace()
             return
         with self._lock:
@@ -236,10 +236,10 @@ class FleetGroup:
                 "instance_id": iid,
                 "instance_type": m.instance.instance_type,
                 "market": m.instance.market,
-                "availability_zone": m.instance.zone,
-                "public_ip": m.public_ip,
-                "public_dns": m.public_dns,
-                "image_id": m.image_id,
+                "availability_zone": m.instance.availability_zone,
+                "public_ip": m.instance.public_ip,
+                "public_dns": m.instance.public_dns,
+                "image_id": m.instance.image_id,
                 "launched_at": state.iso(m.launched_at),
             }
         )
@@ -365,7 +365,7 @@ class FleetGroup:
                     "instance_id": m.instance.instance_id,
                     "instance_type": m.instance.instance_type,
                     "market": m.instance.market,
-                    "availability_zone": m.instance.zone,
+                    "availability_zone": m.instance.availability_zone,
                     "slots": m.slots,
                     "usd_per_hour": m.price.usd_per_hour,
                     "price_source": m.price.source,
