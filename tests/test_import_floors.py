@@ -156,3 +156,15 @@ def test_the_floor_check_catches_an_arrow_up() -> None:
 def test_no_module_is_over_450_lines(module: str) -> None:
     lines = MODULES[module].read_text(encoding="utf-8").count("\n")
     assert lines <= MAX_LINES, f"{module}: {lines} lines"
+
+
+def test_the_aws_face_names_verbs_that_resolve_and_shadow_no_module() -> None:
+    import ec2dbn.aws as face
+
+    modules = {p.stem for p in (PACKAGE / "aws").glob("*.py")}
+    # A face name equal to a submodule's would be replaced by that module once it is imported.
+    assert not set(face.__all__) & modules, set(face.__all__) & modules
+    for name in face.__all__:
+        assert getattr(face, name) is not None, name
+    with pytest.raises(AttributeError):
+        face.no_such_verb  # noqa: B018

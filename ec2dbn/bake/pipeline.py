@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import cast
 
-from ec2dbn.aws import bakes
+from ec2dbn import aws
 from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
@@ -90,7 +90,7 @@ def validated(stack: Stack, stack_ref: str | None, results_root: Path) -> Valida
 class BakeOutcome:
     """What `bake` ended with: the bake (new or reused) and whether it already existed."""
 
-    bake: bakes.BakeRecord
+    bake: aws.BakeRecord
     reused: bool
 
     @property
@@ -125,7 +125,7 @@ class Bake(Pipeline):
                 )
             base = planned.plan.image
             self._hash = bake_hash(base.image_id, self.stack.bootstrap)
-            existing = [b for b in bakes.find(region, self._hash) if b.state == "available"]
+            existing = [b for b in aws.find_bakes(region, self._hash) if b.state == "available"]
             if existing:
                 self.reporter.step(
                     f"bake {self._hash} of {base.image_id} exists ({existing[0].image_id}): the inputs are "
@@ -163,11 +163,11 @@ class Bake(Pipeline):
         with self.phase("image"):
             tags = {BAKE_TAG: self._hash, BASE_IMAGE_TAG: base.image_id}
             self._image_name = f"ec2dbn-{self.target.name}-{self._hash}-{self.record.run_id[-4:]}"
-            self._image_id = bakes.start_image(
+            self._image_id = aws.start_image(
                 region, up.state.instance_id or "?", self._image_name, self.target.name, tags
             )
             self.reporter.step(f"creating image {self._image_id} from {up.state.instance_id}")
-            made = bakes.wait_available(region, self._image_id, reporter=self.reporter)
+            made = aws.wait_available(region, self._image_id, reporter=self.reporter)
         self.outcome = BakeOutcome(made, reused=False)
         self.record.finish(0, "finished")
         return 0
@@ -184,8 +184,8 @@ class Bake(Pipeline):
     def _discard_image(self) -> None:
         region = self.stack.region
         try:
-            ids = [self._image_id] if self._image_id else bakes.by_name(region, self._image_name or "")
-            removed = bakes.remove(region, ids, reporter=self.reporter)
+            ids = [self._image_id] if self._image_id else aws.bakes_by_name(region, self._image_name or "")
+            removed = aws.remove_bakes(region, ids, reporter=self.reporter)
         except (Ec2dbnError, KeyboardInterrupt) as exc:
             self.reporter.warn(
                 f"could not remove the unfinished image {self._image_id or self._image_name} ({exc}): "
@@ -210,12 +210,12 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=int(m.group(1)) * _AGE_UNITS[m.group(2)])
 
 
-def kept(region: str) -> list[bakes.BakeRecord]:
+def kept(region: str) -> list[aws.BakeRecord]:
     """The region's bakes (every state), newest first: what `status` lists and `teardown --all` keeps."""
-    return bakes.find(region)
+    return aws.find_bakes(region)
 
 
-def older_than(records: list[bakes.BakeRecord], age: timedelta | None) -> list[bakes.BakeRecord]:
+def older_than(records: list[aws.BakeRecord], age: timedelta | None) -> list[aws.BakeRecord]:
     """The records created more than `age` ago (all of them for None; one of unknown age counts as old)."""
     if age is None:
         return list(records)
@@ -223,6 +223,6 @@ def older_than(records: list[bakes.BakeRecord], age: timedelta | None) -> list[b
     return [r for r in records if r.created_at is None or r.created_at < cutoff]
 
 
-def remove(region: str, records: list[bakes.BakeRecord], reporter: Reporter) -> bakes.Removal:
+def remove(region: str, records: list[aws.BakeRecord], reporter: Reporter) -> aws.Removal:
     """Deregister the bakes and delete their snapshots (and any bake snapshot left without its image)."""
-    return bakes.remove(region, [r.image_id for r in records], reporter=reporter)
+    return aws.remove_bakes(region, [r.image_id for r in records], reporter=reporter)

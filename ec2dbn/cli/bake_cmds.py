@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ec2dbn.aws import bakes
+from ec2dbn import aws
 from ec2dbn.bake import pipeline as baking
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.options import json_option, region_option
@@ -132,8 +132,8 @@ def teardown_images(regions: list[str], older: str | None, reporter: Reporter) -
         chosen = baking.older_than(baking.kept(region), age)
         removed = baking.remove(region, chosen, reporter)
         failures.extend(removed.errors)
-        left = [b.image_id for b in bakes.find(region) if b.image_id in {c.image_id for c in chosen}]
-        orphans = bakes.orphan_snapshots(region)
+        left = [b.image_id for b in aws.find_bakes(region) if b.image_id in {c.image_id for c in chosen}]
+        orphans = aws.orphan_snapshots(region)
         if left or orphans:
             failures.append(f"{region}: still there: {', '.join([*left, *orphans])}")
             continue

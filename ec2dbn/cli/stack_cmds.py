@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import (
     dry_run_option,
@@ -88,7 +88,7 @@ def _print_launch(record: lifecycle.Up) -> None:
     stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
 
 
-def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
+def plan_doc(p: aws.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
     """The plan as JSON for scripts: what `print_plan` shows, with numbers as numbers."""
     s = p.stack
     return {
@@ -123,7 +123,7 @@ def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]
     }
 
 
-def print_plan(p: provision.Plan) -> None:
+def print_plan(p: aws.Plan) -> None:
     s = p.stack
     stdout.print(styled((f"Plan for stack {s.name}", "bold"), f" in {p.region} (dry run: nothing created)"))
     via = f" via {p.image.parameter}" if p.image.parameter else ""
@@ -159,11 +159,9 @@ def print_plan(p: provision.Plan) -> None:
     od = p.candidates[0].on_demand
     stdout.print(f"  prices     on-demand from {od.source if od else 'nowhere: price unknown'}")
     for what, outcome in p.checks:
-        if outcome.startswith(provision.SKIPPED):
+        if outcome.startswith(aws.SKIPPED):
             stdout.print(
-                styled(
-                    f"  dry run    {what}: ", ("skipped", "yellow"), f": {outcome[len(provision.SKIPPED) :]}"
-                )
+                styled(f"  dry run    {what}: ", ("skipped", "yellow"), f": {outcome[len(aws.SKIPPED) :]}")
             )
             continue
         mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
@@ -224,7 +222,7 @@ def launch(
             click.echo(dumps(plan_doc(p, checks), indent=2))
         else:
             print_plan(p)
-        return 1 if provision.refused(checks) else 0
+        return 1 if aws.refused(checks) else 0
 
     def show(record: lifecycle.Up) -> None:
         if as_json:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import click
 
-from ec2dbn.aws import teardown as aws_teardown
+from ec2dbn import aws
 from ec2dbn.cli import bake_cmds, cli
 from ec2dbn.cli.options import json_option, launched_stack, region_option
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
@@ -30,7 +30,7 @@ def _confirm(what: str, yes: bool) -> None:
         raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
-def _print_report(rep: aws_teardown.TeardownReport) -> None:  # a clean one
+def _print_report(rep: aws.TeardownReport) -> None:  # a clean one
     done = []
     if rep.cancelled_spot_requests:
         done.append(f"cancelled {', '.join(rep.cancelled_spot_requests)}")
@@ -124,7 +124,7 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
     the rest still go; exit 1 at the end, listing what remains. With `as_json`, one JSON document
     (every stack's report, what remains per region, the failures) before that exit."""
     failures: list[str] = []
-    reports: list[aws_teardown.TeardownReport] = []
+    reports: list[aws.TeardownReport] = []
     remaining: dict[str, str] = {}
     for r in regions:
         try:
@@ -144,7 +144,7 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
                 failures.append(str(exc))
                 reporter.warn(str(exc))
         try:
-            left = aws_teardown.verify_clean(r)
+            left = aws.verify_clean(r)
         except Ec2dbnError as exc:
             remaining[r] = "unknown"
             failures.append(f"could not verify {r} is clean ({exc})")

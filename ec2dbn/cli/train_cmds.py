@@ -225,7 +225,7 @@ def plan(
         stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
         stdout.print(f"  packages   {packages}")
         stdout.print(f"  {line}")
-    from ec2dbn.aws.provision import refused
+    from ec2dbn.aws import refused
 
     return 1 if refused(checks) else 0
 

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.errors import (
     ConfigError,
     Ec2dbnError,
@@ -213,12 +213,12 @@ class Pipeline:
         if self.st is None or not self.st.instance_id:
             return "none"
         try:
-            inst = provision.describe_instance(self.stack.region, self.st.instance_id)
+            inst = aws.describe_instance(self.stack.region, self.st.instance_id)
         except Ec2dbnError:
             return "unknown"
         if inst is not None and inst.torn_down:
             return "torn-down"
-        if inst is not None and inst.state in provision.REUSABLE_STATES:
+        if inst is not None and inst.state in aws.REUSABLE_STATES:
             return "alive"
         return "lost"
 

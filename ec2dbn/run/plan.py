@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.errors import CloudError
 from ec2dbn.events import Reporter
 from ec2dbn.run.validate import Validated
@@ -22,8 +22,8 @@ from ec2dbn.stack.preflight import require_account
 class Planned:
     """The plan phase's answer: the running instance to reuse, or the plan for a new one."""
 
-    existing: provision.InstanceRecord | None
-    plan: provision.Plan | None
+    existing: aws.InstanceRecord | None
+    plan: aws.Plan | None
 
 
 def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Planned, str]:
@@ -36,8 +36,8 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
     existing = lifecycle.reusable_instance(v.stack, run_id)
     if existing is not None:
         region, itype = v.stack.region, existing.instance_type
-        price = provision.prices(region, itype, existing.market, None, None)[1]
-        spec = provision.instance_spec(region, itype)
+        price = aws.instance_prices(region, itype, existing.market, None, None)[1]
+        spec = aws.instance_spec(region, itype)
         check_fits(v.job, v.stack, {itype: spec})
         return Planned(existing, None), cost.estimate_line(v.stack, v.epochs, price, spec)
     p = lifecycle.plan_stack(v.stack, reporter)
@@ -45,7 +45,7 @@ def plan_stack(v: Validated, reporter: Reporter, run_id: str | None) -> tuple[Pl
     return Planned(None, p), cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
 
-def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]], str]:
+def dry_run(v: Validated, reporter: Reporter) -> tuple[aws.Plan, list[tuple[str, str]], str]:
     """`ec2dbn plan`: the validated run's plan phase for a new instance, EC2's DryRun permission checks
     and the estimate. Creates nothing, takes no lease."""
     try:
@@ -55,10 +55,10 @@ def dry_run(v: Validated, reporter: Reporter) -> tuple[provision.Plan, list[tupl
     require_account(v.stack.region)
     p = lifecycle.plan_stack(v.stack, reporter, cidr=cidr)
     check_fits(v.job, v.stack, _described(p))
-    checks = provision.dry_run(p, reporter=reporter)
+    checks = aws.dry_run(p, reporter=reporter)
     return p, checks, cost.estimate_line(v.stack, v.epochs, p.hourly, p.candidates[0].spec)
 
 
-def _described(p: provision.Plan) -> dict[str, catalog.InstanceType]:
+def _described(p: aws.Plan) -> dict[str, catalog.InstanceType]:
     """What each candidate is (the catalog's entry or EC2's description), for the memory check."""
     return {c.instance_type: c.spec for c in p.candidates}

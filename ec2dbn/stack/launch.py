@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.results_layout import BOOTSTRAP_LOG
@@ -20,12 +20,12 @@ from ec2dbn.stack.preflight import require_account
 from ec2dbn.stack.ready import make_ready
 
 
-def dry_run(stack: Stack, reporter: Reporter) -> tuple[provision.Plan, list[tuple[str, str]]]:
+def dry_run(stack: Stack, reporter: Reporter) -> tuple[aws.Plan, list[tuple[str, str]]]:
     """`launch --dry-run`: the plan and EC2's DryRun verdicts; creates nothing. Credentials and region are
     checked first, so the cause of a failure is said first."""
     require_account(stack.region)
     p = lifecycle.plan_stack(stack, reporter)
-    return p, provision.dry_run(p, reporter=reporter)
+    return p, aws.dry_run(p, reporter=reporter)
 
 
 def launch(

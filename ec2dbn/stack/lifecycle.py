@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ec2dbn.aws import network, provision, teardown
-from ec2dbn.aws.provision import InstanceRecord
+from ec2dbn import aws
+from ec2dbn.aws import InstanceRecord
 from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, RUN_TAG
 from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError, StackBusyError
 from ec2dbn.events import NullReporter, Reporter
@@ -61,21 +61,21 @@ class Up:
 class TeardownIncomplete(CloudError):
     """Teardown ran every step it could and something failed or is still tagged; `report` says what."""
 
-    def __init__(self, message: str, report: teardown.TeardownReport) -> None:
+    def __init__(self, message: str, report: aws.TeardownReport) -> None:
         super().__init__(message)
         self.report = report
 
 
 def resolve_cidr(stack: Stack, reporter: Reporter | None = None) -> str:
     """The CIDR allowed in on port 22 (the caller's /32 for `auto`)."""
-    return network.resolve_cidr(stack.ssh_cidr, reporter)
+    return aws.resolve_cidr(stack.ssh_cidr, reporter)
 
 
-def plan_stack(stack: Stack, reporter: Reporter | None = None, *, cidr: str | None = None) -> provision.Plan:
+def plan_stack(stack: Stack, reporter: Reporter | None = None, *, cidr: str | None = None) -> aws.Plan:
     """What launching the stack would make (offerings, image, prices); creates nothing. The one way above
     aws/ to plan: `cidr` (default: resolved as the stack asks) and the bake's hash over the stack's steps
     are handed down, since aws/ computes neither."""
-    return provision.plan(
+    return aws.plan(
         stack,
         cidr=cidr if cidr is not None else resolve_cidr(stack, reporter),
         bake_name=lambda base_image_id: bake_hash(base_image_id, stack.bootstrap),
@@ -90,14 +90,14 @@ def reusable_instance(stack: Stack, run_id: str | None = None) -> InstanceRecord
     """The stack's running instance if it may be used by `run_id` (None: by `launch`), else None when
     there is none. Raises StackBusyError when another run holds it, ConfigError when it is not what the
     stack asks for, CloudError when it is stopped."""
-    live = provision.live_instances(stack.region, stack.name)
+    live = aws.live_instances(stack.region, stack.name)
     stuck = [i.instance_id for i in live if i.state in ("stopping", "stopped")]
     if stuck:
         raise CloudError(
             f"stack {stack.name} has stopped instance(s) {', '.join(stuck)}; "
             f"run `ec2dbn teardown {stack.name}` first"
         )
-    usable = [i for i in live if i.state in provision.REUSABLE_STATES]
+    usable = [i for i in live if i.state in aws.REUSABLE_STATES]
     if not usable:
         return None
     inst = usable[0]
@@ -149,7 +149,7 @@ class NewInstances:
 
 def new_instances(
     stack: Stack,
-    plan: provision.Plan,
+    plan: aws.Plan,
     *,
     run_id: str | None = None,
     sweep: str | None = None,
@@ -189,7 +189,7 @@ def new_instances(
 def bring_up(
     stack: Stack,
     *,
-    plan: provision.Plan | None = None,
+    plan: aws.Plan | None = None,
     existing: InstanceRecord | None = None,
     run_id: str | None = None,
     reporter: Reporter | None = None,
@@ -209,7 +209,7 @@ def bring_up(
     if plan is None:
         plan = plan_stack(stack, reporter)
     new = new_instances(stack, plan, run_id=run_id, stack_source=stack_source)
-    launched = provision.launch(
+    launched = aws.launch(
         plan,
         user_data=new.user_data,
         instance_tags=new.instance_tags,
@@ -224,7 +224,7 @@ def bring_up(
     st.launched_at = state.iso(state.utc_now())
     _apply(st, inst)
     state.save(st)  # first, before anything else can fail: the instance exists now
-    paid, od = provision.prices(
+    paid, od = aws.instance_prices(
         stack.region, inst.instance_type, inst.market, inst.availability_zone, launched.candidate.max_price
     )
     st.price, st.on_demand_price = paid, od
@@ -235,7 +235,7 @@ def bring_up(
         f"launched {st.instance_id} ({inst.instance_type}, {inst.market}, {inst.availability_zone}); "
         f"self-terminates at {st.deadline}"
     )
-    running = provision.wait_running(stack.region, inst.instance_id, reporter=reporter)
+    running = aws.wait_running(stack.region, inst.instance_id, reporter=reporter)
     _apply(st, running)
     state.save(st)
     pin_host_key([st])
@@ -251,10 +251,10 @@ def _reuse(
     iid = inst.instance_id
     reporter.step(f"stack {stack.name} is already up: reusing {iid} ({inst.state})")
     cidr = resolve_cidr(stack, reporter)
-    sg = provision.allow_ssh(stack, cidr, reporter=reporter)
+    sg = aws.allow_ssh(stack, cidr, reporter=reporter)
     st = local_state(stack.name)
     if st is None or st.instance_id != iid or st.region != stack.region:
-        paid, od = provision.prices(
+        paid, od = aws.instance_prices(
             stack.region, inst.instance_type, inst.market, inst.availability_zone, stack.max_price
         )
         st = state.StackState(
@@ -275,9 +275,9 @@ def _reuse(
         )
     st.ssh_cidr = cidr
     if run_id and inst.tags.get(RUN_TAG) != run_id:
-        provision.tag_instance(stack.region, iid, {RUN_TAG: run_id})
+        aws.tag_instance(stack.region, iid, {RUN_TAG: run_id})
     if inst.state == "pending":
-        inst = provision.wait_running(stack.region, iid, reporter=reporter)
+        inst = aws.wait_running(stack.region, iid, reporter=reporter)
     _apply(st, inst)
     state.save(st)
     pin_host_key([st])
@@ -293,9 +293,9 @@ def release(st: state.StackState, run_id: str) -> None:
     """Hand the stack back after a run that keeps it (--keep): drop the run's lease tag."""
     if not st.instance_id:
         return
-    inst = provision.describe_instance(st.region, st.instance_id)
+    inst = aws.describe_instance(st.region, st.instance_id)
     if inst is not None and inst.tags.get(RUN_TAG) == run_id:
-        provision.untag_instance(st.region, st.instance_id, [RUN_TAG])
+        aws.untag_instance(st.region, st.instance_id, [RUN_TAG])
 
 
 def _apply(st: state.StackState, inst: InstanceRecord) -> None:
@@ -325,14 +325,14 @@ def pin_host_key(instances: Sequence[state.StackState]) -> None:
 # ---------------------------------------------------------------------------------------- teardown
 
 
-def tear_down(name: str, region: str, *, reporter: Reporter | None = None) -> teardown.TeardownReport:
+def tear_down(name: str, region: str, *, reporter: Reporter | None = None) -> aws.TeardownReport:
     """Remove everything tagged for the stack in `region` (plus what local state names, when it is
     provably the stack's), then the local state. Raises TeardownIncomplete, carrying the report, when a
     step failed or something is still tagged; every step that could run has run."""
     local = local_state(name)
     if local is not None and local.region != region:
         local = None  # that state describes the stack in another region
-    report = teardown.teardown(
+    report = aws.teardown_stack(
         name,
         region,
         instance_ids=[local.instance_id] if local and local.instance_id else [],
@@ -377,6 +377,6 @@ def local_regions() -> dict[str, str]:
 
 def stacks_in(region: str) -> list[str]:
     """Stack names with anything tagged in `region`, plus local states recorded there."""
-    names = set(teardown.stacks_in(region))
+    names = set(aws.stacks_in(region))
     names.update(n for n, r in local_regions().items() if r == region)
     return sorted(names)

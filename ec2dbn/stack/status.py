@@ -11,9 +11,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2dbn.aws import provision
-from ec2dbn.aws.discovery import Inventory
-from ec2dbn.aws.instances import InstanceRecord
+from ec2dbn import aws
+from ec2dbn.aws import InstanceRecord, Inventory
 from ec2dbn.aws.tags import DEADLINE_TAG, STACK_TAG, SWEEP_TAG, as_dict
 from ec2dbn.spec import cost
 from ec2dbn.spec.catalog import Price
@@ -67,7 +66,7 @@ def _status_for(region: str, name: str, inv: Inventory, local: state.StackState 
     for desc in mine(inv.instances):
         inst = InstanceRecord.from_ec2(desc)  # the one reading of EC2's description
         iid, tags, launched = inst.instance_id, dict(inst.tags), inst.launched_at
-        price, _ = provision.prices(region, inst.instance_type, inst.market, inst.availability_zone, None)
+        price, _ = aws.instance_prices(region, inst.instance_type, inst.market, inst.availability_zone, None)
         deadline = tags.get(DEADLINE_TAG) or (local.deadline if local and local.instance_id == iid else None)
         left = None
         if deadline:
@@ -152,7 +151,7 @@ def from_local(region: str, name: str | None, why: str) -> list[StackStatus]:
 
 def query(region: str, name: str | None = None) -> list[StackStatus]:
     """Every ec2dbn stack in `region` (or just `name`), from tags, joined with local state."""
-    inv = provision.inventory(region, name)
+    inv = aws.inventory(region, name)
     names = set(inv.stacks())
     if name is not None:
         names.add(name)

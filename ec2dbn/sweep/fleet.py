@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.aws import fleet_launch, provision
-from ec2dbn.aws.instances import InstanceRecord
+from ec2dbn import aws
+from ec2dbn.aws import InstanceRecord
 from ec2dbn.aws.tags import SWEEP_TAG
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
@@ -89,7 +89,7 @@ class FleetGroup:
         self.replacements = 0
         self.asked = 0
         self.errors: list[str] = []
-        self._plan: provision.Plan | None = None
+        self._plan: aws.Plan | None = None
         self._base: state.StackState | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -102,7 +102,7 @@ class FleetGroup:
 
     # -- launching -------------------------------------------------------------------------------
 
-    def plan(self, reporter: Reporter | None = None) -> provision.Plan:
+    def plan(self, reporter: Reporter | None = None) -> aws.Plan:
         """What the fleet would be (offerings, image, prices). Creates nothing."""
         if self._plan is None:
             self._plan = lifecycle.plan_stack(self.stack, reporter)
@@ -117,7 +117,7 @@ class FleetGroup:
         new = lifecycle.new_instances(self.stack, p, sweep=self.sweep_id)
         self._base = new.state
         state.save(self._base)  # first: whatever happens next, `teardown` knows the stack's region
-        launched = fleet_launch.launch_fleet(
+        launched = aws.launch_fleet(
             p,
             count=count,
             user_data=new.user_data,
@@ -134,11 +134,11 @@ class FleetGroup:
         if got < count:
             self.reporter.warn(
                 f"{self.name}: EC2 gave {got} of {count} instance(s) (partial capacity): the sweep runs "
-                f"its points on fewer slots ({fleet_launch.fleets.summary(launched.errors)})"
+                f"its points on fewer slots ({aws.fleet_errors(launched.errors)})"
             )
         return got
 
-    def _add(self, answers: list[fleet_launch.FleetAnswer]) -> None:
+    def _add(self, answers: list[aws.FleetAnswer]) -> None:
         for answer in answers:
             if answer.fleet_id:
                 self.fleet_ids.append(answer.fleet_id)
@@ -150,7 +150,7 @@ class FleetGroup:
         """A new instance: priced, counted against the budget, made ready in its own thread."""
         pool = (inst.instance_type, inst.market, inst.availability_zone)
         if pool not in self._prices:  # one price look-up per pool, not per instance
-            self._prices[pool] = provision.prices(self.stack.region, *pool, None)[0]
+            self._prices[pool] = aws.instance_prices(self.stack.region, *pool, None)[0]
         paid = self._prices[pool]
         member = Member(inst, paid, state.utc_now(), slots_of(inst.instance_type))
         with self._lock:
@@ -170,7 +170,7 @@ class FleetGroup:
         """Wait for the instance to run and answer SSH with the pinned key, bootstrap it, free its slots."""
         iid = member.instance.instance_id
         try:
-            running = provision.wait_running(self.stack.region, iid)
+            running = aws.wait_running(self.stack.region, iid)
             member.instance = replace(
                 member.instance,
                 public_ip=running.public_ip,
@@ -191,7 +191,7 @@ class FleetGroup:
         except Exception as exc:  # any way an instance fails to become usable: it is not used
             replacing = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
             with contextlib.suppress(Ec2dbnError):
-                fleet_launch.terminate(self.stack.region, [iid])
+                aws.terminate(self.stack.region, [iid])
             if replacing:
                 self._replace()
             return
@@ -209,10 +209,10 @@ class FleetGroup:
 
     def _alive(self, iid: str) -> bool:
         try:
-            inst = provision.describe_instance(self.stack.region, iid)
+            inst = aws.describe_instance(self.stack.region, iid)
         except Ec2dbnError:
             return True  # EC2 cannot be asked: keep trying until the SSH timeout
-        return inst is not None and inst.state in provision.REUSABLE_STATES
+        return inst is not None and inst.state in aws.REUSABLE_STATES
 
     def _log(self, iid: str) -> Path:
         return instance_bootstrap_log(self.sweep_dir, iid)
@@ -307,7 +307,7 @@ class FleetGroup:
         while again:
             launched: list[str] = []
             try:
-                answers = fleet_launch.request_capacity(
+                answers = aws.request_capacity(
                     self.plan(), str(self.template_id), 1, {SWEEP_TAG: self.sweep_id}, self.reporter
                 )
                 self._add(answers)  # each instance it got is coming (`_track`)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import Reporter
 from ec2dbn.results_layout import JOB_FILE
@@ -128,7 +128,7 @@ class GroupPlan:
     """What one group's fleet would be: its plan (image, candidates, prices), size, slots, estimate."""
 
     stack: Stack
-    plan: provision.Plan
+    plan: aws.Plan
     instances: int
     slots_per_instance: int
     points: int
