@@ -1,7 +1,9 @@
 """A stack's life on this machine: bring it up or reuse it, record it, pin its host key, lease it to a run,
-tear it down.
+tear it down. The ONE bring-up: every new instance, a stack's (`bring_up`) or a sweep fleet's
+(ec2dbn.sweep.fleet), gets its host key, deadline, tags, user-data and state from `new_instances` and is
+pinned by `pin_host_key`; every plan goes through `plan_stack`.
 
-`ec2dbn.aws.provision` makes the cloud calls and returns plain records; this module keeps the local state
+The AWS face (ec2dbn.aws) makes the cloud calls and returns plain records; this module keeps the local state
 dir (state.json, the private key, known_hosts) in step with them and decides whether a running instance
 may be reused: only when no other run holds its lease (the `ec2dbn:run` tag, which outlives the local
 state dir) and when it is what the user asked for (market, instance type, image) — the way `sky launch`
