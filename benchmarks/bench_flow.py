@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ec2dbn.cli import main  # noqa: E402
-from ec2dbn.pipeline import PHASES  # noqa: E402
+from ec2dbn.run.pipeline import PHASES  # noqa: E402
 from tests.e2e.helpers import write_job, write_stack  # noqa: E402
 from tests.support.fake_cloud import FakeCloudInit  # noqa: E402
 from tests.support.moto_server import MotoServer, aws_environment  # noqa: E402

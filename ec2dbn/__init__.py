@@ -16,7 +16,7 @@ def _bind_trainer() -> None:
         return  # already imported (e.g. by the caller, from the same installation)
     import importlib.util
 
-    from ec2dbn.resources import trainer_dir
+    from ec2dbn.package_data import trainer_dir
 
     try:
         folder = trainer_dir()

@@ -8,7 +8,7 @@ ec2dbn itself was imported from it (running from the repository's top).
 import os
 import sys
 
-from ec2dbn.resources import package_dir
+from ec2dbn.package_data import package_dir
 
 _first = os.path.realpath(sys.path[0] or os.curdir) if sys.path else ""
 if _first == os.path.realpath(os.getcwd()) and _first != os.path.realpath(package_dir().parent):

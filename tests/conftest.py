@@ -12,6 +12,6 @@ pytest_plugins: list[str] = [
 
 @pytest.fixture(autouse=True)
 def _idle_machine_for_blas(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ec2dbn gives a local trainer fewer BLAS threads on a busy machine (ec2dbn.blas_threads), and says
+    """ec2dbn gives a local trainer fewer BLAS threads on a busy machine (ec2dbn.run.blas_threads), and says
     so: every test sees an idle machine, so that what it checks does not depend on the machine's load."""
     monkeypatch.setenv("EC2DBN_TEST_LOAD", "0")

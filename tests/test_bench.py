@@ -18,7 +18,9 @@ import pytest
 from matplotlib.image import imread
 
 from ec2dbn.aws.prices import spot_price
-from ec2dbn.bench import (
+from ec2dbn.cli import main
+from ec2dbn.errors import ConfigError
+from ec2dbn.insight.bench import (
     BenchRow,
     find_break_even,
     load_bench,
@@ -28,9 +30,7 @@ from ec2dbn.bench import (
     summarize,
     usd_per_epoch,
 )
-from ec2dbn.catalog import Price, on_demand_price
-from ec2dbn.cli import main
-from ec2dbn.errors import ConfigError
+from ec2dbn.spec.catalog import Price, on_demand_price
 from tests.support.spot_moto import Row, SpotReplies, ec2_client, history_xml, spot_moto
 from tests.support.trained_runs import write_job
 from trainer.backend import select_backend

@@ -8,9 +8,9 @@ import re
 import pytest
 import yaml
 
-from ec2dbn import catalog
-from ec2dbn.catalog import InstanceType, Price, lookup, on_demand_price
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import InstanceType, Price, lookup, on_demand_price
 
 G2_MESSAGE = (
     "g2.2xlarge is a retired previous-generation family: its GRID K520 GPU is compute capability 3.0, "

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ec2dbn import catalog
 from ec2dbn.cli import main
+from ec2dbn.spec import catalog
 from tests.support.spot_moto import spot_moto
 
 __all__ = ["spot_moto"]  # the fixture, imported so pytest finds it here

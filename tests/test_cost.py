@@ -8,17 +8,17 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from ec2dbn import cost
 from ec2dbn.aws.prices import spot_price, spot_prices
-from ec2dbn.catalog import Price, lookup, on_demand_price
-from ec2dbn.cost import (
+from ec2dbn.errors import CloudError, ConfigError, CredentialsError
+from ec2dbn.spec import cost
+from ec2dbn.spec.catalog import Price, lookup, on_demand_price
+from ec2dbn.spec.cost import (
     InstanceSegment,
     actual_cost,
     estimate,
     estimate_job,
     format_usd,
 )
-from ec2dbn.errors import CloudError, ConfigError, CredentialsError
 from tests.support.spot_moto import Row, SpotReplies, ec2_client, error_xml, history_xml, spot_moto
 
 __all__ = ["spot_moto"]  # the fixture, imported so pytest finds it here

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from ec2dbn.cli import main
-from ec2dbn.report import build_report
-from ec2dbn.results import RunRecord
+from ec2dbn.insight.report import build_report
+from ec2dbn.run.results import RunRecord
 from tests.support.strict_json import check_folder, loads_strict
 
 DIVERGING = {

@@ -115,7 +115,7 @@ def test_stack_flags_given_with_local_are_said_to_be_ignored(
 
 def test_the_resume_command_is_given_for_a_run_that_can_go_on(tmp_path: Path) -> None:
     from ec2dbn.cli.train_cmds import resume_command
-    from ec2dbn.results import RunRecord
+    from ec2dbn.run.results import RunRecord
 
     run = Path("results") / "seed-mnist-20261207-1"
     record = RunRecord(run_id=run.name, job="seed-mnist", mode="ec2", status="interrupted")

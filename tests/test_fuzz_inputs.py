@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ec2dbn.cli import main
-from ec2dbn.config import Stack
+from ec2dbn.spec.stack import Stack
 from trainer.config import _MODEL_KEYS, RUN_KEYS, load_job
 from trainer.errors import JobError
 

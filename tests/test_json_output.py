@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ec2dbn.cli import main
-from ec2dbn.results import RunRecord
+from ec2dbn.run.results import RunRecord
 from tests.support.moto_server import MotoServer, tagged_resources
 from tests.support.strict_json import loads_strict
 from tests.support.trained_runs import digits_runs, write_job

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn import catalog
 from ec2dbn.cli import main
-from ec2dbn.results import RunRecord
+from ec2dbn.run.results import RunRecord
+from ec2dbn.spec import catalog
 from tests.support.trained_runs import digits_runs
 
 __all__ = ["digits_runs"]

@@ -14,9 +14,10 @@ import pytest
 import tomllib
 import yaml
 
-from ec2dbn import jobfiles, resources
+from ec2dbn import package_data
 from ec2dbn.cli import main
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec import jobfiles
 from trainer.data import DATA_REQUIREMENTS, data_requirements
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,17 +43,17 @@ def test_shipped_folders_come_from_ec2dbn_not_from_the_working_directory(tmp_pat
     work = _decoy_folder(tmp_path)
     # `python -c` puts the working directory first on sys.path, as `python -m` does.
     code = (
-        "from ec2dbn import config, jobfiles, resources\n"
-        "print(resources.trainer_dir()); print(config.stack_path('g4dn-spot'))\n"
-        "print(resources.bootstrap_dir()); print(jobfiles.job_path('seed-mnist'))\n"
+        "from ec2dbn import package_data; from ec2dbn.spec import jobfiles, stack\n"
+        "print(package_data.trainer_dir()); print(stack.stack_path('g4dn-spot'))\n"
+        "print(package_data.bootstrap_dir()); print(jobfiles.job_path('seed-mnist'))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     trainer, stack, bootstrap, example = (Path(line) for line in result.stdout.split())
-    assert trainer == resources.trainer_dir() == REPO / "trainer"
-    assert stack == resources.stacks_dir() / "g4dn-spot.yaml" and stack.parent == REPO / "stacks"
+    assert trainer == package_data.trainer_dir() == REPO / "trainer"
+    assert stack == package_data.stacks_dir() / "g4dn-spot.yaml" and stack.parent == REPO / "stacks"
     assert bootstrap == REPO / "bootstrap"
     assert example == REPO / "examples" / "seed-mnist.yaml"
 
@@ -86,12 +87,16 @@ def test_python_m_ec2dbn_validates_and_runs_with_its_own_trainer(tmp_path: Path)
 def test_trainer_argv_runs_the_installed_trainer_from_any_folder(tmp_path: Path) -> None:
     work = _decoy_folder(tmp_path)
     result = subprocess.run(
-        [*resources.trainer_argv("trainer"), "--help"], cwd=work, capture_output=True, text=True, timeout=60
+        [*package_data.trainer_argv("trainer"), "--help"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "python -m trainer" in result.stdout and "decoy" not in result.stderr
     with pytest.raises(ValueError):
-        resources.trainer_argv("os")
+        package_data.trainer_argv("os")
 
 
 # --- example jobs -----------------------------------------------------------------------------------
@@ -120,8 +125,8 @@ def test_a_job_is_a_file_first_then_a_bundled_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert jobfiles.job_path("seed-mnist5k") == resources.examples_dir() / "seed-mnist5k.yaml"
-    assert jobfiles.job_path("seed-mnist5k.yaml") == resources.examples_dir() / "seed-mnist5k.yaml"
+    assert jobfiles.job_path("seed-mnist5k") == package_data.examples_dir() / "seed-mnist5k.yaml"
+    assert jobfiles.job_path("seed-mnist5k.yaml") == package_data.examples_dir() / "seed-mnist5k.yaml"
     own = tmp_path / "seed-mnist5k.yaml"
     own.write_text("data: {name: digits}\n")
     assert jobfiles.job_path("seed-mnist5k.yaml") == Path("seed-mnist5k.yaml")  # the user's own file wins
@@ -131,7 +136,7 @@ def test_a_job_is_a_file_first_then_a_bundled_example(
 
 def test_every_example_is_a_valid_job() -> None:
     """Each bundled example is a job the trainer accepts (a sweep's once its `sweep:` section is out)."""
-    from ec2dbn.sweep.points import read_job_mapping
+    from ec2dbn.spec.jobfiles import read_job_mapping
     from trainer.config import parse_job
 
     for example in jobfiles.bundled_examples():

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ec2dbn.bench import BenchRow
-from ec2dbn.plots import bench_figure, learning_curve_figure, load_metrics
+from ec2dbn.insight.bench import BenchRow
+from ec2dbn.insight.bench_plot import bench_figure
+from ec2dbn.insight.plots import learning_curve_figure, load_metrics
 from tests.support.trained_runs import digits_runs
 
 __all__ = ["digits_runs"]

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ec2dbn.bench import BenchRow, local_price, summarize, write_outputs
 from ec2dbn.errors import ConfigError
-from ec2dbn.plots import INSTALL_HINT, plot_bench, plot_learning_curve
+from ec2dbn.insight.bench import BenchRow, local_price, summarize
+from ec2dbn.insight.bench_plot import plot_bench, write_outputs
+from ec2dbn.insight.plots import INSTALL_HINT, plot_learning_curve
 from tests.support.trained_runs import digits_runs
 
 __all__ = ["digits_runs"]  # the fixture, imported so pytest finds it here

@@ -11,8 +11,8 @@ import pytest
 
 from ec2dbn.cli import main
 from ec2dbn.errors import ConfigError
-from ec2dbn.report import build_report, load_row, seconds_per_epoch, to_markdown
-from ec2dbn.results import RunRecord
+from ec2dbn.insight.report import build_report, load_row, seconds_per_epoch, to_markdown
+from ec2dbn.run.results import RunRecord
 from tests.support.trained_runs import digits_runs
 
 __all__ = ["digits_runs"]  # the fixture, imported so pytest finds it here

@@ -10,8 +10,8 @@ import matplotlib
 import pytest
 import yaml
 
-from ec2dbn.plots import plot_learning_curve
-from ec2dbn.remote_run import shipped_files, spot_notice
+from ec2dbn.insight.plots import plot_learning_curve
+from ec2dbn.run.instance_files import shipped_files, spot_notice
 from trainer.config import parse_job
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ec2dbn.blas_threads import plan_threads
+from ec2dbn.run.blas_threads import plan_threads
 from ec2dbn.sweep.record import PointEntry, SweepRecord
 from ec2dbn.sweep.summary import SweepRow, sweep_figure
 
@@ -85,8 +85,8 @@ def test_the_users_blas_threads_win() -> None:
 
 
 def test_a_busy_machine_leaves_a_local_runs_threads_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ec2dbn import blas_threads, local
     from ec2dbn.events import RecordingReporter
+    from ec2dbn.run import blas_threads, local
 
     for name in blas_threads.BLAS_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)

@@ -10,6 +10,7 @@ import yaml
 
 from ec2dbn.cli import main
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.jobfiles import read_job_mapping
 from ec2dbn.sweep import points as pts
 
 JOB = {
@@ -96,7 +97,7 @@ def test_the_sweep_section_is_read_and_the_command_line_overrides_it(tmp_path: P
         "seed": 3,
         "sample": {"model.epochs": "choice(1,2)"},
     }
-    base, found = pts.read_job_mapping(job_file(tmp_path, sweep=section))
+    base, found = read_job_mapping(job_file(tmp_path, sweep=section))
     assert "sweep" not in base and found == section
     spec = pts.merge_spec(
         pts.spec_from_section(found, "job.yaml"), ("model.learn_rates=1.0",), None, None, ()

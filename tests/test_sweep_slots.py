@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn import connect, cost, state
 from ec2dbn.errors import ConfigError, RemoteError
+from ec2dbn.spec import cost
+from ec2dbn.stack import connect, state
 from ec2dbn.sweep.budget import Budget, instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.slots import NoSlotError, Slot, SlotPool
 from trainer.config import parse_job

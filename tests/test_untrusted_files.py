@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from ec2dbn import bench as bench_mod
-from ec2dbn import plots, remote_run
 from ec2dbn.cli import main
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote_run import RemoteRun
-from ec2dbn.report import build_report, cells, to_markdown
-from ec2dbn.results import RunRecord
+from ec2dbn.insight import bench as bench_mod
+from ec2dbn.insight import bench_plot, plots
+from ec2dbn.insight.report import build_report, cells, to_markdown
+from ec2dbn.run import instance_files
+from ec2dbn.run.instance_files import RemoteRun
+from ec2dbn.run.results import RunRecord
 from ec2dbn.untrusted_json import MAX_JSON_BYTES
 from tests.support.trained_runs import digits_runs
 from trainer.contract import INTERRUPTION_FILE
@@ -146,7 +147,7 @@ def test_bench_summary_of_a_malformed_bench_json(malformed: tuple[bytes, str | N
     folder = _write(tmp_path / "bench", bench_mod.BENCH_FILE, content)
     with pytest.raises(ConfigError) as err:
         summary = bench_mod.summarize(bench_mod.load_bench(folder), bench_mod.local_price()[0])
-        bench_mod.write_outputs(folder, summary)
+        bench_plot.write_outputs(folder, summary)
     assert "\n" not in str(err.value)
 
 
@@ -156,7 +157,7 @@ def test_a_malformed_interruption_json_is_no_notice_and_says_so(
     content, words = malformed
     folder = _write(tmp_path / "results", INTERRUPTION_FILE, content)
     reporter = RecordingReporter()
-    assert remote_run.spot_notice(folder, reporter) is None
+    assert instance_files.spot_notice(folder, reporter) is None
     if words is not None:
         (warning,) = reporter.lines("warn")
         assert INTERRUPTION_FILE in warning and words in warning
@@ -167,12 +168,12 @@ def test_a_malformed_current_run_pointer_is_one_line(
 ) -> None:
     content, words = malformed
     monkeypatch.setenv("EC2DBN_HOME", str(tmp_path / "home"))
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     state.stack_dir("s1").mkdir(parents=True, exist_ok=True)
     (state.stack_dir("s1") / "current-run.json").write_bytes(content)
     with pytest.raises(ConfigError) as err:
-        remote_run.load_pointer("s1")
+        instance_files.load_pointer("s1")
     assert "current-run.json" in str(err.value) and (words or "not a run pointer") in str(err.value)
 
 
@@ -180,13 +181,13 @@ def test_a_pointer_written_by_save_pointer_reads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EC2DBN_HOME", str(tmp_path / "home"))
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     state.stack_dir("s1").mkdir(parents=True, exist_ok=True)
-    assert remote_run.load_pointer("s1") is None  # none yet
+    assert instance_files.load_pointer("s1") is None  # none yet
     run = RemoteRun("~/ec2dbn", "job-1")
-    remote_run.save_pointer("s1", run, tmp_path / "results" / "job-1")
-    assert remote_run.load_pointer("s1") == run
+    instance_files.save_pointer("s1", run, tmp_path / "results" / "job-1")
+    assert instance_files.load_pointer("s1") == run
 
 
 # ----------------------------------------------------------------------------------- field by field

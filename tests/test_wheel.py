@@ -114,9 +114,9 @@ def _user_env(bin_dir: Path, **extra: str) -> dict[str, str]:
 
 def test_the_venv_imports_its_own_copy(installed: Path, tmp_path: Path) -> None:
     code = (
-        "import ec2dbn, trainer; from ec2dbn import resources\n"
-        "print(ec2dbn.__file__); print(trainer.__file__); print(resources.trainer_dir())\n"
-        "print(resources.stacks_dir()); print(resources.bootstrap_dir()); print(resources.examples_dir())\n"
+        "import ec2dbn, trainer; from ec2dbn import package_data as pd\n"
+        "print(ec2dbn.__file__); print(trainer.__file__); print(pd.trainer_dir())\n"
+        "print(pd.stacks_dir()); print(pd.bootstrap_dir()); print(pd.examples_dir())\n"
     )
     out = _run([str(installed / "python"), "-c", code], cwd=tmp_path, env=_user_env(installed))
     venv = installed.parent.resolve()

@@ -104,9 +104,6 @@ class TrainState:
     def finished(self) -> bool:
         return self.phase == "done"
 
-    def epochs_of(self, phase: str) -> list[dict[str, Any]]:
-        return [r for r in self.history if r["phase"] == phase]
-
 
 def train(
     backend: Any,

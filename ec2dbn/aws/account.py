@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from ec2dbn import catalog
 from ec2dbn.aws.errors import aws_errors, error_code, translate
 from ec2dbn.aws.session import Aws
+from ec2dbn.spec import catalog
 
 
 @dataclass(frozen=True)

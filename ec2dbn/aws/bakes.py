@@ -1,12 +1,13 @@
 """Images `ec2dbn bake` makes: create one from a builder instance, find them by their bake hash, remove
 them with their snapshots.
 
-A bake is an AMI tagged `ec2dbn:managed=true` and `ec2dbn:bake=<hash>` (ec2dbn.bake_inputs), owned by the
-account; its EBS snapshots carry the same tags. What it costs to keep is its snapshots' storage, so
-removing a bake is always two steps in one verb: deregister the image, then delete every snapshot it
-named (AWS leaves them behind otherwise, billed, with no image to use them: "Deregistering an AMI does not
-delete ... snapshots", EC2 API reference, DeregisterImage). Snapshots tagged as a bake's whose image is
-gone (a bake interrupted between the two steps) are found by their tag and removed too.
+A bake is an AMI tagged `ec2dbn:managed=true` and `ec2dbn:bake=<hash>`, owned by the account; its EBS
+snapshots carry the same tags. The hash is handed to these verbs (ec2dbn.spec.bake_inputs computes it). What
+it costs to keep is its snapshots' storage, so removing a bake is always two steps in one verb: deregister
+the image, then delete every snapshot it named (AWS leaves them behind otherwise, billed, with no image to
+use them: "Deregistering an AMI does not delete ... snapshots", EC2 API reference, DeregisterImage).
+Snapshots tagged as a bake's whose image is gone (a bake interrupted between the two steps) are found by
+their tag and removed too.
 
 CreateImage tags the image and its snapshots at creation (TagSpecifications `image` and `snapshot`): no
 moment exists where they are untagged, and the IAM policy grants CreateImage only when both are tagged
@@ -16,7 +17,7 @@ ec2dbn's (the Service Authorization Reference authorizes CreateImage on the snap
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -27,10 +28,9 @@ from ec2dbn.aws.errors import aws_errors, error_code
 from ec2dbn.aws.images import Image, image_record
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import BAKE_TAG, BASE_IMAGE_TAG, MANAGED_TAG, STACK_TAG, as_dict, base_tags
-from ec2dbn.bake_inputs import bake_hash
-from ec2dbn.config import Stack
 from ec2dbn.errors import CloudError, ConfigError, Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec.stack import Stack
 
 #: Seconds CreateImage may take before the bake gives up (a g4dn root volume of ~30 GiB of data takes
 #: about 5-15 minutes on AWS; the first snapshot of a volume is a full copy).
@@ -111,14 +111,24 @@ def newest_available(region: str, bake_hash: str) -> tuple[BakeRecord, Image] | 
     return None
 
 
-def choose(stack: Stack, base: Image, reporter: Reporter | None = None) -> Image:
+#: The bake's name for a base image id: handed down by the caller (ec2dbn.spec.bake_inputs.bake_hash over
+#: the stack's steps), never computed here.
+BakeName = Callable[[str], str]
+
+
+def choose(stack: Stack, base: Image, bake_name: BakeName | None, reporter: Reporter | None = None) -> Image:
     """The image a stack launches from: `base`, or with `bake: auto` the newest available bake of it with
     the current bootstrap when there is one; with `image: baked` that bake, else ConfigError (exit 2,
-    before anything is created) saying to run `ec2dbn bake`."""
+    before anything is created) saying to run `ec2dbn bake`. `bake_name` names the bake of `base`; a
+    stack that uses bakes needs it (ValueError without: a caller's bug)."""
     if stack.bake_mode == "off":
         return base
+    if bake_name is None:
+        raise ValueError(
+            f"stack {stack.name} uses bakes: plan it with its bake's name (ec2dbn.stack.lifecycle.plan_stack)"
+        )
     reporter = reporter or NullReporter()
-    wanted = bake_hash(base.image_id, stack.bootstrap)
+    wanted = bake_name(base.image_id)
     found = newest_available(stack.region, wanted)
     if found is None:
         if stack.bake_mode == "required":

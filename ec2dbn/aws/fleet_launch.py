@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ec2dbn.aws import fleets, instances, keys, network, templates
-from ec2dbn.aws.fleets import FleetAnswer, FleetInstance, Pool
-from ec2dbn.aws.instances import Attempt
+from ec2dbn.aws.fleets import FleetAnswer, Pool
+from ec2dbn.aws.instances import Attempt, InstanceRecord
 from ec2dbn.aws.provision import Plan, _undo, launch_spec
 from ec2dbn.aws.session import Aws
 from ec2dbn.errors import Ec2dbnError
@@ -32,7 +32,7 @@ class FleetLaunched:
     answers: list[FleetAnswer] = field(default_factory=list)
 
     @property
-    def instances(self) -> list[FleetInstance]:
+    def instances(self) -> list[InstanceRecord]:
         return [i for a in self.answers for i in a.instances]
 
     @property

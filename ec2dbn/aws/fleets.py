@@ -33,7 +33,7 @@ from ec2dbn.aws.errors import (
     spot_role_error,
     translate,
 )
-from ec2dbn.aws.instances import Attempt, _final_error, _summary
+from ec2dbn.aws.instances import Attempt, InstanceRecord, _final_error, _summary
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MARKET_TAG, base_tags
 from ec2dbn.errors import CloudError
@@ -54,23 +54,13 @@ class Pool:
     subnet: str | None = None
 
 
-@dataclass(frozen=True)
-class FleetInstance:
-    """An instance a fleet launched, as CreateFleet reports it (it may still be pending)."""
-
-    instance_id: str
-    instance_type: str
-    zone: str | None
-    market: str
-
-
 @dataclass
 class FleetAnswer:
     """What one CreateFleet gave: its id, the instances launched, and one Attempt per pool that failed."""
 
     fleet_id: str | None
     market: str
-    instances: list[FleetInstance] = field(default_factory=list)
+    instances: list[InstanceRecord] = field(default_factory=list)
     errors: list[Attempt] = field(default_factory=list)
 
 
@@ -144,7 +134,9 @@ def request(
         lifecycle = "spot" if group.get("Lifecycle") == "spot" else "on-demand"
         zone = _overrides(group).get("AvailabilityZone")
         for iid in group.get("InstanceIds") or []:
-            answer.instances.append(FleetInstance(iid, str(group.get("InstanceType", "?")), zone, lifecycle))
+            answer.instances.append(
+                InstanceRecord(iid, str(group.get("InstanceType", "?")), "pending", zone, market=lifecycle)
+            )
     for err in resp.get("Errors") or []:
         o = _overrides(err)
         lifecycle = "spot" if err.get("Lifecycle", market) == "spot" else "on-demand"

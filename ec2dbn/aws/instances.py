@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
@@ -31,13 +32,54 @@ from ec2dbn.aws.errors import (
     translate,
 )
 from ec2dbn.aws.session import Aws
-from ec2dbn.aws.tags import MARKET_TAG, tag_specs
+from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict, tag_specs
 from ec2dbn.errors import CloudError
 from ec2dbn.events import NullReporter, Reporter
 
 #: Waiter pacing (seconds between polls, polls): 5 min to reach running, 10 min to terminate.
 RUNNING_WAIT = (5, 60)
 TERMINATED_WAIT = (5, 120)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One instance as EC2 describes it, the one instance record of aws/ (describe, launch, a fleet's
+    answer: a fleet's instance is `pending` with what CreateFleet said). `tags` is a plain dict;
+    `launched_at` is UTC."""
+
+    instance_id: str
+    instance_type: str
+    state: str
+    availability_zone: str | None = None
+    public_ip: str | None = None
+    public_dns: str | None = None
+    image_id: str | None = None
+    launched_at: datetime | None = None
+    market: str = "on-demand"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_ec2(cls, inst: Mapping[str, Any]) -> InstanceRecord:
+        tags = as_dict(inst.get("Tags"))
+        lifecycle = "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand"
+        launch_time = inst.get("LaunchTime")
+        return cls(
+            instance_id=str(inst["InstanceId"]),
+            instance_type=str(inst.get("InstanceType", "?")),
+            state=str(inst.get("State", {}).get("Name", "unknown")),
+            availability_zone=inst.get("Placement", {}).get("AvailabilityZone"),
+            public_ip=inst.get("PublicIpAddress") or None,
+            public_dns=inst.get("PublicDnsName") or None,
+            image_id=inst.get("ImageId"),
+            launched_at=launch_time if isinstance(launch_time, datetime) else None,
+            market=tags.get(MARKET_TAG) or lifecycle,
+            tags=tags,
+        )
+
+    @property
+    def torn_down(self) -> bool:
+        """`ec2dbn teardown` marked it before terminating it: a deliberate end, not a loss."""
+        return TEARDOWN_TAG in self.tags
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ec2dbn import catalog
 from ec2dbn.aws.errors import aws_errors, error_code, translate
 from ec2dbn.aws.session import Aws
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec import catalog
 
 
 def offered_zones(aws: Aws, instance_types: Sequence[str]) -> dict[str, list[str]]:

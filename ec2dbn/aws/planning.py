@@ -15,15 +15,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ec2dbn import catalog
 from ec2dbn.aws import bakes, images, instances, keys, network, offerings, price_list, vpc
 from ec2dbn.aws.prices import spot_price, spot_prices_by_zone
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import tag_specs
-from ec2dbn.catalog import Price
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import Price
+from ec2dbn.spec.stack import Stack
 
 
 @dataclass
@@ -104,10 +104,14 @@ def plan(
     stack: Stack,
     *,
     cidr: str,
+    bake_name: bakes.BakeName | None = None,
     reporter: Reporter | None = None,
     avoid_zones: Iterable[str] = (),
 ) -> Plan:
     """Validate the stack against the region and price it. Creates nothing.
+
+    bake_name: the bake's hash for a base image id, handed down (a stack with `bake: auto` or
+    `image: baked` needs it; ec2dbn.stack.lifecycle.plan_stack passes it).
 
     Raises ConfigError when a candidate is unknown to EC2 or retired, none is offered where the stack has
     subnets (naming where it is), the network or image is missing, or the image is larger than volume_gb;
@@ -119,7 +123,7 @@ def plan(
     specs = {t: facts[t].instance_type() for t in stack.candidates if t in facts}
     zones = offerings.check_offered(aws, stack.candidates)
     net = vpc.resolve(aws, vpc_id=stack.vpc_id, subnet_ids=stack.subnet_ids, subnet_tags=stack.subnet_tags)
-    image = bakes.choose(stack, images.resolve(aws, stack.source_image), reporter)
+    image = bakes.choose(stack, images.resolve(aws, stack.source_image), bake_name, reporter)
     if image.root_size_gb and stack.volume_gb < image.root_size_gb:
         raise ConfigError(
             f"volume_gb {stack.volume_gb} is smaller than image {image.image_id}'s "

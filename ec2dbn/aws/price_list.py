@@ -25,9 +25,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from ec2dbn import catalog
 from ec2dbn.aws.session import RETRY_CONFIG, Aws
-from ec2dbn.catalog import Price
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import Price
 
 #: Where the Price List Query API is served in the aws partition (also eu-central-1 and ap-south-1); any
 #: region's prices. Other partitions have their own (aws-cn: cn-northwest-1), or none (aws-us-gov).

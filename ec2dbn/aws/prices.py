@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ec2dbn.aws.errors import translate
-from ec2dbn.catalog import AZ_RE, Price, check_region
+from ec2dbn.spec.catalog import AZ_RE, Price, check_region
 
 
 def _region_of(az_or_region: str) -> tuple[str, str | None]:

@@ -2,32 +2,31 @@
 SkyPilot's sky/provision API).
 
 This layer only talks to AWS and returns plain records of what exists. It does not persist local state,
-pin host keys, price runs or connect: `ec2dbn.stacks` does that with what these verbs return. Each verb
-finds what exists by tags, so it is safe to re-run after any failure: `teardown` removes whatever is
+pin host keys, price runs or connect: `ec2dbn.stack.lifecycle` does that with what these verbs return.
+Each verb finds what exists by tags, so it is safe to re-run after any failure: `teardown` removes whatever is
 tagged for the stack, even with the local state dir gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, replace
 
 from ec2dbn.aws import discovery, instances, keys, network, vpc
 from ec2dbn.aws.errors import aws_errors
+from ec2dbn.aws.instances import InstanceRecord
 from ec2dbn.aws.planning import SKIPPED, CandidatePlan, Plan, dry_run, instance_spec, plan, prices, refused
 from ec2dbn.aws.session import Aws
-from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict
-from ec2dbn.catalog import Price
-from ec2dbn.config import Stack
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import NullReporter, Reporter
+from ec2dbn.spec.catalog import Price
+from ec2dbn.spec.stack import Stack
 
 #: The plan phase's verbs live in ec2dbn.aws.planning; they are part of this API.
 __all__ = [
     "SKIPPED",
     "CandidatePlan",
+    "InstanceRecord",
     "Plan",
     "Price",
     "dry_run",
@@ -41,45 +40,6 @@ REUSABLE_STATES = ("pending", "running")
 
 
 # --------------------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """One instance as EC2 describes it. `tags` is a plain dict; `launched_at` is UTC."""
-
-    instance_id: str
-    instance_type: str
-    state: str
-    availability_zone: str | None = None
-    public_ip: str | None = None
-    public_dns: str | None = None
-    image_id: str | None = None
-    launched_at: datetime | None = None
-    market: str = "on-demand"
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_ec2(cls, inst: Mapping[str, Any]) -> InstanceRecord:
-        tags = as_dict(inst.get("Tags"))
-        lifecycle = "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand"
-        launch_time = inst.get("LaunchTime")
-        return cls(
-            instance_id=str(inst["InstanceId"]),
-            instance_type=str(inst.get("InstanceType", "?")),
-            state=str(inst.get("State", {}).get("Name", "unknown")),
-            availability_zone=inst.get("Placement", {}).get("AvailabilityZone"),
-            public_ip=inst.get("PublicIpAddress") or None,
-            public_dns=inst.get("PublicDnsName") or None,
-            image_id=inst.get("ImageId"),
-            launched_at=launch_time if isinstance(launch_time, datetime) else None,
-            market=tags.get(MARKET_TAG) or lifecycle,
-            tags=tags,
-        )
-
-    @property
-    def torn_down(self) -> bool:
-        """`ec2dbn teardown` marked it before terminating it: a deliberate end, not a loss."""
-        return TEARDOWN_TAG in self.tags
 
 
 # -------------------------------------------------------------------------------------------- launch

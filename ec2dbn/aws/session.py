@@ -22,7 +22,7 @@ import botocore.session
 from botocore.config import Config
 
 from ec2dbn import __version__
-from ec2dbn.catalog import check_region
+from ec2dbn.spec.catalog import check_region
 
 #: Attempts per call, the first included (standard mode's default is 3; EC2 throttles in bursts).
 #: AWS_MAX_ATTEMPTS, when set, wins (boto3's own setting).

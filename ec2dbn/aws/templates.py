@@ -64,15 +64,6 @@ def create(aws: Aws, name: str, spec: LaunchSpec, tags: Mapping[str, str]) -> La
     return LaunchTemplate(resp["LaunchTemplate"]["LaunchTemplateId"], name)
 
 
-def data_of(aws: Aws, template_id: str) -> dict[str, Any]:
-    """The template's default version's LaunchTemplateData, as EC2 stored it."""
-    with aws_errors(aws.region, f"describing launch template {template_id}"):
-        versions = aws.ec2.describe_launch_template_versions(
-            LaunchTemplateId=template_id, Versions=["$Default"]
-        )["LaunchTemplateVersions"]
-    return dict(versions[0]["LaunchTemplateData"]) if versions else {}
-
-
 def delete(aws: Aws, template_id: str) -> None:
     """Delete the launch template (every version)."""
     with aws_errors(aws.region, f"deleting launch template {template_id}"):

@@ -144,8 +144,3 @@ def _rank(subnet: Mapping[str, Any]) -> tuple[bool, bool, int, str]:
         int(subnet.get("AvailableIpAddressCount", 0)),
         str(subnet["SubnetId"]),
     )
-
-
-def check_zones(network: Network, offered: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """instance type -> the zones that both offer it and have one of the network's subnets."""
-    return {t: [z for z in zones if z in network.subnets] for t, zones in offered.items()}

@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ec2dbn import baking
-from ec2dbn.aws import bakes
-from ec2dbn.catalog import snapshot_price
+from ec2dbn import aws
+from ec2dbn.bake import pipeline as baking
 from ec2dbn.cli import cli, results_option
-from ec2dbn.cli.options import region_option
+from ec2dbn.cli.options import json_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.catalog import snapshot_price
+from ec2dbn.spec.cost import format_usd
+from ec2dbn.spec.overrides import load_for_launch
 from trainer.strict_json import dumps
 
 
@@ -29,11 +29,9 @@ from trainer.strict_json import dumps
     multiple=True,
     help="A data set to cache in the image (repeatable; default: those the bundled jobs use).",
 )
-@region_option
+@region_option()
 @results_option("Folder under which the bake's record (<bake-id>/run.json, bootstrap.log) is written.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the bake (image, hash, size, $/month) as JSON at the end."
-)
+@json_option("Print the bake (image, hash, size, $/month) as JSON at the end.")
 def bake(
     stack_ref: str | None, data_sets: tuple[str, ...], region: str | None, results_root: Path, as_json: bool
 ) -> int:
@@ -134,8 +132,8 @@ def teardown_images(regions: list[str], older: str | None, reporter: Reporter) -
         chosen = baking.older_than(baking.kept(region), age)
         removed = baking.remove(region, chosen, reporter)
         failures.extend(removed.errors)
-        left = [b.image_id for b in bakes.find(region) if b.image_id in {c.image_id for c in chosen}]
-        orphans = bakes.orphan_snapshots(region)
+        left = [b.image_id for b in aws.find_bakes(region) if b.image_id in {c.image_id for c in chosen}]
+        orphans = aws.orphan_snapshots(region)
         if left or orphans:
             failures.append(f"{region}: still there: {', '.join([*left, *orphans])}")
             continue

@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
-from ec2dbn import catalog
 from ec2dbn.aws.prices import spot_prices
-from ec2dbn.catalog import InstanceType, Price
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import json_option, region_option
 from ec2dbn.cli.tables import Column, print_fitted
+from ec2dbn.spec import catalog
+from ec2dbn.spec.catalog import InstanceType, Price
 from trainer.strict_json import dumps
 
 
@@ -71,8 +72,8 @@ def _num(x: float) -> str:
 
 @cli.command("catalog")
 @click.option("--gpu", "gpu_only", is_flag=True, help="Only GPU instance types.")
-@click.option("--region", default=None, help="Region for prices [default: $AWS_REGION or us-east-1].")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@region_option("Region for prices [default: $AWS_REGION or us-east-1].")
+@json_option("Print JSON instead of a table.")
 @click.option(
     "--live",
     is_flag=True,

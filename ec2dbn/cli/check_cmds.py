@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ec2dbn import preflight
 from ec2dbn.aws import iam_policy
 from ec2dbn.cli import cli
-from ec2dbn.cli.options import stack_option
+from ec2dbn.cli.options import image_option, json_option, region_option, stack_option
 from ec2dbn.cli.output import stdout, styled
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.stack import preflight
 from trainer.strict_json import dumps
 
 _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}
@@ -17,11 +17,9 @@ _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow")
 
 @cli.command()
 @stack_option
-@click.option("--region", help="Region to check (else $AWS_REGION, else the stack's).")
-@click.option(
-    "--image", metavar="ALIAS|AMI", help="Image to check (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@region_option("Region to check (else $AWS_REGION, else the stack's).")
+@image_option("Image to check (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...).")
+@json_option()
 def check(stack_ref: str | None, region: str | None, image: str | None, as_json: bool) -> int:
     """Check that the stack can launch from these credentials in this region: credentials and account,
     region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price, the Spot service-linked

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from ec2dbn.cli import cli
+from ec2dbn.cli.options import json_option
 from ec2dbn.cli.output import printable, stdout
-from ec2dbn.jobfiles import bundled_examples, job_path
+from ec2dbn.spec.jobfiles import bundled_examples, job_path
 
 
 class JobFile(click.ParamType):
@@ -26,7 +27,7 @@ JOB_FILE = JobFile()
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="List them as JSON (name, description, path).")
+@json_option("List them as JSON (name, description, path).")
 def examples(name: str | None, as_json: bool) -> None:
     """List the example jobs shipped with ec2dbn, or print example NAME (to copy and edit).
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.stack import DEFAULT_STACK
 
 #: `--stack NAME|PATH`, handed to the command as `stack_ref` (None: the default stack).
 stack_option = click.option(
@@ -40,8 +40,45 @@ def market_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-#: `--region REGION`, handed to the command as `region` (None: $AWS_REGION, else the stack's).
-region_option = click.option("--region", help="Override the region (else $AWS_REGION, else the stack's).")
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def region_option(help: str = "Override the region (else $AWS_REGION, else the stack's).") -> Decorator:
+    """`--region REGION`, handed to the command as `region` (None: the verb's default)."""
+    return click.option("--region", help=help)
+
+
+def json_option(help: str = "Machine-readable output.") -> Decorator:
+    """`--json`, handed to the command as `as_json`: what a script reads, on stdout alone."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def ssh_cidr_option(help: str = "Who may SSH in (default: the stack's, usually your IP /32).") -> Decorator:
+    """`--ssh-cidr CIDR|auto`, handed to the command as `ssh_cidr` (None: the stack's)."""
+    return click.option("--ssh-cidr", metavar="CIDR|auto", help=help)
+
+
+def name_option(help: str = "Stack name to use (default: the stack file's `name`).") -> Decorator:
+    """`--name NAME`: the stack's name for this launch, handed to the command as `name`."""
+    return click.option("--name", help=help)
+
+
+def image_option(
+    help: str = "Override the image (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...).",
+) -> Decorator:
+    """`--image ALIAS|AMI`, handed to the command as `image` (None: the stack's)."""
+    return click.option("--image", metavar="ALIAS|AMI", help=help)
+
+
+def backend_option(help: str = "Override the job's backend.") -> Decorator:
+    """`--backend auto|numpy|cupy`, handed to the command as `backend`: applied to the job when it is
+    validated (ec2dbn.run.validate.with_backend)."""
+    return click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help=help)
+
+
+def dry_run_option(help: str) -> Decorator:
+    """`--dry-run`: say what would happen, create nothing; handed to the command as `dry_run`."""
+    return click.option("--dry-run", is_flag=True, help=help)
 
 
 def launched_stack(command: Callable[..., Any]) -> Callable[..., Any]:

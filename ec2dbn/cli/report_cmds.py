@@ -9,14 +9,16 @@ from pathlib import Path
 
 import click
 
-from ec2dbn import bench as bench_mod
-from ec2dbn import report as report_mod
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
+from ec2dbn.cli.options import json_option
 from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
-from ec2dbn.resources import trainer_argv
+from ec2dbn.insight import bench as bench_mod
+from ec2dbn.insight import bench_plot
+from ec2dbn.insight import report as report_mod
+from ec2dbn.package_data import trainer_argv
 from trainer.contract import BENCH_FILE, EXIT_BAD, EXIT_STOPPED
 from trainer.strict_json import dumps
 
@@ -91,8 +93,8 @@ def run_remote_bench(
 ) -> tuple[bench_mod.Price, str]:
     """`trainer.bench` on the stack's instance through the train flow (launch, bootstrap, ship, run
     detached, follow, pull bench.json, tear down); returns the instance's price for $/epoch."""
-    from ec2dbn.pipeline import Pipeline
-    from ec2dbn.validation import validate
+    from ec2dbn.run.pipeline import Pipeline
+    from ec2dbn.run.validate import validate
 
     args = f"--widths {','.join(map(str, widths))} --epochs {epochs} --backends {backends}"
     bench_line = f'exec "$PY" -u -m trainer.bench job.yaml --out out {args}'
@@ -152,12 +154,7 @@ def run_remote_bench(
     help="USD/hour to price a --local run at (default: $0, this machine is not billed).",
 )
 @click.option("--no-plot", is_flag=True, help="Skip bench.png (no matplotlib needed).")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the priced summary as JSON (the trainer's output goes to stderr).",
-)
+@json_option("Print the priced summary as JSON (the trainer's output goes to stderr).")
 def bench_cmd(
     job: Path,
     widths: str,
@@ -215,7 +212,7 @@ def bench_cmd(
     measured = any(r.ok for r in summary.rows)
     if not measured:
         reporter.warn("no (width, backend) row was measured (all skipped or failed): no plot")
-    written = bench_mod.write_outputs(out_dir, summary, plot=measured and not no_plot)
+    written = bench_plot.write_outputs(out_dir, summary, plot=measured and not no_plot)
     if as_json:
         doc = {**summary.to_dict(), "out_dir": str(out_dir)}
         doc["written"] = [str(out_dir / bench_mod.BENCH_FILE), *map(str, written)]
@@ -235,7 +232,7 @@ def bench_cmd(
 
 @cli.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table (for a README or an issue).")
 def report_cmd(results: tuple[Path, ...], as_json: bool, markdown: bool) -> int:
     """Finished runs side by side: backend, device, instance, s/epoch, speedup, accuracy, cost.

@@ -7,7 +7,6 @@ look where the stack is (ec2dbn.cli.stack_regions).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict
 from typing import Any
 
@@ -15,18 +14,28 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ec2dbn import stack_status, stacks, state
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import launched_stack, market_option, stack_option
+from ec2dbn.cli.options import (
+    dry_run_option,
+    image_option,
+    json_option,
+    launched_stack,
+    market_option,
+    name_option,
+    region_option,
+    ssh_cidr_option,
+    stack_option,
+)
 from ec2dbn.cli.output import ConsoleReporter, cell, stdout, styled
 from ec2dbn.cli.stack_regions import regions
-from ec2dbn.config import DEFAULT_STACK, Stack
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import Ec2dbnError
-from ec2dbn.events import Reporter
-from ec2dbn.preflight import require_account
-from ec2dbn.stack_overrides import load_for_launch
+from ec2dbn.spec.cost import format_usd
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.spec.stack import DEFAULT_STACK
+from ec2dbn.stack import launch as launching
+from ec2dbn.stack import lifecycle, state
+from ec2dbn.stack import status as stack_status
 from trainer.strict_json import dumps
 
 
@@ -52,30 +61,7 @@ def _duration(seconds: int | None) -> str:
 # ---------------------------------------------------------------------------------------------- launch
 
 
-def bootstrap_after_launch(stack: Stack, record: stacks.Up, reporter: Reporter) -> None:
-    """`launch` without --no-bootstrap: wait for SSH (pinned host key), then run the bootstrap scripts.
-
-    A failure here leaves the instance running (the user asked for it) and says how to remove it.
-    """
-    from ec2dbn.bootstrap import run_bootstrap
-    from ec2dbn.connect import remote_for, ssh_timeout_s
-
-    if not stack.bootstrap:
-        return
-    st = record.state
-    log = state.stack_dir(st.name) / "bootstrap.log"
-    try:
-        with remote_for(st) as remote:
-            remote.wait_until_reachable(ssh_timeout_s(), reporter)
-            result = run_bootstrap(remote, stack.bootstrap, st.remote_dir, reporter, log)
-    except Ec2dbnError as exc:
-        raise type(exc)(
-            f"{exc} — {st.instance_id} is still running: `ec2dbn teardown {st.name} --yes` removes it"
-        ) from None
-    reporter.step(f"bootstrapped in {result.total_s:.1f}s (log: {log})")
-
-
-def _print_launch(record: stacks.Up) -> None:
+def _print_launch(record: lifecycle.Up) -> None:
     st = record.state
     verb = "reusing" if record.reused else "launched"
     stdout.print(
@@ -102,7 +88,7 @@ def _print_launch(record: stacks.Up) -> None:
     stdout.print(f"  tear down  ec2dbn teardown {st.name} --yes")
 
 
-def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
+def plan_doc(p: aws.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]:
     """The plan as JSON for scripts: what `print_plan` shows, with numbers as numbers."""
     s = p.stack
     return {
@@ -137,7 +123,7 @@ def plan_doc(p: provision.Plan, checks: list[tuple[str, str]]) -> dict[str, Any]
     }
 
 
-def print_plan(p: provision.Plan) -> None:
+def print_plan(p: aws.Plan) -> None:
     s = p.stack
     stdout.print(styled((f"Plan for stack {s.name}", "bold"), f" in {p.region} (dry run: nothing created)"))
     via = f" via {p.image.parameter}" if p.image.parameter else ""
@@ -173,11 +159,9 @@ def print_plan(p: provision.Plan) -> None:
     od = p.candidates[0].on_demand
     stdout.print(f"  prices     on-demand from {od.source if od else 'nowhere: price unknown'}")
     for what, outcome in p.checks:
-        if outcome.startswith(provision.SKIPPED):
+        if outcome.startswith(aws.SKIPPED):
             stdout.print(
-                styled(
-                    f"  dry run    {what}: ", ("skipped", "yellow"), f": {outcome[len(provision.SKIPPED) :]}"
-                )
+                styled(f"  dry run    {what}: ", ("skipped", "yellow"), f": {outcome[len(aws.SKIPPED) :]}")
             )
             continue
         mark = ("allowed", "green") if outcome == "allowed" else ("refused", "red")
@@ -194,22 +178,13 @@ def print_plan(p: provision.Plan) -> None:
     metavar="TYPE",
     help="Override the type (repeat for candidates).",
 )
-@click.option("--region", help="Override the region (else $AWS_REGION, else the stack's).")
-@click.option(
-    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
-)
-@click.option(
-    "--image", metavar="ALIAS|AMI", help="Override the image (dlami-ubuntu22, ubuntu22, ubuntu24, ami-...)."
-)
-@click.option("--name", help="Stack name to use (default: the stack file's `name`).")
+@region_option()
+@ssh_cidr_option()
+@image_option()
+@name_option()
 @click.option("--no-bootstrap", is_flag=True, help="Stop once the instance is running.")
-@click.option("--dry-run", is_flag=True, help="Validate, price and run EC2's DryRun checks; create nothing.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the launched stack's state (with --dry-run: the plan) as JSON.",
-)
+@dry_run_option("Validate, price and run EC2's DryRun checks; create nothing.")
+@json_option("Print the launched stack's state (with --dry-run: the plan) as JSON.")
 def launch(
     stack_ref: str | None,
     spot: bool | None,
@@ -242,44 +217,21 @@ def launch(
         image=image,
     )
     if dry_run:
-        require_account(stack.region)  # credentials and region first: the cause of a failure comes first
-        p = provision.plan(stack, cidr=stacks.resolve_cidr(stack, reporter), reporter=reporter)
-        checks = provision.dry_run(p, reporter=reporter)
+        p, checks = launching.dry_run(stack, reporter)
         if as_json:
             click.echo(dumps(plan_doc(p, checks), indent=2))
         else:
             print_plan(p)
-        return 1 if provision.refused(checks) else 0
-    record = _launch(stack, reporter, stack_ref or DEFAULT_STACK)
-    if as_json:
-        click.echo(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}, indent=2))
-    else:
-        _print_launch(record)
-    if not no_bootstrap:
-        bootstrap_after_launch(stack, record, reporter)
+        return 1 if aws.refused(checks) else 0
+
+    def show(record: lifecycle.Up) -> None:
+        if as_json:
+            click.echo(dumps({**record.state.model_dump(mode="json"), "reused": record.reused}, indent=2))
+        else:
+            _print_launch(record)
+
+    launching.launch(stack, reporter, stack_ref or DEFAULT_STACK, bootstrap=not no_bootstrap, on_up=show)
     return 0
-
-
-def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
-    """Bring the stack up (or reuse it when it is free and what was asked for). A launch that fails once
-    something exists tears the stack down again, so nothing is left half-made."""
-    from ec2dbn.lease import check_free
-
-    check_free(stack.name)
-    require_account(stack.region)  # credentials and region first: the cause of a failure comes first
-    existing = stacks.reusable_instance(stack)
-    if existing is not None:
-        return stacks.bring_up(stack, existing=existing, reporter=reporter, stack_source=source)
-    launched: list[str] = []
-    try:
-        return stacks.bring_up(
-            stack, reporter=reporter, stack_source=source, on_launched=lambda st: launched.append(st.name)
-        )
-    except BaseException:
-        if launched:  # this call made an instance: remove the stack rather than leave it half-made
-            with contextlib.suppress(Ec2dbnError, KeyboardInterrupt):
-                stacks.tear_down(stack.name, stack.region, reporter=reporter)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -287,8 +239,8 @@ def _launch(stack: Stack, reporter: Reporter, source: str) -> stacks.Up:
 
 @cli.command()
 @launched_stack
-@click.option("--region", help="Region to look in (default: where local state says, plus the default).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@region_option("Region to look in (default: where local state says, plus the default).")
+@json_option()
 def status(name: str | None, region: str | None, as_json: bool) -> int:
     """Show stacks as AWS reports them (by tags), reconciled with local state: state, type, market,
     zone, address, lifetime left, price and cost so far.

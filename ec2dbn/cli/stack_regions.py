@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
-from ec2dbn import stacks, state
-from ec2dbn.catalog import check_region
-from ec2dbn.config import DEFAULT_STACK, load_stack
 from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.spec.catalog import check_region
+from ec2dbn.spec.stack import DEFAULT_STACK, load_stack
+from ec2dbn.stack import lifecycle, state
 
 
 def default_region() -> str:
@@ -39,4 +39,4 @@ def regions(name: str | None, flag: str | None) -> list[str]:
         return [check_region(flag)]
     if name:
         return [region_of(name)]
-    return sorted({*stacks.local_regions().values(), default_region()})
+    return sorted({*lifecycle.local_regions().values(), default_region()})

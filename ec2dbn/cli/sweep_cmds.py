@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 from rich.live import Live
@@ -15,10 +15,17 @@ from rich.table import Table
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import market_option, region_option
+from ec2dbn.cli.options import (
+    backend_option,
+    dry_run_option,
+    json_option,
+    market_option,
+    region_option,
+    ssh_cidr_option,
+)
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
-from ec2dbn.cost import format_usd
 from ec2dbn.errors import ConfigError
+from ec2dbn.spec.cost import format_usd
 from ec2dbn.sweep.prepare import Prepared
 from ec2dbn.sweep.record import SweepRecord
 
@@ -40,8 +47,8 @@ from ec2dbn.sweep.record import SweepRecord
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the random draws (default 0).")
 @click.option("--stack", "stack_ref", metavar="NAME|PATH", help="Stack (default: the job's `stack:`).")
 @market_option
-@region_option
-@click.option("--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: your IP /32).")
+@region_option()
+@ssh_cidr_option("Who may SSH in (default: your IP /32).")
 @click.option(
     "--instances", type=click.IntRange(min=1), help="Instances per hardware group (default: enough)."
 )
@@ -53,20 +60,11 @@ from ec2dbn.sweep.record import SweepRecord
 )
 @click.option("--local", is_flag=True, help="Run here, no AWS: --parallel worker processes.")
 @click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True, help="Local workers.")
-@click.option(
-    "--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend (--local)."
-)
+@backend_option("Override the job's backend (--local).")
 @results_option("Folder under which results/<sweep-id>/ is written.")
-@click.option(
-    "--dry-run", is_flag=True, help="Print the points, the capacity plan and the estimate; create nothing."
-)
+@dry_run_option("Print the points, the capacity plan and the estimate; create nothing.")
 @click.option("--resume", "resume_id", metavar="SWEEP_ID", help="Run the unfinished points of a sweep.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print sweep.json's record as JSON at the end; the table and the points' output go to stderr.",
-)
+@json_option("Print sweep.json's record as JSON at the end; the table and the points' output go to stderr.")
 def sweep(
     job: Path | None,
     grid: tuple[str, ...],
@@ -106,6 +104,7 @@ def sweep(
       ec2dbn sweep --resume sweep-20261130-120000-ab12
     """
     from ec2dbn.sweep import prepare as prep
+    from ec2dbn.sweep import start
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     reporter.as_json = as_json
@@ -114,19 +113,25 @@ def sweep(
     if resume_id:
         if job or grid or random_count or sample:
             raise click.UsageError("--resume takes no JOB, --grid, --random or --sample: the sweep has them")
-        record, p = prep.prepare_resume(results_root / resume_id, spot=spot, ssh_cidr=ssh_cidr, region=region)
         sweep_dir = results_root / resume_id
-        todo = {e.point_id for e in record.unfinished()}
-        prep.assign_capacity(p, record.sweep_id, instances, max_instances, todo)
-        p.points = [vp for vp in p.points if vp.point.point_id in todo]
+        record, p = start.resume_sweep(
+            sweep_dir,
+            instances=instances,
+            max_instances=max_instances,
+            backend=backend,
+            spot=spot,
+            ssh_cidr=ssh_cidr,
+            region=region,
+        )
         stderr.print(f"resuming sweep {record.sweep_id}: {len(p.points)} unfinished point(s)")
-        return _run(record, sweep_dir, p, reporter, max_cost or record.max_cost_usd, parallel, backend)
+        return _run(record, sweep_dir, p, reporter, max_cost or record.max_cost_usd, parallel)
     if job is None:
         raise click.UsageError(
             "name a job file or example (e.g. sweep-mnist5k, see `ec2dbn examples`), or --resume SWEEP_ID"
         )
-    p = prep.prepare(
+    p = start.new_sweep(
         job,
+        backend=backend,
         grid=grid,
         random_count=random_count,
         seed=seed,
@@ -137,11 +142,6 @@ def sweep(
         ssh_cidr=ssh_cidr,
         region=region,
     )
-    if p.local:  # a backend this machine lacks is refused before a sweep folder exists
-        from ec2dbn.local import check_backend_here
-
-        for wanted in sorted({backend or vp.job.backend for vp in p.points}):
-            check_backend_here(wanted)
     if dry_run:
         return _dry_run(p, reporter, instances, max_instances, parallel, max_cost)
     record, sweep_dir = prep.open_sweep(
@@ -152,7 +152,7 @@ def sweep(
         parallel=parallel if local else None,
         max_cost=max_cost,
     )
-    return _run(record, sweep_dir, p, reporter, max_cost, parallel, backend)
+    return _run(record, sweep_dir, p, reporter, max_cost, parallel)
 
 
 def _points_table(p: Prepared) -> Table:
@@ -216,47 +216,30 @@ def _run(
     reporter: ConsoleReporter,
     max_cost: float | None,
     parallel: int,
-    backend: str | None,
 ) -> int:
-    from ec2dbn.sweep.budget import Budget
-    from ec2dbn.sweep.live import Board, PointRow
-    from ec2dbn.sweep.on_ec2 import Ec2Runner
-    from ec2dbn.sweep.on_local import LocalRunner
-    from ec2dbn.sweep.scheduler import Runner, Sweep
-
-    if p.local and max_cost:
-        reporter.warn("--max-cost has no effect with --local: nothing is billed")
-    budget = Budget(None if p.local else max_cost)
-    board = Board(
-        [PointRow(vp.point.point_id, vp.point.label(), vp.job.model.epochs) for vp in p.points],
-        record.sweep_id,
-    )
-    groups = p.groups or {vp.point.point_id: 0 for vp in p.points}
-
-    def runner(work_left: Callable[[int], bool]) -> Runner:
-        if p.local:
-            return LocalRunner(sweep_dir, record.parallel or parallel, backend)
-        return Ec2Runner(
-            record.sweep_id,
-            sweep_dir,
-            p.stacks,
-            p.counts,
-            budget,
-            reporter,
-            work_left,
-            backend,
-            requirements=p.requirements,
-        )
+    """Show the sweep while ec2dbn.sweep.start.run_sweep runs it: a live board on a terminal, else each
+    point's lines; then its outcome."""
+    from ec2dbn.sweep.start import run_sweep
 
     console = stderr if reporter.as_json else stdout
     live = console.is_terminal
     echo = None if live else _echo(sys.stderr if reporter.as_json else sys.stdout)
     stderr.print(f"sweep {record.sweep_id}: {len(p.points)} point(s) — results in {sweep_dir}")
-    s = Sweep(record, sweep_dir, p.points, groups, runner, budget, board, reporter, echo)
-    display = Live(get_renderable=board.table, console=console, refresh_per_second=2) if live else None
+
+    def show(board: Any) -> Live:
+        return Live(get_renderable=board.table, console=console, refresh_per_second=2)
+
     try:
-        with display or contextlib.nullcontext():
-            return s.run()
+        return run_sweep(
+            record,
+            sweep_dir,
+            p,
+            reporter,
+            max_cost=max_cost,
+            parallel=parallel,
+            show=show if live else None,
+            echo=echo,
+        )
     finally:
         _print_outcome(sweep_dir, reporter.as_json)
 
@@ -274,8 +257,8 @@ def _echo(out: TextIO) -> Callable[[str], None]:
 
 
 def _print_outcome(sweep_dir: Path, as_json: bool = False) -> None:
+    from ec2dbn.results_layout import SUMMARY_FILE
     from ec2dbn.sweep.record import SweepRecord
-    from ec2dbn.sweep.summary import SUMMARY_FILE
 
     try:
         record = SweepRecord.load(sweep_dir)

@@ -9,15 +9,15 @@ from dataclasses import asdict
 
 import click
 
-from ec2dbn import stacks, state
-from ec2dbn.aws import teardown as aws_teardown
+from ec2dbn import aws
 from ec2dbn.cli import bake_cmds, cli
-from ec2dbn.cli.options import launched_stack
+from ec2dbn.cli.options import json_option, launched_stack, region_option
 from ec2dbn.cli.output import ConsoleReporter, stdout, styled
 from ec2dbn.cli.stack_regions import regions
-from ec2dbn.config import DEFAULT_STACK
 from ec2dbn.errors import ConfigError, CredentialsError, Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.spec.stack import DEFAULT_STACK
+from ec2dbn.stack import lifecycle, state
 from trainer.strict_json import dumps
 
 
@@ -30,7 +30,7 @@ def _confirm(what: str, yes: bool) -> None:
         raise Ec2dbnError(f"kept {what}: nothing was removed")  # a refusal, exit 1 (130 stays for Ctrl-C)
 
 
-def _print_report(rep: aws_teardown.TeardownReport) -> None:  # a clean one
+def _print_report(rep: aws.TeardownReport) -> None:  # a clean one
     done = []
     if rep.cancelled_spot_requests:
         done.append(f"cancelled {', '.join(rep.cancelled_spot_requests)}")
@@ -59,9 +59,9 @@ def _single_default() -> str:
 @cli.command()
 @launched_stack
 @click.option("--all", "all_stacks", is_flag=True, help="Every ec2dbn stack (found by tags and local state).")
-@click.option("--region", help="Region to clean (default: where the stack is; with --all, every known one).")
+@region_option("Region to clean (default: where the stack is; with --all, every known one).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@json_option("Print what was removed as JSON.")
 @click.option("--images", is_flag=True, help="Remove baked images and their snapshots (not stacks).")
 @click.option("--older-than", metavar="AGE", help="With --images: only bakes older than AGE (30d, 12h).")
 def teardown(
@@ -102,7 +102,7 @@ def teardown(
     if name:
         _check_known(target, r)
     _confirm(f"stack {target} in {r}", yes)
-    rep = stacks.tear_down(target, r, reporter=reporter)
+    rep = lifecycle.tear_down(target, r, reporter=reporter)
     if as_json:
         click.echo(dumps(asdict(rep), indent=2))
     else:
@@ -113,8 +113,8 @@ def teardown(
 def _check_known(name: str, region: str) -> None:
     """A stack NAME that neither AWS (by tags) nor local state knows, while others exist, is a typo:
     exit 2 naming the known ones, rather than "nothing to remove" beside the real stack still running."""
-    known = stacks.stacks_in(region)
-    if name in known or stacks.local_state(name) is not None or not known:
+    known = lifecycle.stacks_in(region)
+    if name in known or lifecycle.local_state(name) is not None or not known:
         return
     raise ConfigError(f"no stack {name} in {region} (known: {', '.join(known)})")
 
@@ -124,11 +124,11 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
     the rest still go; exit 1 at the end, listing what remains. With `as_json`, one JSON document
     (every stack's report, what remains per region, the failures) before that exit."""
     failures: list[str] = []
-    reports: list[aws_teardown.TeardownReport] = []
+    reports: list[aws.TeardownReport] = []
     remaining: dict[str, str] = {}
     for r in regions:
         try:
-            names = stacks.stacks_in(r)
+            names = lifecycle.stacks_in(r)
         except CredentialsError:
             raise  # no region can be looked at: the same line as every verb gives for this cause
         except Ec2dbnError as exc:
@@ -137,14 +137,14 @@ def _teardown_all(regions: list[str], reporter: Reporter, as_json: bool = False)
             continue
         for n in names:
             try:
-                reports.append(stacks.tear_down(n, r, reporter=reporter))
+                reports.append(lifecycle.tear_down(n, r, reporter=reporter))
                 if not as_json:
                     _print_report(reports[-1])
             except Ec2dbnError as exc:
                 failures.append(str(exc))
                 reporter.warn(str(exc))
         try:
-            left = aws_teardown.verify_clean(r)
+            left = aws.verify_clean(r)
         except Ec2dbnError as exc:
             remaining[r] = "unknown"
             failures.append(f"could not verify {r} is clean ({exc})")

@@ -11,13 +11,21 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import launched_stack, market_option, region_option
+from ec2dbn.cli.options import (
+    backend_option,
+    json_option,
+    launched_stack,
+    market_option,
+    name_option,
+    region_option,
+    ssh_cidr_option,
+)
 from ec2dbn.cli.output import ConsoleReporter, stderr, stdout, styled
 from ec2dbn.errors import ConfigError
-from ec2dbn.local import resume_local, run_local, start_local
-from ec2dbn.results import RunRecord
-from ec2dbn.state import StackState
-from ec2dbn.validation import Validated
+from ec2dbn.run.local import resume_local, run_local, start_local
+from ec2dbn.run.results import RunRecord
+from ec2dbn.run.validate import Validated
+from ec2dbn.stack.state import StackState
 from trainer.strict_json import dumps
 
 #: The job `ec2dbn train --local` runs when none is named: the seed's DBN on 5,000 real MNIST digits
@@ -32,19 +40,14 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to run on (default: the job's `stack:`)."
 )
 @market_option
-@region_option
+@region_option()
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
-@click.option("--name", help="Stack name to use (default: the stack file's name).")
-@click.option(
-    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
-)
+@name_option("Stack name to use (default: the stack file's name).")
+@ssh_cidr_option()
 @results_option("Folder under which results/<run-id>/ is written.")
-@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), help="Override the job's backend.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr.",
+@backend_option()
+@json_option(
+    "Print the run's record (run.json, its folder) as JSON at the end; the run's output goes to stderr."
 )
 @click.option(
     "--resume",
@@ -80,7 +83,7 @@ def train(
       ec2dbn train --local seed-mnist5k
       ec2dbn train seed-mnist --stack g4dn-spot
     """
-    from ec2dbn import validation
+    from ec2dbn.run import validate as validation
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     reporter.as_json = as_json
@@ -156,7 +159,7 @@ def _run_local(
 
 
 def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
-    from ec2dbn.pipeline import Pipeline
+    from ec2dbn.run.pipeline import Pipeline
 
     flow = Pipeline(v, reporter)
     try:
@@ -172,12 +175,10 @@ def _run_pipeline(v: Validated, reporter: ConsoleReporter) -> int:
     "--stack", "stack_ref", metavar="NAME|PATH", help="Stack to plan for (default: the job's `stack:`)."
 )
 @market_option
-@region_option
-@click.option("--name", help="Stack name to use (default: the stack file's name).")
-@click.option(
-    "--ssh-cidr", metavar="CIDR|auto", help="Who may SSH in (default: the stack's, usually your IP /32)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and the estimate as JSON.")
+@region_option()
+@name_option("Stack name to use (default: the stack file's name).")
+@ssh_cidr_option()
+@json_option("Print the plan and the estimate as JSON.")
 def plan(
     job: Path,
     stack_ref: str | None,
@@ -195,9 +196,11 @@ def plan(
       ec2dbn plan seed-mnist --stack g4dn-spot
       ec2dbn plan seed-mnist --json | jq .estimate.usd
     """
-    from ec2dbn import cost, planning, validation
-    from ec2dbn.bootstrap import packages_line
     from ec2dbn.cli.stack_cmds import plan_doc, print_plan
+    from ec2dbn.run import plan as planning
+    from ec2dbn.run import validate as validation
+    from ec2dbn.spec import cost
+    from ec2dbn.ssh.bootstrap import packages_line
 
     v = validation.validate(job, stack_ref=stack_ref, name=name, spot=spot, ssh_cidr=ssh_cidr, region=region)
     p, checks, line = planning.dry_run(v, ConsoleReporter())
@@ -222,7 +225,7 @@ def plan(
         stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
         stdout.print(f"  packages   {packages}")
         stdout.print(f"  {line}")
-    from ec2dbn.aws.provision import refused
+    from ec2dbn.aws import refused
 
     return 1 if refused(checks) else 0
 
@@ -267,7 +270,7 @@ def resume_command(record: RunRecord, results_dir: Path) -> str | None:
 
 def _stack_state(name: str | None) -> StackState:
     """The launched stack NAME (or the only one with local state): what logs/ssh connect to."""
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     known = state.names()
     if name:
@@ -297,7 +300,7 @@ def logs(name: str | None, follow: bool, results_root: Path) -> None:
       ec2dbn logs --stack g4dn-spot --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
-    from ec2dbn.remote_run import follow_run, load_pointer
+    from ec2dbn.run.instance_files import follow_run, load_pointer
 
     if name and "/" in name:
         from ec2dbn.sweep.logs import follow_point
@@ -325,14 +328,14 @@ def ssh(name: str | None, print_only: bool) -> None:
     import shlex
     import shutil
 
-    from ec2dbn import state
+    from ec2dbn.stack import state
 
     st = _stack_state(name)
     host, port = st.ssh_endpoint()
     argv = [
         "ssh",
         "-i",
-        st.key_path or str(state.key_path(st.name)),
+        str(st.private_key()),
         "-o",
         f"UserKnownHostsFile={state.known_hosts_path(st.name)}",
         "-o",

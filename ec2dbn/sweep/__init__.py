@@ -1,6 +1,6 @@
 """`ec2dbn sweep`: many runs of one job at once — points of a grid or a random search, on shared capacity.
 
-One train is one pipeline (ec2dbn.pipeline); a sweep runs one pipeline per point, each on a slot of the
+One train is one pipeline (ec2dbn.run.pipeline); a sweep runs one pipeline per point, each on a slot of the
 sweep's capacity: one slot per GPU (CUDA_VISIBLE_DEVICES) or per CPU instance of an EC2 Fleet the sweep
 owns, or one of K worker processes here (`--local --parallel K`). The sweep makes no cloud calls of its
 own: the fleet comes from ec2dbn.aws.fleet_launch, each point's run from the pipeline.

@@ -4,7 +4,7 @@ Committed spend = max(actual, floor + admitted):
 - actual: the fleet's instances so far (per-second billing, EC2's one-minute minimum per instance);
 - floor: every instance launched, billed for at least that minute the moment it exists;
 - admitted: the estimate of every point started so far — its epochs × the s/epoch guess `train` uses for
-  its estimate (ec2dbn.cost) × its share of the instance's price.
+  its estimate (ec2dbn.spec.cost) × its share of the instance's price.
 
 The sweep starts a point only while committed + the point's estimate stays within the limit, launches a
 replacement instance only while its minute fits, and once the actual spend itself reaches the limit it
@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2dbn import catalog, cost
+from ec2dbn.spec import catalog, cost
 
 
 def point_estimate_usd(job: Any, instance_type: str, usd_per_hour: float, slots: int) -> float:

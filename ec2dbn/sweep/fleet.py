@@ -21,21 +21,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ec2dbn import catalog, cost, state, userdata
-from ec2dbn.aws import fleet_launch, provision
-from ec2dbn.aws.fleets import FleetInstance
-from ec2dbn.aws.tags import DEADLINE_TAG, HOST_KEY_TAG, IMAGE_TAG, SWEEP_TAG
-from ec2dbn.bootstrap import run_bootstrap
-from ec2dbn.config import Stack
-from ec2dbn.connect import remote_for, ssh_timeout_s
+from ec2dbn import aws
+from ec2dbn.aws import InstanceRecord
+from ec2dbn.aws.tags import SWEEP_TAG
 from ec2dbn.errors import Ec2dbnError
-from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.stacks import StateKeyStore, resolve_cidr
+from ec2dbn.events import Reporter
+from ec2dbn.results_layout import instance_bootstrap_log
+from ec2dbn.spec import catalog, cost
+from ec2dbn.spec.stack import Stack
+from ec2dbn.stack import lifecycle, state
+from ec2dbn.stack.ready import make_ready
 from ec2dbn.sweep.budget import Budget
 from ec2dbn.sweep.slots import Slot, SlotPool
 
@@ -47,16 +47,14 @@ def slots_of(instance_type: str) -> int:
 
 @dataclass
 class Member:
-    """One instance of the group: what EC2 said, its price (USD/h), when it lived, and its state."""
+    """The group's account of one instance: the instance as EC2 last said (the one InstanceRecord: as
+    CreateFleet answered, then as it runs), its price (USD/h), when it lived, and where it stands."""
 
-    instance: FleetInstance
+    instance: InstanceRecord
     price: catalog.Price
     launched_at: datetime
     slots: int
     status: str = "starting"  # starting | ready | lost | failed
-    public_ip: str | None = None
-    public_dns: str | None = None
-    image_id: str | None = None
     ended_at: datetime | None = None
     reason: str | None = None
 
@@ -80,7 +78,7 @@ class FleetGroup:
         self.requirements = tuple(requirements)  # what the points' data sets need: installed at bootstrap
         self.stack = stack
         self.sweep_id = sweep_id
-        self.logs = sweep_dir / "instances"
+        self.sweep_dir = sweep_dir
         self.pool = pool
         self.budget = budget
         self.reporter = reporter
@@ -91,7 +89,7 @@ class FleetGroup:
         self.replacements = 0
         self.asked = 0
         self.errors: list[str] = []
-        self._plan: provision.Plan | None = None
+        self._plan: aws.Plan | None = None
         self._base: state.StackState | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -104,11 +102,10 @@ class FleetGroup:
 
     # -- launching -------------------------------------------------------------------------------
 
-    def plan(self, reporter: Reporter | None = None) -> provision.Plan:
+    def plan(self, reporter: Reporter | None = None) -> aws.Plan:
         """What the fleet would be (offerings, image, prices). Creates nothing."""
         if self._plan is None:
-            cidr = resolve_cidr(self.stack, reporter)
-            self._plan = provision.plan(self.stack, cidr=cidr, reporter=reporter or NullReporter())
+            self._plan = lifecycle.plan_stack(self.stack, reporter)
         return self._plan
 
     def launch(self, count: int) -> int:
@@ -116,34 +113,17 @@ class FleetGroup:
         returns how many EC2 gave (partial capacity is accepted). Raises the explained CloudError when
         it gave none."""
         p = self.plan(self.reporter)
-        host_key = userdata.generate_host_key(f"ec2dbn-{self.name}")
-        deadline = userdata.deadline_after(self.stack.lifetime_minutes)
         self.asked = count
-        self._base = state.StackState(
-            name=self.name,
-            region=self.stack.region,
-            key_name=self.stack.key_name,
-            key_path=str(state.key_path(self.name)),
-            ssh_user=self.stack.ssh_user,
-            ssh_cidr=p.cidr,
-            remote_dir=self.stack.remote_dir,
-            host_public_key=host_key.public,
-            launched_at=state.iso(state.utc_now()),
-            deadline=state.iso(deadline),
-            sweep=self.sweep_id,
-        )
+        new = lifecycle.new_instances(self.stack, p, sweep=self.sweep_id)
+        self._base = new.state
         state.save(self._base)  # first: whatever happens next, `teardown` knows the stack's region
-        launched = fleet_launch.launch_fleet(
+        launched = aws.launch_fleet(
             p,
             count=count,
-            user_data=userdata.render(host_key, deadline, stack=self.name),
-            instance_tags={
-                DEADLINE_TAG: state.iso(deadline),
-                HOST_KEY_TAG: " ".join(host_key.public.split()[:2]),
-                IMAGE_TAG: self.stack.image,
-            },
+            user_data=new.user_data,
+            instance_tags=new.instance_tags,
             sweep_tags={SWEEP_TAG: self.sweep_id},
-            key_store=StateKeyStore(self.name),
+            key_store=new.key_store,
             reporter=self.reporter,
         )
         self._base.security_group_id = launched.security_group.group_id
@@ -154,11 +134,11 @@ class FleetGroup:
         if got < count:
             self.reporter.warn(
                 f"{self.name}: EC2 gave {got} of {count} instance(s) (partial capacity): the sweep runs "
-                f"its points on fewer slots ({fleet_launch.fleets.summary(launched.errors)})"
+                f"its points on fewer slots ({aws.fleet_errors(launched.errors)})"
             )
         return got
 
-    def _add(self, answers: list[fleet_launch.FleetAnswer]) -> None:
+    def _add(self, answers: list[aws.FleetAnswer]) -> None:
         for answer in answers:
             if answer.fleet_id:
                 self.fleet_ids.append(answer.fleet_id)
@@ -166,11 +146,11 @@ class FleetGroup:
             for inst in answer.instances:
                 self._track(inst)
 
-    def _track(self, inst: FleetInstance) -> None:
+    def _track(self, inst: InstanceRecord) -> None:
         """A new instance: priced, counted against the budget, made ready in its own thread."""
-        pool = (inst.instance_type, inst.market, inst.zone)
+        pool = (inst.instance_type, inst.market, inst.availability_zone)
         if pool not in self._prices:  # one price look-up per pool, not per instance
-            self._prices[pool] = provision.prices(self.stack.region, *pool, None)[0]
+            self._prices[pool] = aws.instance_prices(self.stack.region, *pool, None)[0]
         paid = self._prices[pool]
         member = Member(inst, paid, state.utc_now(), slots_of(inst.instance_type))
         with self._lock:
@@ -178,8 +158,8 @@ class FleetGroup:
         self.budget.add_instance(paid.usd_per_hour)
         self.pool.coming(self.index, inst.instance_id)
         self.reporter.step(
-            f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, {inst.zone or '?'}, "
-            f"{member.slots} slot(s))"
+            f"{self.name}: {inst.instance_id} ({inst.instance_type}, {inst.market}, "
+            f"{inst.availability_zone or '?'}, {member.slots} slot(s))"
         )
         thread = threading.Thread(target=self._prepare, args=(member,), name=f"prepare-{inst.instance_id}")
         thread.daemon = True
@@ -190,33 +170,29 @@ class FleetGroup:
         """Wait for the instance to run and answer SSH with the pinned key, bootstrap it, free its slots."""
         iid = member.instance.instance_id
         try:
-            running = provision.wait_running(self.stack.region, iid)
-            member.public_ip, member.public_dns, member.image_id = (
-                running.public_ip,
-                running.public_dns,
-                running.image_id,
+            running = aws.wait_running(self.stack.region, iid)
+            member.instance = replace(
+                member.instance,
+                public_ip=running.public_ip,
+                public_dns=running.public_dns,
+                image_id=running.image_id,
+                state=running.state,
             )
             st = self.instance_state(iid)
             self._pin()
-            remote = remote_for(st, wait_s=ssh_timeout_s(), still_there=lambda: self._alive(iid))
-            try:
-                remote.wait_until_reachable(ssh_timeout_s(), still_there=lambda: self._alive(iid))
-                self.logs.mkdir(parents=True, exist_ok=True)
-                run_bootstrap(
-                    remote,
-                    self.stack.bootstrap,
-                    st.remote_dir,
-                    NullReporter(),
-                    self._log(iid),
-                    requirements=self.requirements,
-                )
-            finally:
-                remote.close()
+            ready = make_ready(
+                st,
+                self.stack.bootstrap,
+                self._log(iid),
+                requirements=self.requirements,
+                still_there=lambda: self._alive(iid),
+            )
+            ready.remote.close()
         except Exception as exc:  # any way an instance fails to become usable: it is not used
-            replace = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
+            replacing = self._drop(iid, "failed", str(exc) if isinstance(exc, Ec2dbnError) else repr(exc))
             with contextlib.suppress(Ec2dbnError):
-                fleet_launch.terminate(self.stack.region, [iid])
-            if replace:
+                aws.terminate(self.stack.region, [iid])
+            if replacing:
                 self._replace()
             return
         with self._lock:
@@ -233,27 +209,21 @@ class FleetGroup:
 
     def _alive(self, iid: str) -> bool:
         try:
-            inst = provision.describe_instance(self.stack.region, iid)
+            inst = aws.describe_instance(self.stack.region, iid)
         except Ec2dbnError:
             return True  # EC2 cannot be asked: keep trying until the SSH timeout
-        return inst is not None and inst.state in provision.REUSABLE_STATES
+        return inst is not None and inst.state in aws.REUSABLE_STATES
 
     def _log(self, iid: str) -> Path:
-        return self.logs / f"{iid}-bootstrap.log"
+        return instance_bootstrap_log(self.sweep_dir, iid)
 
     def _pin(self) -> None:
         """Pin the group's host key for every address its instances are reached by."""
-        if self._base is None or not self._base.host_public_key:
+        if self._base is None:
             return
-        names: list[str] = []
         with self._lock:
             members = list(self.members)
-        for iid in members:
-            st = self.instance_state(iid)
-            names += [st.public_ip or "", st.public_dns or ""]
-            with contextlib.suppress(Ec2dbnError):
-                names.append(state.endpoint_host_pattern(*st.ssh_endpoint()))
-        state.write_known_hosts(self.name, names, self._base.host_public_key)
+        lifecycle.pin_host_key([self.instance_state(iid) for iid in members])
 
     # -- slots -----------------------------------------------------------------------------------
 
@@ -266,10 +236,10 @@ class FleetGroup:
                 "instance_id": iid,
                 "instance_type": m.instance.instance_type,
                 "market": m.instance.market,
-                "availability_zone": m.instance.zone,
-                "public_ip": m.public_ip,
-                "public_dns": m.public_dns,
-                "image_id": m.image_id,
+                "availability_zone": m.instance.availability_zone,
+                "public_ip": m.instance.public_ip,
+                "public_dns": m.instance.public_dns,
+                "image_id": m.instance.image_id,
                 "launched_at": state.iso(m.launched_at),
             }
         )
@@ -278,10 +248,10 @@ class FleetGroup:
         """A point's view of its slot: the instance, from now, at its share of the instance's price."""
         assert slot.instance_id is not None
         m = self.members[slot.instance_id]
-        share = state.Price(
+        share = replace(
+            m.price,
             usd_per_hour=m.price.usd_per_hour / m.slots,
             source=f"{m.price.source}, 1/{m.slots} of the instance" if m.slots > 1 else m.price.source,
-            date=m.price.date,
             market=m.instance.market,
         )
         st = self.instance_state(slot.instance_id)
@@ -337,7 +307,7 @@ class FleetGroup:
         while again:
             launched: list[str] = []
             try:
-                answers = fleet_launch.request_capacity(
+                answers = aws.request_capacity(
                     self.plan(), str(self.template_id), 1, {SWEEP_TAG: self.sweep_id}, self.reporter
                 )
                 self._add(answers)  # each instance it got is coming (`_track`)
@@ -395,7 +365,7 @@ class FleetGroup:
                     "instance_id": m.instance.instance_id,
                     "instance_type": m.instance.instance_type,
                     "market": m.instance.market,
-                    "availability_zone": m.instance.zone,
+                    "availability_zone": m.instance.availability_zone,
                     "slots": m.slots,
                     "usd_per_hour": m.price.usd_per_hour,
                     "price_source": m.price.source,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ec2dbn.cost import format_usd
 from ec2dbn.events import Reporter
+from ec2dbn.spec.cost import format_usd
 
 _EPOCH = re.compile(r"^Epoch (\d+):\s+loss (\S+)\s+err (\S+)")
 _TEST = re.compile(r"^\s+test loss (\S+)\s+err (\S+)")

@@ -7,11 +7,12 @@ import json
 import time
 from pathlib import Path
 
-from ec2dbn import state
-from ec2dbn.aws import provision
+from ec2dbn import aws
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.remote_run import RemoteRun, follow_run
+from ec2dbn.results_layout import RUN_FILE
+from ec2dbn.run.instance_files import RemoteRun, follow_run
+from ec2dbn.stack import state
 from ec2dbn.sweep.record import SweepRecord
 from trainer.contract import TRAIN_LOG
 
@@ -21,7 +22,7 @@ POLL_S = 0.5
 
 def _run_json(folder: Path) -> dict[str, object]:
     try:
-        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -34,8 +35,8 @@ def _instance_state(record: SweepRecord, group: int, instance_id: str) -> state.
     base = state.load(str(name))
     if base is None:
         return None
-    inst = provision.describe_instance(base.region, instance_id)
-    if inst is None or inst.state not in provision.REUSABLE_STATES:
+    inst = aws.describe_instance(base.region, instance_id)
+    if inst is None or inst.state not in aws.REUSABLE_STATES:
         return None
     return base.model_copy(
         update={"instance_id": instance_id, "public_ip": inst.public_ip, "public_dns": inst.public_dns}

@@ -1,6 +1,6 @@
 """A sweep on EC2: its fleets (one per kind of hardware) and a pipeline per point on a slot of them.
 
-Each point runs through the same pipeline as `ec2dbn train` (ec2dbn.pipeline), with a `SlotCapacity`:
+Each point runs through the same pipeline as `ec2dbn train` (ec2dbn.run.pipeline), with a `SlotCapacity`:
 connect, ship, run, follow and pull happen exactly as for a train run, into results/<sweep-id>/<point>/;
 the instance is the slot's (already bootstrapped), and losing it hands the point back to the pool, where
 it waits for another slot and resumes from its last checkpoint (a recovery in its run.json). The fleets
@@ -15,18 +15,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ec2dbn import stacks
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.lease import LocalLease
-from ec2dbn.results import RunRecord
+from ec2dbn.results_layout import JOB_FILE, RUN_FILE
+from ec2dbn.run.results import RunRecord
+from ec2dbn.run.validate import Validated
+from ec2dbn.spec.stack import Stack
+from ec2dbn.stack import lifecycle
+from ec2dbn.stack.lease import LocalLease
 from ec2dbn.sweep.budget import Budget, instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import FleetGroup, slots_of
 from ec2dbn.sweep.points import ValidPoint
-from ec2dbn.sweep.record import BASE_JOB_FILE
 from ec2dbn.sweep.slots import Slot, SlotCapacity, SlotPool
-from ec2dbn.validation import Validated
 
 
 def instances_for(points: int, stack: Stack, asked: int | None, max_instances: int) -> int:
@@ -50,11 +50,9 @@ class Ec2Runner:
         budget: Budget,
         reporter: Reporter,
         work_left: Callable[[int], bool],
-        backend: str | None = None,
         requirements: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.sweep_dir = sweep_dir
-        self.backend = backend
         self.pool = SlotPool()
         self.counts = list(counts)
         self.budget = budget
@@ -106,21 +104,20 @@ class Ec2Runner:
 
     def run_point(self, vp: ValidPoint, slot: Slot, reporter: Reporter) -> tuple[RunRecord, str | None]:
         """The point's pipeline on `slot` (resuming its run when its folder has one); blocks."""
-        from ec2dbn.pipeline import Pipeline
+        from ec2dbn.run.pipeline import Pipeline
 
         group = self.groups[slot.group]
         pid = vp.point.point_id
         results_dir = self.sweep_dir / pid
-        previous = RunRecord.load(results_dir) if (results_dir / "run.json").is_file() else None
+        previous = RunRecord.load(results_dir) if (results_dir / RUN_FILE).is_file() else None
         v = Validated(
-            job_path=self.sweep_dir / BASE_JOB_FILE,
+            job_path=self.sweep_dir / JOB_FILE,
             job=vp.job,
             stack=group.stack,
             stack_ref=vp.stack_ref,
             results_root=self.sweep_dir,
             results_dir=results_dir,
             resume=previous,
-            backend=self.backend,
             plot=False,  # drawn after the fleet is torn down (ec2dbn.sweep.summary), not on its time
         )
         flow = Pipeline(v, reporter, SlotCapacity(group, slot, results_dir))
@@ -152,7 +149,7 @@ class Ec2Runner:
         problems = []
         for group in self.groups:
             try:
-                report = stacks.tear_down(group.name, group.stack.region, reporter=reporter)
+                report = lifecycle.tear_down(group.name, group.stack.region, reporter=reporter)
                 reporter.step(f"teardown: {report.remaining} ec2dbn-tagged remains for {group.name}")
             except (Ec2dbnError, KeyboardInterrupt) as exc:
                 problems.append(f"{group.name}: {exc or 'interrupted'}")

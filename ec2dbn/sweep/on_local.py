@@ -1,9 +1,9 @@
 """`ec2dbn sweep --local --parallel K`: the sweep's points on this machine, K trainer processes at a time.
 
-Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.local.run_local, the
+Each slot is a worker: a point runs as `ec2dbn train --local` runs a job (ec2dbn.run.local.run_local, the
 trainer as a child process), into results/<sweep-id>/<point>/. The machine's cores are divided between
 the workers: each trainer gets OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = cores ÷ K (at
-least 1; a busy machine gets a hint, ec2dbn.blas_threads), so K trainers do not fight over the same
+least 1; a busy machine gets a hint, ec2dbn.run.blas_threads), so K trainers do not fight over the same
 cores. Nothing else of the environment is changed
 (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, where set, pass through untouched). Nothing is billed.
 """
@@ -20,18 +20,19 @@ from typing import Any
 
 import yaml
 
-from ec2dbn.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
-from ec2dbn.local import run_local
-from ec2dbn.results import RunRecord
+from ec2dbn.results_layout import JOB_FILE, RUN_FILE
+from ec2dbn.run.blas_threads import BLAS_THREAD_VARIABLES, cores, plan_here
+from ec2dbn.run.local import run_local
+from ec2dbn.run.results import RunRecord
 from ec2dbn.sweep.points import ValidPoint
 from ec2dbn.sweep.slots import Slot, SlotPool
 from trainer.contract import CHECKPOINT_FILE
 
 
 def threads_per_worker(parallel: int) -> int:
-    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.blas_threads),
+    """BLAS threads for each of `parallel` workers: the cores divided among them (ec2dbn.run.blas_threads),
     or the user's OPENBLAS_NUM_THREADS when set."""
     return plan_here(parallel).threads
 
@@ -41,10 +42,9 @@ class LocalRunner:
 
     mode = "local"
 
-    def __init__(self, sweep_dir: Path, parallel: int, backend: str | None = None) -> None:
+    def __init__(self, sweep_dir: Path, parallel: int) -> None:
         self.sweep_dir = sweep_dir
         self.parallel = parallel
-        self.backend = backend
         self.plan = plan_here(parallel)
         self.threads = self.plan.threads
         self.pool = SlotPool()
@@ -68,8 +68,8 @@ class LocalRunner:
         pid = vp.point.point_id
         results_dir = self.sweep_dir / pid
         results_dir.mkdir(parents=True, exist_ok=True)
-        job_path = results_dir / "job.yaml"
-        resume = (results_dir / CHECKPOINT_FILE).is_file() and (results_dir / "run.json").is_file()
+        job_path = results_dir / JOB_FILE
+        resume = (results_dir / CHECKPOINT_FILE).is_file() and (results_dir / RUN_FILE).is_file()
         if resume:
             record = RunRecord.load(results_dir)
             record.status, record.exit_code, record.finished_at = "running", None, None
@@ -83,7 +83,6 @@ class LocalRunner:
                 results_dir,
                 record,
                 reporter,
-                backend=self.backend,
                 resume=resume,
                 env=self.environment(),
                 on_start=lambda proc: self._started(pid, proc),
@@ -118,9 +117,6 @@ class LocalRunner:
 
     def actual_usd(self) -> float:
         return 0.0
-
-    def work_left_changed(self) -> None:
-        pass
 
     def end(self, reporter: Reporter) -> list[str]:
         return []

@@ -24,15 +24,13 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ec2dbn.config import Stack
 from ec2dbn.errors import ConfigError
-from ec2dbn.jobfiles import job_path
-from ec2dbn.stack_overrides import load_for_launch
-from ec2dbn.validation import check_local_data
-from trainer.safe_yaml import YamlError, load_yaml, read_yaml_file
+from ec2dbn.run.validate import check_local_data
+from ec2dbn.spec.overrides import load_for_launch
+from ec2dbn.spec.stack import Stack
+from trainer.safe_yaml import YamlError, load_yaml
 
 #: Point keys that choose the hardware rather than the job.
 HARDWARE_KEYS = ("stack", "instance_type")
@@ -232,20 +230,6 @@ class ValidPoint:
     mapping: dict[str, Any]
     stack: Stack | None
     stack_ref: str | None
-
-
-def read_job_mapping(path: Path) -> tuple[dict[str, Any], Any]:
-    """The job file as a mapping without its `sweep:` section, and that section; ConfigError when the
-    file is missing or not YAML (the trainer's loader, as for any job)."""
-    path = job_path(path)
-    try:
-        data = read_yaml_file(path, "job file")
-    except YamlError as exc:
-        raise ConfigError(str(exc)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys data and model")
-    section = data.pop("sweep", None)
-    return data, section
 
 
 def set_path(mapping: dict[str, Any], key: str, value: Any) -> None:

@@ -13,17 +13,19 @@ from typing import Any
 
 import yaml
 
-from ec2dbn import cost
-from ec2dbn.aws import provision
-from ec2dbn.config import Stack
+from ec2dbn import aws
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import Reporter
-from ec2dbn.stacks import resolve_cidr
+from ec2dbn.results_layout import JOB_FILE
+from ec2dbn.spec import cost
+from ec2dbn.spec.jobfiles import read_job_mapping
+from ec2dbn.spec.stack import Stack
+from ec2dbn.stack import lifecycle
 from ec2dbn.sweep import points as pts
 from ec2dbn.sweep.budget import instance_floor_usd, point_estimate_usd
 from ec2dbn.sweep.fleet import slots_of
 from ec2dbn.sweep.on_ec2 import instances_for
-from ec2dbn.sweep.record import BASE_JOB_FILE, PointEntry, SweepRecord, claim_sweep_dir
+from ec2dbn.sweep.record import PointEntry, SweepRecord, claim_sweep_dir
 
 
 @dataclass
@@ -81,7 +83,7 @@ def prepare(
     region: str | None = None,
 ) -> Prepared:
     """The job file and the command line's points, every point validated (ConfigError: the first bad)."""
-    base, section = pts.read_job_mapping(job_path)
+    base, section = read_job_mapping(job_path)
     spec = pts.merge_spec(pts.spec_from_section(section, str(job_path)), grid, random_count, seed, sample)
     points = pts.expand(spec)
     valid = pts.validate_all(
@@ -98,7 +100,7 @@ def prepare_resume(
     todo = record.unfinished()
     if not todo:
         raise ConfigError(f"sweep {record.sweep_id} has no unfinished point; its results are in {sweep_dir}")
-    base, _ = pts.read_job_mapping(sweep_dir / BASE_JOB_FILE)
+    base, _ = read_job_mapping(sweep_dir / JOB_FILE)
     local = record.mode == "local"
     kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local, "region": region}
     every = [pts.validate_point(pts.Point(e.point_id, e.values), base, **kw) for e in record.points]
@@ -126,7 +128,7 @@ class GroupPlan:
     """What one group's fleet would be: its plan (image, candidates, prices), size, slots, estimate."""
 
     stack: Stack
-    plan: provision.Plan
+    plan: aws.Plan
     instances: int
     slots_per_instance: int
     points: int
@@ -138,7 +140,7 @@ def capacity_plan(p: Prepared, reporter: Reporter) -> list[GroupPlan]:
     launch-and-bootstrap overhead `train` assumes) + every point's estimate at its share of the price."""
     out = []
     for i, stack in enumerate(p.stacks):
-        plan = provision.plan(stack, cidr=resolve_cidr(stack, reporter), reporter=reporter)
+        plan = lifecycle.plan_stack(stack, reporter)
         hourly = plan.hourly.usd_per_hour
         slots = slots_of(plan.candidates[0].instance_type)
         members = [vp for vp in p.points if p.groups[vp.point.point_id] == i]
@@ -163,7 +165,7 @@ def open_sweep(
     sweep.json (every point pending)."""
     sweep_id, sweep_dir = claim_sweep_dir(results_root)
     assign_capacity(p, sweep_id, instances, max_instances)
-    (sweep_dir / BASE_JOB_FILE).write_text(yaml.safe_dump(p.base, sort_keys=False), encoding="utf-8")
+    (sweep_dir / JOB_FILE).write_text(yaml.safe_dump(p.base, sort_keys=False), encoding="utf-8")
     record = SweepRecord(
         sweep_id=sweep_id,
         job=str(p.job_path),

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn.errors import ConfigError
-from ec2dbn.results import claim_dir
+from ec2dbn.results_layout import SWEEP_FILE
+from ec2dbn.run.results import claim_dir
 from trainer.strict_json import write_json
 
-SWEEP_FILE = "sweep.json"
-BASE_JOB_FILE = "job.yaml"
 #: Point states that `--resume` leaves alone: the point has its answer (a diverged one would diverge again).
 DONE_STATES = ("finished", "diverged")
 
@@ -105,7 +104,3 @@ class SweepRecord:
     def finish(self, exit_code: int, status: str, reason: str | None = None) -> None:
         self.exit_code, self.status, self.stop_reason = exit_code, status, reason
         self.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (path / SWEEP_FILE).is_file()

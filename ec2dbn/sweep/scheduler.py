@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ec2dbn import interrupts
 from ec2dbn.events import Reporter
-from ec2dbn.results import RunRecord
+from ec2dbn.run import signals
+from ec2dbn.run.results import RunRecord
 from ec2dbn.sweep.budget import Budget
 from ec2dbn.sweep.live import Board, PointReporter
 from ec2dbn.sweep.points import ValidPoint
@@ -110,7 +110,7 @@ class Sweep:
         """Run the sweep to its end; returns the exit code (0 every point has its answer, 1 some have
         not, 128+N stopped by signal N). Whatever happens, the capacity is torn down and sweep.json final."""
         self.record.save(self.sweep_dir)
-        with interrupts.on_signals(interrupts.raise_interrupted):
+        with signals.on_signals(signals.raise_interrupted):
             try:
                 self.runner.start_capacity(self.reporter)
                 self.record.groups = self.runner.capacity_record()  # `ec2dbn logs` finds the instances
@@ -118,7 +118,7 @@ class Sweep:
                 self._loop()
                 return self._exit_code()
             except KeyboardInterrupt as exc:
-                code, why = interrupts.exit_code(exc)
+                code, why = signals.exit_code(exc)
                 self.stop_reason = f"interrupted ({why})"
                 self.reporter.warn(f"{self.stop_reason}: stopping every running point (they checkpoint)")
                 self._stop_all()

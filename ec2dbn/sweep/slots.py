@@ -10,7 +10,7 @@ point gives up with NoSlotError (and stays resumable)? Only when nothing of it i
 AND its last replacement was refused: its recovery budget (the stack's max_recoveries) or `--max-cost`
 spent, its deadline past — `SlotPool._exhausted`, the one place that says so.
 
-`SlotCapacity` is a sweep point's `ec2dbn.capacity.Capacity`: the pipeline gets its slot's instance as
+`SlotCapacity` is a sweep point's `ec2dbn.run.capacity.Capacity`: the pipeline gets its slot's instance as
 given, never tears it down, and on a loss hands the instance back to the fleet and waits (ahead of points
 not started yet) for another slot — the pipeline's own recovery then resumes the point there from its
 last checkpoint.
@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ec2dbn import stacks, state
 from ec2dbn.errors import Ec2dbnError
 from ec2dbn.events import Reporter
+from ec2dbn.results_layout import BOOTSTRAP_LOG
+from ec2dbn.stack import lifecycle, state
 
 if TYPE_CHECKING:
-    from ec2dbn.validation import Validated
+    from ec2dbn.run.validate import Validated
 
 COMING, READY, BUSY, GONE = "coming", "ready", "busy", "gone"
 
@@ -257,7 +258,7 @@ class SlotCapacity:
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
-    ) -> stacks.Up:
+    ) -> lifecycle.Up:
         if self.slot is None:
             self.slot = self.source.pool.take(self.group, first=True)
         slot = self.slot
@@ -266,9 +267,9 @@ class SlotCapacity:
         on_launched(st)
         log = self.source.bootstrap_log(slot)
         if log is not None and log.is_file():
-            shutil.copyfile(log, self.results_dir / "bootstrap.log")
+            shutil.copyfile(log, self.results_dir / BOOTSTRAP_LOG)
         env = {"CUDA_VISIBLE_DEVICES": str(slot.gpu)} if slot.gpu is not None else {}
-        return stacks.Up(state=st, reused=True, bootstrapped=True, env=env)
+        return lifecycle.Up(state=st, reused=True, bootstrapped=True, env=env)
 
     def lost(self, reporter: Reporter, reason: str) -> None:
         if self.slot is not None and self.slot.instance_id:

@@ -1,9 +1,9 @@
 """A sweep's results side by side: summary.md (points by test accuracy) and sweep.png.
 
-Each point's row comes from its own folder, read the way `ec2dbn report` reads any run (ec2dbn.report):
-the swept values, s/epoch (median fine-tuning epoch), test accuracy and cost, with the point's state
-when it has no accuracy (`diverged`, `failed`, `skipped`, ...). The plot shows test accuracy against each
-swept key; with exactly two keys, a heatmap of one against the other.
+Each point's row comes from its own folder, read the way `ec2dbn report` reads any run
+(ec2dbn.insight.report): the swept values, s/epoch (median fine-tuning epoch), test accuracy and cost,
+with the point's state when it has no accuracy (`diverged`, `failed`, `skipped`, ...). The plot shows
+test accuracy against each swept key; with exactly two keys, a heatmap of one against the other.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ec2dbn.bench import usd_small
 from ec2dbn.errors import ConfigError
 from ec2dbn.events import NullReporter, Reporter
-from ec2dbn.local import plot_quietly
-from ec2dbn.report import load_row
+from ec2dbn.insight.bench import usd_small
+from ec2dbn.insight.report import load_row
+from ec2dbn.results_layout import RUN_FILE, SUMMARY_FILE, SWEEP_PLOT
+from ec2dbn.run.local import plot_quietly
 from ec2dbn.sweep.points import show_value
 from ec2dbn.sweep.record import SweepRecord
 from trainer.contract import METRICS_JSON
-
-SUMMARY_FILE = "summary.md"
-PLOT_FILE = "sweep.png"
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def rows(sweep_dir: Path) -> tuple[SweepRecord, list[SweepRow]]:
     for entry in record.points:
         folder = sweep_dir / entry.point_id
         run = None
-        if (folder / "run.json").is_file() or (folder / METRICS_JSON).is_file():
+        if (folder / RUN_FILE).is_file() or (folder / METRICS_JSON).is_file():
             try:
                 run = load_row(folder)
             except ConfigError:
@@ -110,7 +108,7 @@ def write_summary(sweep_dir: Path, reporter: Reporter | None = None) -> list[Pat
     written = [sweep_dir / SUMMARY_FILE]
     written[0].write_text(to_markdown(record, table), encoding="utf-8")
     if any(r.test_accuracy is not None for r in table) and record.keys:
-        written.append(plot_sweep(record, table, sweep_dir / PLOT_FILE))
+        written.append(plot_sweep(record, table, sweep_dir / SWEEP_PLOT))
     return written
 
 
@@ -129,7 +127,7 @@ def _axis_values(table: list[SweepRow], key: str) -> list[Any]:
 
 def plot_sweep(record: SweepRecord, table: list[SweepRow], out_png: Path) -> Path:
     """Test accuracy against each swept key (a panel each), or a heatmap for exactly two keys."""
-    from ec2dbn.plots import _save
+    from ec2dbn.insight.plots import _save
 
     scored = [r for r in table if r.test_accuracy is not None]
     if len(record.keys) == 2:
@@ -141,7 +139,7 @@ def sweep_figure(record: SweepRecord, table: list[SweepRow]) -> Any:
     """The panels of a sweep of one key, or of three and more: a panel per key. Its title takes two lines
     (what, then the sweep id) so that a one-panel figure does not cut it; an axis of whole numbers (layer
     widths, epochs) has whole-number ticks."""
-    from ec2dbn.plots import _figure, literal
+    from ec2dbn.insight.plots import _figure, literal
 
     scored = [r for r in table if r.test_accuracy is not None]
     keys = record.keys
@@ -183,7 +181,7 @@ def _whole_ticks(ax: Any, values: list[int]) -> None:
 
 
 def _heatmap(record: SweepRecord, table: list[SweepRow], scored: list[SweepRow], out_png: Path) -> Path:
-    from ec2dbn.plots import _figure, _save, literal
+    from ec2dbn.insight.plots import _figure, _save, literal
 
     kx, ky = record.keys
     xs, ys = _axis_values(table, kx), _axis_values(table, ky)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ec2dbn import state
 from ec2dbn.cli import main
+from ec2dbn.stack import state
 from tests.aws.helpers import NOTHING
 from tests.support.moto_server import MotoServer, count_calls, tagged_resources
 from tests.trainer.test_safe_yaml import billion_laughs
@@ -116,7 +116,7 @@ def test_a_region_that_does_not_exist_is_named_as_such(
     "region", ["af-south-1", "me-central-1", "ap-southeast-7", "il-central-1", "us-gov-west-1"]
 )
 def test_opt_in_and_partition_regions_are_regions(region: str) -> None:
-    from ec2dbn.config import parse_stack
+    from ec2dbn.spec.stack import parse_stack
 
     assert parse_stack({**STACK, "region": region}).region == region
 
@@ -246,7 +246,7 @@ def test_a_cpu_stack_is_checked_against_its_ram_and_refuses_cupy(
 def test_a_network_too_large_for_this_machine_is_refused_before_training(
     aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ec2dbn.memory_check import local_memory_bytes
+    from ec2dbn.spec.memory import local_memory_bytes
 
     ram = local_memory_bytes()
     assert ram is not None

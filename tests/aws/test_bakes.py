@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn.bake_inputs import bake_hash
-from ec2dbn.config import parse_stack
 from ec2dbn.errors import ConfigError
-from ec2dbn.resources import bootstrap_dir
+from ec2dbn.package_data import bootstrap_dir
+from ec2dbn.spec.bake_inputs import bake_hash
+from ec2dbn.spec.stack import parse_stack
 from tests.aws.helpers import NOTHING, cli, stack_file
 from tests.support.moto_server import MotoServer, tagged_resources
 

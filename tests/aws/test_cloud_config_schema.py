@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from ec2dbn import userdata
-from ec2dbn.config import bundled_stacks, load_stack
+from ec2dbn.spec.stack import bundled_stacks, load_stack
+from ec2dbn.stack import userdata
 from tests.support.cloud_init import SchemaResult, cloud_init_schema
 
 __all__ = ["cloud_init_schema"]  # the fixture, imported so pytest finds it here

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from ec2dbn.cli import main
-from ec2dbn.config import (
+from ec2dbn.errors import ConfigError
+from ec2dbn.spec.overrides import apply_overrides, launch_region, load_for_launch
+from ec2dbn.spec.stack import (
     DEFAULT_STACK,
     bundled_stacks,
     load_stack,
     parse_lifetime,
     parse_stack,
 )
-from ec2dbn.errors import ConfigError
-from ec2dbn.stack_overrides import apply_overrides, launch_region, load_for_launch
 
 GOOD = {
     "name": "t",

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ec2dbn import state
 from ec2dbn.aws import network, session
 from ec2dbn.aws.quotas import quota_for
 from ec2dbn.cli import main
+from ec2dbn.stack import state
 from tests.aws.helpers import NOTHING, cli, stack_file
 from tests.support.moto_server import (
     MotoServer,

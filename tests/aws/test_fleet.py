@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from ec2dbn import stacks
 from ec2dbn.aws import fleet_launch, provision
-from ec2dbn.config import parse_stack
 from ec2dbn.errors import CloudError
+from ec2dbn.spec.stack import parse_stack
+from ec2dbn.stack import lifecycle
 from tests.aws.helpers import NOTHING, cli
 from tests.support.fleet_faults import short_fleets
 from tests.support.moto_server import CALLER_IP, MotoServer, inject_error, tagged_resources
@@ -45,7 +45,7 @@ def launch(stack: Any, count: int) -> fleet_launch.FleetLaunched:
         user_data="#cloud-config\n# the deadline and the host key go here\n",
         instance_tags={"ec2dbn:deadline": "2026-11-30T14:00:00Z"},
         sweep_tags={"ec2dbn:sweep": SWEEP},
-        key_store=stacks.StateKeyStore(stack.name),
+        key_store=lifecycle.StateKeyStore(stack.name),
     )
 
 
@@ -113,7 +113,7 @@ def test_one_instant_fleet_over_a_secure_launch_template(aws: MotoServer) -> Non
         assert (t["ec2dbn:stack"], t["ec2dbn:sweep"], t["ec2dbn:market"]) == (stack.name, SWEEP, "spot")
         assert inst["KeyName"] == stack.key_name
 
-    report = stacks.tear_down(stack.name, "us-east-1")
+    report = lifecycle.tear_down(stack.name, "us-east-1")
     assert report.deleted_fleets == launched.fleet_ids
     assert report.deleted_launch_templates == [template["LaunchTemplateId"]]
     assert tagged_resources(aws) == NOTHING
@@ -128,7 +128,7 @@ def test_partial_capacity_takes_what_there_is_and_the_rest_on_demand(aws: MotoSe
     assert {e.outcome for e in launched.errors} == {"InsufficientInstanceCapacity"}
     assert {e.market for e in launched.errors} == {"spot", "on-demand"}
     assert "InsufficientInstanceCapacity" in fleet_launch.fleets.summary(launched.errors)
-    stacks.tear_down(f"{SWEEP}-1", "us-east-1")
+    lifecycle.tear_down(f"{SWEEP}-1", "us-east-1")
     assert tagged_resources(aws) == NOTHING
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ec2dbn import state
+from ec2dbn.stack import state
 from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import (
     CALLER_IP,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ec2dbn import state
+from ec2dbn.stack import state
 from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import MotoServer, tagged_resources
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from ec2dbn import state
 from ec2dbn.aws.tags import RUN_TAG, TEARDOWN_TAG
-from ec2dbn.lease import LocalLease
-from ec2dbn.results import claim_run_dir
+from ec2dbn.run.results import claim_run_dir
+from ec2dbn.stack import state
+from ec2dbn.stack.lease import LocalLease
 from tests.aws.helpers import NOTHING, cli
 from tests.support.moto_server import MotoServer, count_calls, inject_error, tagged_resources
 

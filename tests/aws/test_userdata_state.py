@@ -13,8 +13,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from ec2dbn import state, userdata
 from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.stack import state, userdata
 
 
 def test_cloud_config_installs_the_generated_host_key_and_nothing_else() -> None:

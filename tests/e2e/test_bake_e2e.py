@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from ec2dbn import pipeline
 from ec2dbn.aws.tags import BAKE_TAG
-from ec2dbn.bake_inputs import bake_hash
 from ec2dbn.cli import main
 from ec2dbn.errors import RemoteError
+from ec2dbn.run import pipeline
+from ec2dbn.spec.bake_inputs import bake_hash
 from tests.e2e.helpers import nothing_left, run_cli, write_job, write_stack
 from tests.support.fake_cloud import FakeCloudInit
 from tests.support.moto_server import MotoServer, add_hook, inject_error

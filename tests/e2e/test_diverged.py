@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ec2dbn.cli import main
-from ec2dbn.results import RunRecord
+from ec2dbn.run.results import RunRecord
 from tests.e2e.helpers import nothing_left, write_job, write_stack
 from tests.support.moto_server import MotoServer
 from tests.support.strict_json import check_folder

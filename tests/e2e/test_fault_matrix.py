@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ec2dbn import resources
+from ec2dbn import package_data
 from ec2dbn.cli import main
 from tests.e2e.helpers import (
     JOB,
@@ -417,10 +417,12 @@ def test_bootstrap_script_fails(
 ) -> None:
     # The real scripts, with check.sh failing at its end as a broken image would make it fail.
     scripts = tmp_path / "bootstrap"
-    shutil.copytree(resources.bootstrap_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copytree(
+        package_data.bootstrap_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__", "*.py")
+    )
     check = scripts / "check.sh"
     check.write_text(check.read_text() + 'echo "check: injected failure" >&2\nexit 7\n')
-    monkeypatch.setattr("ec2dbn.bootstrap.bootstrap_dir", lambda: scripts)
+    monkeypatch.setattr("ec2dbn.ssh.bootstrap.bootstrap_dir", lambda: scripts)
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
     outcome = check_row(
         "bootstrap script fails (check.sh exits 7)",
@@ -439,12 +441,12 @@ def test_trainer_crashes(
     fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     broken = tmp_path / "broken" / "trainer"
-    shutil.copytree(resources.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(package_data.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
     (broken / "__main__.py").write_text(
         'print("Epoch 1:  loss 2.0  err 0.5  (0:00:01)", flush=True)\n'
         'raise RuntimeError("injected crash in the trainer")\n'
     )
-    monkeypatch.setattr("ec2dbn.remote_run.trainer_dir", lambda: broken)
+    monkeypatch.setattr("ec2dbn.run.instance_files.trainer_dir", lambda: broken)
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
     outcome = check_row(
         "the trainer crashes",
@@ -631,8 +633,8 @@ def test_spot_interruption_mid_epoch_resumes_on_a_new_instance_with_identical_we
 
 @pytest.fixture
 def phase_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], None]], None]:
-    """Install a callable told each pipeline phase as it starts (ec2dbn.pipeline.PHASE_HOOKS)."""
-    from ec2dbn import pipeline
+    """Install a callable told each pipeline phase as it starts (ec2dbn.run.pipeline.PHASE_HOOKS)."""
+    from ec2dbn.run import pipeline
 
     hooks: list[Callable[[str], None]] = []
     monkeypatch.setattr(pipeline, "PHASE_HOOKS", hooks)

@@ -12,7 +12,7 @@ key pairs, launch templates, fleets). The moments, and where the test gets hold 
 - before SSH: the fake cloud never boots it (its line never comes to $EC2DBN_SSH_ENDPOINTS), and EC2
   ends it while ec2dbn waits for that line;
 - during bootstrap: as the fleet starts bootstrapping it;
-- during ship, a point's run, pull: as a point's pipeline starts that phase (ec2dbn.pipeline.PHASE_HOOKS),
+- during ship, a point's run, pull: as a point's pipeline starts that phase (ec2dbn.run.pipeline.PHASE_HOOKS),
   with or without a spot notice first (the fake IMDS announces it; the instance's watcher stops the
   held trainer after a checkpoint; EC2 takes the instance a little later).
 The sweep runs in this process so the hooks apply; nothing waits on this machine's speed (a trainer that
@@ -35,9 +35,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ec2dbn import pipeline
 from ec2dbn.cli import main
-from ec2dbn.sweep import fleet
+from ec2dbn.run import pipeline
+from ec2dbn.stack import ready
 from tests.e2e.helpers import run_cli, write_stack
 from tests.support.fake_cloud import FakeCloudInit
 from tests.support.hold import HELD, TrainerHold
@@ -252,8 +252,8 @@ def install(losses: Losses, monkeypatch: pytest.MonkeyPatch) -> None:
     def bootstrap_of(*args: Any, **_: Any) -> str:
         return Path(args[4]).name.removesuffix("-bootstrap.log")  # FleetGroup._log(iid)
 
-    monkeypatch.setattr(fleet, "remote_for", wrap(fleet.remote_for, "before-ssh", address_wait))
-    monkeypatch.setattr(fleet, "run_bootstrap", wrap(fleet.run_bootstrap, "bootstrap", bootstrap_of))
+    monkeypatch.setattr(ready, "remote_for", wrap(ready.remote_for, "before-ssh", address_wait))
+    monkeypatch.setattr(ready, "run_bootstrap", wrap(ready.run_bootstrap, "bootstrap", bootstrap_of))
     monkeypatch.setattr(pipeline, "PHASE_HOOKS", [lambda phase: losses.at(phase, losses.point_instance())])
 
 

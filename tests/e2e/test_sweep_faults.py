@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ec2dbn import catalog, resources
+from ec2dbn import package_data
 from ec2dbn.cli import main
+from ec2dbn.spec import catalog
 from ec2dbn.sweep.budget import instance_floor_usd, point_estimate_usd
 from tests.e2e.helpers import hold_on_the_instance, run_cli, write_stack
 from tests.support.fleet_faults import short_fleets
@@ -195,7 +196,7 @@ def test_a_crashing_point_is_failed_and_the_sweep_goes_on(
     fake_fleet, aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     broken = tmp_path / "broken" / "trainer"
-    shutil.copytree(resources.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(package_data.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
     (broken / "__main__.py").rename(broken / "real_main.py")
     (broken / "__main__.py").write_text(
         "import sys\nfrom pathlib import Path\nimport yaml\n"
@@ -203,7 +204,7 @@ def test_a_crashing_point_is_failed_and_the_sweep_goes_on(
         "    raise RuntimeError('injected crash of the point with learn_rates 1.0')\n"
         "from trainer.real_main import main\nsys.exit(main())\n"
     )
-    monkeypatch.setattr("ec2dbn.remote_run.trainer_dir", lambda: broken)
+    monkeypatch.setattr("ec2dbn.run.instance_files.trainer_dir", lambda: broken)
     job, stack = job_file(tmp_path, [0.1, 1.0, 0.3]), stack_file(tmp_path)
     code = main(
         ["sweep", str(job), "--stack", str(stack), "--instances", "2", "--results", str(tmp_path / "results")]

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ec2dbn import resources
+from ec2dbn import package_data
 from ec2dbn.cli import main
-from ec2dbn.pipeline import PHASES
+from ec2dbn.run.pipeline import PHASES
 from tests.e2e.helpers import (
     hold_on_the_instance,
     nothing_left,
@@ -137,13 +137,13 @@ def test_crashing_trainer_exits_1_with_its_last_lines_and_tears_down(
 ) -> None:
     # Ship a trainer that crashes as it starts: a real Python crash on the instance, with a traceback.
     broken = tmp_path / "broken" / "trainer"
-    shutil.copytree(resources.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(package_data.trainer_dir(), broken, ignore=shutil.ignore_patterns("__pycache__"))
     main_py = broken / "__main__.py"
     main_py.write_text(
         'print("Epoch 1:  loss 2.0  err 0.5  (0:00:01)", flush=True)\n'
         'raise RuntimeError("injected crash in the trainer")\n'
     )
-    monkeypatch.setattr("ec2dbn.remote_run.trainer_dir", lambda: broken)
+    monkeypatch.setattr("ec2dbn.run.instance_files.trainer_dir", lambda: broken)
 
     code = train_in_process(tmp_path)
     assert code == 1

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ec2dbn.remote import Remote
+from ec2dbn.ssh.remote import Remote
 from tests.support.sshd import SshServer, remote_for
 
 

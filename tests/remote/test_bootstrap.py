@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn.bootstrap import available_scripts, run_bootstrap
 from ec2dbn.errors import ConfigError, RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import Remote
-from ec2dbn.resources import bootstrap_dir
+from ec2dbn.package_data import bootstrap_dir
+from ec2dbn.ssh.bootstrap import available_scripts, run_bootstrap
+from ec2dbn.ssh.remote import Remote
 
 STEPS = ["base", "nvidia", "python", "check"]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn.bootstrap import run_bootstrap
 from ec2dbn.errors import RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import Remote
+from ec2dbn.ssh.bootstrap import run_bootstrap
+from ec2dbn.ssh.remote import Remote
 from tests.support.fake_machine import DRIVER_VERSION, FakeMachine, fake_cupy, ubuntu
 
 NO_BUILD_TOOLS = ("dkms", "gcc", "make", "ubuntu-drivers")

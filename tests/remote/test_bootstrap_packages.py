@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn.bootstrap import job_requirements, packages_line, pip_extra, run_bootstrap
 from ec2dbn.errors import ConfigError, RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import Remote
+from ec2dbn.ssh.bootstrap import job_requirements, packages_line, pip_extra, run_bootstrap
+from ec2dbn.ssh.remote import Remote
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE_A = ("ec2dbn_probe_a", "ec2dbn-probe-a>=1.0")
@@ -121,7 +121,7 @@ def test_the_jobs_data_set_decides_the_requirements(tmp_path: Path) -> None:
 
 def test_the_script_validates_its_input(remote: Remote, tmp_path: Path) -> None:
     """python.sh refuses a malformed EC2DBN_PIP_EXTRA itself (it may be run by hand on an instance)."""
-    from ec2dbn.resources import bootstrap_dir
+    from ec2dbn.package_data import bootstrap_dir
 
     remote_dir = tmp_path / "instance"
     remote.put_tree({"bootstrap": bootstrap_dir()}, str(remote_dir))

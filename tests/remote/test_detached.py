@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ec2dbn.detached import JobStatus, follow_log, job_status, start_detached, stop_job
 from ec2dbn.errors import ConfigError, RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import Remote
+from ec2dbn.ssh.detached import JobStatus, follow_log, job_status, start_detached, stop_job
+from ec2dbn.ssh.remote import Remote
 from tests.support.sshd import SshServer, remote_for
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from ec2dbn.errors import ConfigError, HostKeyMismatchError, RemoteError
 from ec2dbn.events import RecordingReporter
-from ec2dbn.remote import Remote, load_pinned_keys
-from ec2dbn.state import SSH_ENDPOINT_ENV, parse_endpoint
+from ec2dbn.ssh.remote import Remote, load_pinned_keys
+from ec2dbn.stack.state import SSH_ENDPOINT_ENV, parse_endpoint
 from tests.support.sshd import SshServer, _keygen, remote_for, start_sshd
 
 

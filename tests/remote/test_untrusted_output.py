@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from ec2dbn.errors import ConfigError, RemoteError
-from ec2dbn.remote import Remote
-from ec2dbn.remote_output import CAPTURE_BYTES, MAX_LINE_CHARS, PULL_LIMIT_ENV, pull_limit_bytes
+from ec2dbn.ssh.output import CAPTURE_BYTES, MAX_LINE_CHARS, PULL_LIMIT_ENV, pull_limit_bytes
+from ec2dbn.ssh.remote import Remote
 from tests.support.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ GROWTH_BOUND_MB = 16
 _PROBE = textwrap.dedent(
     """
     import json, sys
-    from ec2dbn.remote import Remote
+    from ec2dbn.ssh.remote import Remote
 
     def peak_mb():
         for line in open("/proc/self/status"):

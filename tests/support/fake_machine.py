@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ec2dbn.resources import bootstrap_dir
+from ec2dbn.package_data import bootstrap_dir
 
 DRIVER_VERSION = "580.95.05"
 _TOOLS = [

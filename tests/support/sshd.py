@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ec2dbn.remote import Remote
+    from ec2dbn.ssh.remote import Remote
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -250,7 +250,7 @@ def start_sshd(
 
 def remote_for(server: SshServer, **kwargs: Any) -> Remote:
     """An ec2dbn `Remote` for `server`, pinned to its real host key."""
-    from ec2dbn.remote import Remote
+    from ec2dbn.ssh.remote import Remote
 
     return Remote(server.host, server.port, server.user, server.client_key, server.host_public_key, **kwargs)
 

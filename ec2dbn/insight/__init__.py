@@ -1,0 +1,1 @@
+"""Reading results, never the cloud: bench tables, plots, the side-by-side report."""
