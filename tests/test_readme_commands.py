@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from ec2dbn import resources
+from ec2dbn import package_data
 from ec2dbn.cli import cli
 from ec2dbn.cli.verbs import load_all
 from ec2dbn.errors import Ec2dbnError
@@ -44,8 +44,8 @@ def test_readme_has_commands_to_check() -> None:
 def test_readme_command_parses(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EC2DBN_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    shutil.copy(resources.examples_dir() / "seed-mnist5k.yaml", tmp_path / "job.yaml")
-    shutil.copy(resources.stacks_dir() / "g4dn-spot.yaml", tmp_path / "e2e-stack.yaml")
+    shutil.copy(package_data.examples_dir() / "seed-mnist5k.yaml", tmp_path / "job.yaml")
+    shutil.copy(package_data.stacks_dir() / "g4dn-spot.yaml", tmp_path / "e2e-stack.yaml")
     (tmp_path / "results").mkdir()
     load_all()
     words = shlex.split(command)
