@@ -247,6 +247,7 @@ def install(losses: Losses, monkeypatch: pytest.MonkeyPatch) -> None:
         return wrapper
 
     def address_wait(st: Any, *_: Any, **__: Any) -> str | None:
+        losses.cloud.wait_seen(st.instance_id)  # the fake's poller decides asynchronously which never boots
         return st.instance_id if st.instance_id in losses.cloud.unbooted else None
 
     def bootstrap_of(*args: Any, **_: Any) -> str:

@@ -150,6 +150,17 @@ class FakeCloudInit:
         tmp.write_text(f"{old}{instance_id} 127.0.0.1:{port}\n")
         tmp.replace(self.endpoints_file)
 
+    def wait_seen(self, instance_id: str, timeout_s: float = 60.0) -> None:
+        """Until the poller has seen `instance_id` running and decided its fate (booted, never to boot,
+        reclaimed): a test that asks "will this one boot?" asks after the fake decided, not before."""
+        give_up = time.monotonic() + timeout_s
+        while time.monotonic() < give_up:
+            with self._lock:
+                if any(instance_id in seen for seen in (self.booted, self.unbooted, self.reclaimed)):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"the fake cloud never saw {instance_id} running")
+
     def restart_sshd(self, instance_id: str | None = None) -> None:
         """Kill and restart an instance's sshd (same port and keys): the connection drops, then returns."""
         with self._lock:
