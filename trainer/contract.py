@@ -75,3 +75,20 @@ PROGRESS_PATTERN = (
 )
 #: Seconds between two progress lines by default (`python -m trainer run --progress-every`).
 PROGRESS_EVERY_S = 5.0
+
+# ------------------------------------------------------------------------------ the run store (S3 keys)
+#: Where a run lives in the run store: `<store prefix>runs/<run-id>/` (ec2dbn.aws.store.run_prefix). Under it:
+#: job.yaml and job.log (the detached job's whole output) as on the instance, the trainer's --out files under
+#: out/, run.json (ec2dbn's record, written by ec2dbn only) and sync.json (written last by the uploader).
+STORE_RUNS = "runs/"
+STORE_OUT = "out/"
+#: The uploader's final manifest, written after every other file of the run is in the store and verified:
+#: {"exit_code": int, "status": run_status(exit_code), "finished_at": ISO-8601, "instance_id": str | null,
+#:  "files": {key relative to the run prefix: {"size": int, "md5": hex}}}. Its presence means "complete".
+STORE_MANIFEST = "sync.json"
+#: What the uploader (trainer.store_sync) needs in the instance's venv besides NumPy and PyYAML, as
+#: (module, pip requirement) pairs like trainer.data.DATA_REQUIREMENTS. The trainer itself never imports it.
+STORE_REQUIREMENTS = (("boto3", "boto3>=1.28"),)
+#: Lines the uploader writes into the job's log (job.log) when uploads start failing and work again.
+STORE_RETRY_MARKER = "store: upload failed"
+STORE_RECOVERED_MARKER = "store: uploads work again"
