@@ -57,6 +57,8 @@ class InstanceRecord:
     launched_at: datetime | None = None
     market: str = "on-demand"
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: The name of the instance profile it runs with (None: none): a run store needs ec2dbn's.
+    instance_profile: str | None = None
 
     @classmethod
     def from_ec2(cls, inst: Mapping[str, Any]) -> InstanceRecord:
@@ -74,12 +76,19 @@ class InstanceRecord:
             launched_at=launch_time if isinstance(launch_time, datetime) else None,
             market=tags.get(MARKET_TAG) or lifecycle,
             tags=tags,
+            instance_profile=_profile_name(inst.get("IamInstanceProfile")),
         )
 
     @property
     def torn_down(self) -> bool:
         """`ec2dbn teardown` marked it before terminating it: a deliberate end, not a loss."""
         return TEARDOWN_TAG in self.tags
+
+
+def _profile_name(profile: Any) -> str | None:
+    """`arn:aws:iam::123456789012:instance-profile/ec2dbn/NAME` → NAME (EC2 describes the profile by ARN)."""
+    arn = profile.get("Arn") if isinstance(profile, Mapping) else None
+    return str(arn).rsplit("/", 1)[-1] if arn else None
 
 
 @dataclass(frozen=True)

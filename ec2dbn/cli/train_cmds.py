@@ -42,6 +42,12 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @market_option
 @region_option()
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Return once the job runs: the instance trains alone, keeps its files in the stack's run store "
+    "and terminates itself when done (`ec2dbn logs RUN_ID`, `ec2dbn pull RUN_ID`).",
+)
 @name_option("Stack name to use (default: the stack file's name).")
 @ssh_cidr_option()
 @results_option("Folder under which results/<run-id>/ is written.")
@@ -64,6 +70,7 @@ def train(
     spot: bool | None,
     region: str | None,
     keep: bool,
+    detach: bool,
     name: str | None,
     ssh_cidr: str | None,
     results_root: Path,
@@ -79,20 +86,31 @@ def train(
     also on failure and on Ctrl-C. The exit code is the training result: 0 finished, 1 failed.
 
     \b
+    With --detach it returns once the job runs; the instance keeps the run's checkpoints, logs and
+    results in the stack's run store (S3) and terminates itself when the job ends.
+
+    \b
     Examples:
       ec2dbn train --local seed-mnist5k
       ec2dbn train seed-mnist --stack g4dn-spot
+      ec2dbn train seed-mnist --stack g4dn-spot --detach
     """
     from ec2dbn.run import validate as validation
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     reporter.as_json = as_json
+    if detach and (local or keep):
+        other = "--local" if local else "--keep"
+        raise ConfigError(f"--detach runs on EC2 and the instance ends itself: not with {other}")
     if resume_id and local:
         record, results_dir, job = resume_local(resume_id, results_root)
         stderr.print(f"resuming local run {resume_id} from its checkpoint")
         return _run_local(job, results_dir, record, reporter, backend, resume=True)
     if resume_id:
-        v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend)
+        from ec2dbn.run import run_store
+
+        v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend, detach=detach)
+        run_store.refuse_ended(v.resume, v.results_dir or results_root / resume_id)
         stderr.print(f"resuming run {resume_id} on stack {v.stack.name}")
         return _run_pipeline(v, reporter)
     if job is None:
@@ -119,7 +137,13 @@ def train(
         keep=keep,
         backend=backend,
         results_root=results_root,
+        detach=detach,
     )
+    if detach and not v.stack.has_store:
+        raise ConfigError(
+            f"--detach needs a run store, and stack {v.stack.name} has `store: none`: set `store: auto` "
+            "(or s3://BUCKET/PREFIX) in the stack file"
+        )
     return _run_pipeline(v, reporter)
 
 
@@ -290,18 +314,25 @@ def _stack_state(name: str | None) -> StackState:
 @cli.command()
 @launched_stack
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
-@results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
+@results_option("Where runs and sweeps are (for NAME = RUN_ID or SWEEP_ID/POINT).")
 def logs(name: str | None, follow: bool, results_root: Path) -> None:
-    """Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of
-    a sweep (NAME = SWEEP_ID/POINT).
+    """Show the log of the job running on stack NAME (re-attach after a disconnect), of run RUN_ID (from
+    its instance, else from its run store), or of one point of a sweep (NAME = SWEEP_ID/POINT).
 
     \b
     Examples:
       ec2dbn logs --stack g4dn-spot --follow
+      ec2dbn logs seed-mnist-20261207-120000-ab12 --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
     from ec2dbn.run.instance_files import follow_run, load_pointer
 
+    if name and "/" not in name:
+        from ec2dbn.cli import store_cmds
+
+        if store_cmds.is_run(name, results_root):
+            store_cmds.follow_run_log(name, results_root, follow, ConsoleReporter())
+            return
     if name and "/" in name:
         from ec2dbn.sweep.logs import follow_point
 

@@ -50,13 +50,18 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "logs": (
         "ec2dbn.cli.train_cmds",
-        "Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of"
-        " a sweep (NAME = SWEEP_ID/POINT).",
+        "Show the log of the job running on stack NAME (re-attach after a disconnect), of run RUN_ID (from "
+        "its instance, else from its run store), or of one point of a sweep (NAME = SWEEP_ID/POINT).",
     ),
     "plan": (
         "ec2dbn.cli.train_cmds",
         "Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's "
         "DryRun permission checks and estimate the cost.",
+    ),
+    "pull": (
+        "ec2dbn.cli.store_cmds",
+        "Bring run RUN_ID's files (checkpoint, logs, results, run.json) from its run store into "
+        "results/<run-id>/, whether its instance still runs or not.",
     ),
     "report": (
         "ec2dbn.cli.report_cmds",
