@@ -85,26 +85,47 @@ def pull(run_id: str, results_root: Path, store_uri: str | None, region: str | N
 
 
 def follow_run_log(run_id: str, results_root: Path, follow: bool, reporter: Reporter) -> None:
-    """`ec2dbn logs RUN_ID`: from the instance while it runs the job, else from the run store."""
-    from ec2dbn.run.instance_files import RemoteRun, follow_run, load_pointer
+    """`ec2dbn logs RUN_ID`: from the instance while it runs the job, else (or once the instance is gone,
+    as a detached run's ends itself) from the run store, without repeating a line."""
+    from ec2dbn.run.instance_files import RemoteRun, load_pointer
+    from ec2dbn.ssh import detached
     from ec2dbn.stack import state
+    from ec2dbn.stack.connect import remote_for
 
     results_dir = results_root / run_id
     if not (results_dir / RUN_FILE).is_file():
         raise ConfigError(f"no run {run_id} in {results_root} (`ec2dbn pull {run_id} --store …` brings it)")
     record = RunRecord.load(results_dir)
+    shown = 0
+
+    def show(line: str) -> None:
+        nonlocal shown
+        shown += 1
+        reporter.stream(line)
+
     st = state.load(record.stack) if record.stack else None
     pointer = load_pointer(st.name) if st is not None else None
-    alive = _instance_alive(record)
-    on_it = st is not None and st.instance_id == record.instance_id
-    if st is not None and on_it and alive and pointer is not None and pointer.run_id == run_id:
-        follow_run(st, RemoteRun(pointer.remote_dir, run_id), reporter, follow)
-        return
+    on_it = st is not None and st.instance_id == record.instance_id and pointer is not None
+    if on_it and pointer.run_id == run_id and _instance_alive(record):  # type: ignore[union-attr]
+        run = RemoteRun(pointer.remote_dir, run_id)  # type: ignore[union-attr]
+        try:
+            detached.follow_log(
+                remote_for(st),  # type: ignore[arg-type]
+                run.log,
+                on_line=show,
+                workdir=run.workdir if follow else None,
+                reporter=reporter,
+                on_disconnect=lambda _err: _instance_alive(record),
+            )
+            return
+        except Ec2dbnError:
+            if _instance_alive(record):
+                raise
     store = run_store.of_record(record)
     if store is None:
         raise ConfigError(f"run {run_id}'s instance is gone and the run kept no files in a run store")
     reporter.step(f"reading the log of run {run_id} from {store.uri}")
-    run_store.follow_log(store, reporter.stream, follow=follow, is_over=lambda: not _instance_alive(record))
+    run_store.follow_log(store, show, follow=follow, is_over=lambda: not _instance_alive(record), skip=shown)
 
 
 def _instance_alive(record: RunRecord) -> bool:

@@ -260,6 +260,10 @@ def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) 
     if as_json:
         with contextlib.suppress(OSError):
             click.echo(dumps({**asdict(record), "results_dir": str(results_dir)}, indent=2))
+    if record.detached and record.status == "running":
+        with contextlib.suppress(OSError):
+            stderr.print(styled(("detached", "bold"), f" — run {record.run_id}; record in {results_dir}"))
+        return
     phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all

@@ -160,11 +160,20 @@ def follow_log(
     *,
     follow: bool,
     is_over: Callable[[], bool] | None = None,
+    skip: int = 0,
 ) -> None:
-    """Print the run's job.log from the store; with `follow`, keep reading until the run's manifest says it
-    ended (the uploader writes job.log in full before the manifest) or `is_over()` says nobody will write
-    more."""
+    """Print the run's job.log from the store (its first `skip` lines were shown already, from the
+    instance); with `follow`, keep reading until the run's manifest says it ended (the uploader writes
+    job.log in full before the manifest) or `is_over()` says nobody will write more."""
     offset, pending = 0, b""
+
+    def emit(piece: str) -> None:
+        nonlocal skip
+        if skip > 0:
+            skip -= 1
+        else:
+            on_line(piece)
+
     while True:
         done = store.manifest() is not None or (is_over is not None and is_over())
         chunk = store.read(LOG_NAME, start=offset) or b""
@@ -172,12 +181,12 @@ def follow_log(
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             for piece in split_long(line.decode("utf-8", errors="replace").rstrip("\r")):
-                on_line(piece)
+                emit(piece)
         if len(chunk) >= _READ_LIMIT:
             continue
         if not follow or done:
             if pending:
-                on_line(pending.decode("utf-8", errors="replace"))
+                emit(pending.decode("utf-8", errors="replace"))
             return
         time.sleep(FOLLOW_POLL_S)
 
