@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 from botocore.exceptions import NoCredentialsError
 
-from tests.support.fake_imds import FakeImds, RoleCredentials
+from tests.support.fake_cloud import assume_role_credentials
+from tests.support.fake_imds import FakeImds
 from tests.support.hold import HELD, TrainerHold
 from tests.support.moto_server import ACCOUNT_ID, MotoServer
 from tests.support.tcp_proxy import TcpProxy
@@ -95,17 +96,6 @@ class Instance:
         ]["Name"]
 
 
-def role_credentials(moto: MotoServer, role: str, session_name: str) -> RoleCredentials:
-    """The role's temporary credentials, from moto's STS AssumeRole as EC2 gets them for a profile."""
-    arn = moto.client("iam", REGION).get_role(RoleName=role)["Role"]["Arn"]
-    creds = moto.client("sts", REGION).assume_role(
-        RoleArn=arn, RoleSessionName=session_name, DurationSeconds=43200
-    )["Credentials"]
-    return RoleCredentials(
-        role, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"], creds["Expiration"]
-    )
-
-
 @pytest.fixture
 def instance(aws: MotoServer) -> Iterator[Instance]:
     s3, ec2, iam = aws.client("s3", REGION), aws.client("ec2", REGION), aws.client("iam", REGION)
@@ -117,7 +107,8 @@ def instance(aws: MotoServer) -> Iterator[Instance]:
     iid = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
     ]
-    imds = FakeImds(instance_id=iid, credentials=role_credentials(aws, "ec2dbn-test-us-east-1", iid))
+    role = iam.get_role(RoleName="ec2dbn-test-us-east-1")["Role"]["Arn"]
+    imds = FakeImds(instance_id=iid, credentials=assume_role_credentials(aws, role, iid, REGION))
     host, port = aws.url.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port))
     try:
