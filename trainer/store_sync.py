@@ -17,14 +17,12 @@ backoff bounded by --interval), with one line in the job's log (stdout) when upl
 The job's line starts it with SIGTERM and SIGINT ignored (trainer.sidecars): a stop of the whole job makes
 the trainer write a checkpoint, which must still get out. When the pid is gone it waits for the trainer's
 exit code (--exit-code-file, written by the shell line), uploads every file of out/ plus job.log and
-job.yaml, lists the run prefix (ListObjectsV2) and checks each object's size and ETag against the local
-file's MD5 (uploads are single-part PutObjects carrying Content-MD5, so the ETag is the MD5), re-uploading
-what differs until all match or --final-timeout runs out. Then sync.json (trainer.contract.STORE_MANIFEST),
-written last, says the run is complete.
+job.yaml (single-part PutObjects with Content-MD5: the ETag is the MD5), lists the run prefix
+(ListObjectsV2), checks each object's size and ETag, re-uploads what differs until all match or
+--final-timeout runs out. Then sync.json (trainer.contract.STORE_MANIFEST), written last: the run is whole.
 
 Credentials and endpoints are boto3's own: on EC2 the instance profile's role credentials from IMDS
-(AWS_EC2_METADATA_SERVICE_ENDPOINT overrides where IMDS is: tests), endpoints from AWS_ENDPOINT_URL /
-AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_EC2. No keys are passed, none printed.
+(AWS_EC2_METADATA_SERVICE_ENDPOINT moves IMDS: tests), endpoints from AWS_ENDPOINT_URL(_S3/_EC2). No keys.
 
     python -m trainer.store_sync --pid PID --workdir DIR --bucket B --prefix RUNPREFIX --region R
         [--out DIR/out] [--interval 10] [--terminate-when-done] [--exit-code-file F] [--final-timeout 600]
@@ -47,9 +45,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError as exc:  # a venv bootstrap did not give boto3: one line in the job's log, no traceback
+    if __name__ != "__main__":
+        raise
+    print(f"store: cannot upload ({exc}): bootstrap's python step installs boto3", file=sys.stderr)
+    sys.exit(1)
 
 from trainer.contract import (
     CHECKPOINT_FILE,
@@ -71,8 +75,7 @@ JOB_FILE, JOB_LOG = "job.yaml", "job.log"
 BOTO_IMDS_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 PROMPT_CHECK_S = 0.5  # how often the checkpoint and interruption.json are looked at
 EXIT_CODE_WAIT_S = 60.0  # the shell writes the exit code right after reaping the trainer
-FINAL_TIMEOUT_S = 600.0
-FIRST_BACKOFF_S = 0.5
+FINAL_TIMEOUT_S, FIRST_BACKOFF_S = 600.0, 0.5
 #: Timeouts and retries per request: short, since a failed upload is retried by our loop anyway.
 CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"})
 
@@ -103,6 +106,7 @@ class Stored:
     signature: Signature
     size: int
     md5: str
+    etag: str  # what S3 answered: the MD5 itself, except under SSE-KMS
     at: float = 0.0  # time.monotonic() of the upload
 
 
@@ -115,9 +119,10 @@ class Store:
         self._s3 = session.client("s3", region_name=region, config=CLIENT_CONFIG)
         self._session = session
 
-    def put(self, name: str, data: bytes) -> str:
-        """Upload `data` as prefix+name with its Content-MD5 (S3 refuses a corrupted body); returns the MD5
-        after checking the ETag S3 answered equals it."""
+    def put(self, name: str, data: bytes) -> tuple[str, str]:
+        """Upload `data` as prefix+name with its Content-MD5 (S3 refuses a body that does not match it);
+        returns (MD5, ETag). The ETag is the MD5 for a single-part upload, except with SSE-KMS (a bucket
+        the user named may use it), where S3's own Content-MD5 check is what vouches for the bytes."""
         md5 = hashlib.md5(data, usedforsecurity=False)
         try:
             reply = self._s3.put_object(
@@ -129,9 +134,9 @@ class Store:
         except (BotoCoreError, ClientError) as exc:
             raise StoreFailure(short_why(exc)) from None
         etag = str(reply.get("ETag", "")).strip('"')
-        if etag != md5.hexdigest():
+        if etag != md5.hexdigest() and not str(reply.get("ServerSideEncryption", "")).startswith("aws:kms"):
             raise StoreFailure(f"{name}: the store's ETag {etag} is not the file's MD5")
-        return etag
+        return md5.hexdigest(), etag
 
     def listing(self) -> dict[str, tuple[int, str]]:
         """{name relative to the prefix: (size, ETag without quotes)} of every object under the prefix."""
@@ -201,11 +206,11 @@ class Uploader:
         if known is not None and known.signature == sig:
             return True
         try:
-            md5 = self.store.put(name, data)
+            md5, etag = self.store.put(name, data)
         except StoreFailure as exc:
             self._failed(str(exc))
             return False
-        self.stored[name] = Stored(sig, len(data), md5, now)
+        self.stored[name] = Stored(sig, len(data), md5, etag, now)
         self._worked()
         return True
 
@@ -331,8 +336,10 @@ class Uploader:
             snap = read_snapshot(path)
             if snap is None:
                 continue  # gone meanwhile: nothing to keep
-            remote = listing.get(name)
-            if remote != (len(snap[1]), hashlib.md5(snap[1], usedforsecurity=False).hexdigest()):
+            # Verified: the local file is what was sent (its MD5, which S3 checked on arrival) and the
+            # store's object is what S3 then kept (its size and ETag).
+            sent, local_md5 = self.stored.get(name), hashlib.md5(snap[1], usedforsecurity=False).hexdigest()
+            if sent is None or sent.md5 != local_md5 or listing.get(name) != (sent.size, sent.etag):
                 differ.append(name)
         return differ
 

@@ -385,3 +385,20 @@ def test_without_a_store_the_line_is_the_spot_watchers() -> None:
             ["shellcheck", "-s", "bash", "-"], input=f"PY=python3\n{line}\n", capture_output=True, text=True
         )
         assert check.returncode == 0, check.stdout
+
+
+def test_without_boto3_the_uploader_says_so_in_one_line(tmp_path: Path) -> None:
+    """A venv that bootstrap did not give boto3: one line in the job's log, exit 1, never a traceback."""
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['boto3'] = None  # an import of it now raises ImportError\n"
+        "sys.argv = ['store_sync', '--pid', '1', '--workdir', '.', '--bucket', 'b', '--prefix', 'runs/r/',"
+        " '--region', 'us-east-1']\n"
+        "runpy.run_module('trainer.store_sync', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=trainer_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("store: cannot upload (") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "bootstrap's python step installs boto3" in proc.stderr
