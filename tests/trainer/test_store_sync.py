@@ -77,14 +77,17 @@ class Instance:
     imds: FakeImds
     proxy: TcpProxy
     moto: MotoServer
+    #: True: the endpoints come as AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL_EC2 instead of AWS_ENDPOINT_URL.
+    per_service_endpoints: bool = False
 
     def env(self) -> dict[str, str]:
         """What the job's processes see: no keys, boto3 pointed at the IMDS and (through the proxy) moto."""
         env = {k: v for k, v in trainer_env().items() if not k.startswith("AWS_")}
+        services = ("_S3", "_EC2") if self.per_service_endpoints else ("",)
         return env | {
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.url,
             "EC2DBN_IMDS_URL": self.imds.url,
-            "AWS_ENDPOINT_URL": self.proxy.url,
+            **{f"AWS_ENDPOINT_URL{service}": self.proxy.url for service in services},
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
@@ -236,6 +239,25 @@ def test_a_stop_saves_the_checkpoint_and_the_line_exits_with_the_trainers_code(
     assert "Traceback" not in log
 
 
+def test_a_spot_notice_gets_its_checkpoint_and_record_into_the_store(
+    tmp_path: Path, digits: Path, instance: Instance
+) -> None:
+    """The two-minute notice: the watcher records it and stops the trainer (checkpoint, exit 3); both the
+    checkpoint and interruption.json reach the store, and sync.json says the run was interrupted."""
+    work = workdir_with_job(tmp_path, digits, epochs=30)
+    with TrainerHold(tmp_path / "hold", 2, 3) as hold:
+        proc = start_line(work, instance, StoreTarget(BUCKET, PREFIX, REGION), hold)
+        wait_for(lambda: HELD in log_text(work), "the trainer to be held mid-epoch 2")
+        notice = instance.imds.announce_spot_interruption("terminate", in_seconds=120)
+        code = finish(proc)
+    log = log_text(work)
+    assert code == 3, log
+    assert f"Spot interruption notice: terminate at {notice['time']}" in log
+    manifest = assert_store_has_the_run(work, instance.moto, 3)
+    assert {"out/checkpoint.npz", "out/interruption.json"} <= set(manifest["files"])
+    assert json.loads(store_objects(instance.moto)["out/interruption.json"])["kind"] == "spot-interruption"
+
+
 def test_the_store_cut_mid_run_costs_the_training_nothing(
     tmp_path: Path, digits: Path, instance: Instance
 ) -> None:
@@ -285,6 +307,7 @@ def test_a_detached_run_terminates_its_own_instance_through_the_ec2_api(
     tmp_path: Path, digits: Path, instance: Instance
 ) -> None:
     work = workdir_with_job(tmp_path, digits, epochs=2)
+    instance.per_service_endpoints = True  # the standard per-service variables are honoured too
     target = StoreTarget(BUCKET, PREFIX, REGION, terminate_when_done=True)
     code = finish(start_line(work, instance, target))
     log = log_text(work)
