@@ -44,11 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 try:
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 except ImportError as exc:  # a venv bootstrap did not give boto3: one line in the job's log, no traceback
     if __name__ != "__main__":
         raise
@@ -92,10 +93,8 @@ def short_why(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
     if isinstance(exc, BotoCoreError):
-        text = type(exc).__name__
-        if "Credential" in text:
-            return f"{text}: no instance profile credentials"
-        return text
+        name = type(exc).__name__
+        return f"{name}: no instance profile credentials" if "Credential" in name else name
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -114,10 +113,21 @@ class Store:
     """PutObject / ListObjectsV2 under one run prefix; every failure becomes a StoreFailure."""
 
     def __init__(self, bucket: str, prefix: str, region: str) -> None:
-        session = boto3.session.Session()
         self.bucket, self.prefix, self.region = bucket, prefix, region
-        self._s3 = session.client("s3", region_name=region, config=CLIENT_CONFIG)
-        self._session = session
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        """A client made on first use, and made again after NoCredentialsError: a client keeps the
+        credentials it found when made, and an instance profile's may come a moment after boot."""
+        if service not in self._clients:
+            session = boto3.session.Session()
+            self._clients[service] = session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+        return self._clients[service]
+
+    def _fail(self, service: str, exc: BotoCoreError | ClientError) -> StoreFailure:
+        if isinstance(exc, NoCredentialsError):
+            self._clients.pop(service, None)
+        return StoreFailure(short_why(exc))
 
     def put(self, name: str, data: bytes) -> tuple[str, str]:
         """Upload `data` as prefix+name with its Content-MD5 (S3 refuses a body that does not match it);
@@ -125,14 +135,14 @@ class Store:
         the user named may use it), where S3's own Content-MD5 check is what vouches for the bytes."""
         md5 = hashlib.md5(data, usedforsecurity=False)
         try:
-            reply = self._s3.put_object(
+            reply = self._client("s3").put_object(
                 Bucket=self.bucket,
                 Key=self.prefix + name,
                 Body=data,
                 ContentMD5=base64.b64encode(md5.digest()).decode("ascii"),
             )
         except (BotoCoreError, ClientError) as exc:
-            raise StoreFailure(short_why(exc)) from None
+            raise self._fail("s3", exc) from None
         etag = str(reply.get("ETag", "")).strip('"')
         if etag != md5.hexdigest() and not str(reply.get("ServerSideEncryption", "")).startswith("aws:kms"):
             raise StoreFailure(f"{name}: the store's ETag {etag} is not the file's MD5")
@@ -142,21 +152,20 @@ class Store:
         """{name relative to the prefix: (size, ETag without quotes)} of every object under the prefix."""
         found: dict[str, tuple[int, str]] = {}
         try:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-            for page in pages:
+            paginator = self._client("s3").get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for obj in page.get("Contents", []):
                     found[obj["Key"][len(self.prefix) :]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
         except (BotoCoreError, ClientError) as exc:
-            raise StoreFailure(short_why(exc)) from None
+            raise self._fail("s3", exc) from None
         return found
 
     def terminate(self, instance_id: str) -> None:
         """TerminateInstances on `instance_id` (the role may end only its own instance)."""
-        ec2 = self._session.client("ec2", region_name=self.region, config=CLIENT_CONFIG)
         try:
-            ec2.terminate_instances(InstanceIds=[instance_id])
+            self._client("ec2").terminate_instances(InstanceIds=[instance_id])
         except (BotoCoreError, ClientError) as exc:
-            raise StoreFailure(short_why(exc)) from None
+            raise self._fail("ec2", exc) from None
 
 
 def read_snapshot(path: Path) -> tuple[Signature, bytes] | None:
@@ -323,7 +332,8 @@ class Uploader:
         return True
 
     def _verify(self, files: dict[str, Path]) -> list[str] | None:
-        """The names whose store copy differs from the local file ([] all match); None: no listing."""
+        """The names whose store copy differs from the local file ([] all match); None: no listing.
+        A file gone meanwhile leaves `files` (there is nothing of it to keep)."""
         if self.failing and self.clock() < self._retry_at:
             return None
         try:
@@ -332,10 +342,11 @@ class Uploader:
             self._failed(str(exc))
             return None
         differ = []
-        for name, path in files.items():
+        for name, path in list(files.items()):
             snap = read_snapshot(path)
             if snap is None:
-                continue  # gone meanwhile: nothing to keep
+                del files[name]
+                continue
             # Verified: the local file is what was sent (its MD5, which S3 checked on arrival) and the
             # store's object is what S3 then kept (its size and ETag).
             sent, local_md5 = self.stored.get(name), hashlib.md5(snap[1], usedforsecurity=False).hexdigest()
@@ -381,17 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between log uploads")
     parser.add_argument("--exit-code-file", type=Path, help="where the shell line writes the trainer's code")
-    parser.add_argument(
-        "--final-timeout",
-        type=float,
-        default=FINAL_TIMEOUT_S,
-        help=f"seconds the final sync keeps retrying (default {FINAL_TIMEOUT_S:g})",
-    )
-    parser.add_argument(
-        "--terminate-when-done",
-        action="store_true",
-        help="after a verified final sync, terminate this instance through the EC2 API",
-    )
+    parser.add_argument("--final-timeout", type=float, default=FINAL_TIMEOUT_S, help="seconds it retries")
+    parser.add_argument("--terminate-when-done", action="store_true", help="then end this instance (EC2 API)")
     return parser
 
 
@@ -401,19 +403,13 @@ def run(args: argparse.Namespace) -> int:
         out_dir = args.workdir / out_dir
     uploader = Uploader(Store(args.bucket, args.prefix, args.region), args.workdir, out_dir, args.interval)
     start = process_start(args.pid)
-    _say(
-        f"store: uploading this run to s3://{args.bucket}/{args.prefix} (the checkpoint as it changes, "
-        f"logs at most every {args.interval:g}s)"
-    )
+    _say(f"store: uploading this run to s3://{args.bucket}/{args.prefix} (logs every {args.interval:g}s)")
     uploader.follow(lambda: process_alive(args.pid, start))
     exit_code = read_exit_code(args.exit_code_file)
     iid = instance_id(os.environ.get(IMDS_URL_ENV) or os.environ.get(BOTO_IMDS_ENV) or DEFAULT_IMDS_URL)
     if not uploader.final_sync(exit_code, iid, args.final_timeout):
         stays = " (the instance stays up: max_lifetime still ends it)" if args.terminate_when_done else ""
-        _say(
-            f"store: final sync NOT verified after {args.final_timeout:g}s: the store may lack files of this "
-            f"run{stays}"
-        )
+        _say(f"store: final sync NOT verified after {args.final_timeout:g}s: the store may lack files{stays}")
         return 1
     if args.terminate_when_done:
         if iid is None:

@@ -347,6 +347,42 @@ def test_the_uploader_exits_1_when_the_sync_cannot_be_verified_and_says_why(
     assert instance.state() == "running"
 
 
+def test_credentials_that_come_late_are_picked_up(tmp_path: Path, instance: Instance) -> None:
+    """No role credentials yet (a profile still propagating): the uploader says uploads fail for want of
+    credentials, keeps trying, and once IMDS serves them it finishes and verifies, no restart needed."""
+    work = tmp_path / "run"
+    (work / "out").mkdir(parents=True)
+    (work / "job.yaml").write_text("data: {}\n")
+    (work / "out" / "checkpoint.npz").write_bytes(b"x" * 1000)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    credentials, instance.imds.credentials = instance.imds.credentials, None
+    argv = ["--pid", str(gone.pid), "--workdir", str(work), "--bucket", BUCKET, "--prefix", PREFIX]
+    argv += ["--region", REGION, "--interval", "0.5"]
+    out = tmp_path / "uploader.out"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainer.store_sync", *argv],
+            env=instance.env() | {"PYTHONPATH": str(REPO)},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: STORE_RETRY_MARKER in out.read_text(), "the uploader to meet the missing credentials"
+        )
+        instance.imds.credentials = credentials
+        assert proc.wait(timeout=120) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = out.read_text()
+    assert f"{STORE_RETRY_MARKER} (NoCredentialsError: no instance profile credentials)" in text, text
+    assert text.index(STORE_RECOVERED_MARKER) > text.index(STORE_RETRY_MARKER)
+    assert store_objects(instance.moto)["out/checkpoint.npz"] == b"x" * 1000
+
+
 # ---------------------------------------------------------------------------- credentials, imports, line
 
 
