@@ -14,16 +14,11 @@ from pathlib import Path
 import yaml
 
 from ec2dbn.ssh.remote import Remote
-from tests.support.fake_cloud import FakeCloudInit, running_cloud
+from tests.support.fake_cloud import EC2_TRUST_POLICY, FakeCloudInit, running_cloud
 from tests.support.moto_server import ACCOUNT_ID, MotoServer
 from tests.support.sshd import SSH_KEYGEN
 
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    ],
-}
+ROLE = "ec2dbn-e2e-us-east-1"  # the role and its instance profile, named as ec2dbn names them
 #: Run on the instance with this machine's interpreter (only as a probe: it has boto3), in the instance's
 #: session environment: which credentials does boto3's default chain find, and who is that for STS?
 PROBE = (
@@ -43,13 +38,9 @@ def test_an_instance_profile_gives_role_credentials_through_imds_and_none_withou
     aws: MotoServer, tmp_path: Path
 ) -> None:
     ec2, iam = aws.client("ec2"), aws.client("iam")
-    iam.create_role(
-        RoleName="ec2dbn-e2e-us-east-1", Path="/ec2dbn/", AssumeRolePolicyDocument=json.dumps(TRUST)
-    )
-    iam.create_instance_profile(InstanceProfileName="ec2dbn-e2e-us-east-1", Path="/ec2dbn/")
-    iam.add_role_to_instance_profile(
-        InstanceProfileName="ec2dbn-e2e-us-east-1", RoleName="ec2dbn-e2e-us-east-1"
-    )
+    iam.create_role(RoleName=ROLE, Path="/ec2dbn/", AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY))
+    iam.create_instance_profile(InstanceProfileName=ROLE, Path="/ec2dbn/")
+    iam.add_role_to_instance_profile(InstanceProfileName=ROLE, RoleName=ROLE)
     client_key, client_pub = _key(tmp_path, "client")
     ec2.import_key_pair(KeyName="probe", PublicKeyMaterial=client_pub.encode())
     host_key, host_pub = _key(tmp_path, "host")
@@ -64,7 +55,7 @@ def test_an_instance_profile_gives_role_credentials_through_imds_and_none_withou
             {"ResourceType": "instance", "Tags": [{"Key": "ec2dbn:managed", "Value": "true"}]}
         ],
     }
-    with_profile = ec2.run_instances(**launch, IamInstanceProfile={"Name": "ec2dbn-e2e-us-east-1"})
+    with_profile = ec2.run_instances(**launch, IamInstanceProfile={"Name": ROLE})
     without = ec2.run_instances(**launch)
     ids = [with_profile["Instances"][0]["InstanceId"], without["Instances"][0]["InstanceId"]]
 
@@ -87,6 +78,6 @@ def test_an_instance_profile_gives_role_credentials_through_imds_and_none_withou
     method, access_key, who = answers[ids[0]]
     creds = cloud.imds[ids[0]].credentials
     assert method == "iam-role" and creds is not None and access_key == creds.access_key_id
-    assert who == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/ec2dbn-e2e-us-east-1/{ids[0]}"
+    assert who == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{ROLE}/{ids[0]}"
     assert answers[ids[1]] == [None, None, None]  # no profile: no credentials at all, as on EC2
     assert cloud.imds[ids[1]].credentials is None

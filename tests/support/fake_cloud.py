@@ -71,6 +71,15 @@ def power_off(instance_id: str) -> list[int]:
     return killed
 
 
+#: A role's trust policy that lets EC2 assume it: what an instance profile's role carries.
+EC2_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
 def assume_role_credentials(
     moto: MotoServer, role_arn: str, session_name: str, region: str = "us-east-1"
 ) -> RoleCredentials:

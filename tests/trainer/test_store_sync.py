@@ -1,13 +1,11 @@
-"""The uploader (trainer.store_sync) as it runs on an instance: the composed shell line (trainer.sidecars) run
-by bash in a run's workdir, a real trainer, the real uploader process with boto3's own credential chain
-reading a role's credentials (moto STS AssumeRole) from a fake IMDSv2, and S3/EC2 served by a moto server
-reached through a loopback proxy a test can cut.
+"""The uploader (trainer.store_sync) as on an instance: the composed line (trainer.sidecars) run by bash in a
+run's workdir, a real trainer, the real uploader with boto3's own credential chain reading a role's
+credentials (moto STS AssumeRole) from a fake IMDSv2, S3/EC2 served by moto through a proxy a test can cut.
 
-The files land under the run prefix and equal the local ones, sync.json is written last with the trainer's
-exit code; a store cut mid-run costs the training nothing (the log says uploads failed, then work again, and
-the final sync is verified); a store cut for good ends the uploader with 1 and no termination; a detached
-run's instance terminates itself through the EC2 API; the line exits with the trainer's code; the trainer's
-own process never imports boto3.
+Files land under the run prefix equal to the local ones, sync.json last with the trainer's exit code; a
+store cut mid-run costs the training nothing (uploads fail, then work again, the final sync is verified);
+cut for good, the uploader exits 1 and terminates nothing; a detached run's instance terminates itself
+through the EC2 API; the line exits with the trainer's code; the trainer never imports boto3.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import NoCredentialsError
 
-from tests.support.fake_cloud import assume_role_credentials
+from tests.support.fake_cloud import EC2_TRUST_POLICY, assume_role_credentials
 from tests.support.fake_imds import FakeImds
 from tests.support.hold import HELD, TrainerHold
 from tests.support.moto_server import ACCOUNT_ID, MotoServer
@@ -43,19 +41,8 @@ from trainer.spot_watch import shell_command as spot_shell_command
 REGION = "us-east-1"
 BUCKET = f"ec2dbn-runs-{ACCOUNT_ID}-{REGION}"
 PREFIX = "team/runs/r-0001/"  # a store prefix ("team/") + runs/<run-id>/
-MODEL = {
-    "layers": [64, 48, 10],
-    "learn_rates": 0.3,
-    "learn_rate_decays": 0.9,
-    "epochs": 5,
-    "minibatch_size": 32,
-}
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    ],
-}
+MODEL = dict(layers=[64, 48, 10], learn_rates=0.3, learn_rate_decays=0.9, epochs=5, minibatch_size=32)
+ROLE = "ec2dbn-test-us-east-1"
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +90,12 @@ class Instance:
 def instance(aws: MotoServer) -> Iterator[Instance]:
     s3, ec2, iam = aws.client("s3", REGION), aws.client("ec2", REGION), aws.client("iam", REGION)
     s3.create_bucket(Bucket=BUCKET)
-    iam.create_role(
-        RoleName="ec2dbn-test-us-east-1", AssumeRolePolicyDocument=json.dumps(TRUST), Path="/ec2dbn/"
-    )
+    iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY), Path="/ec2dbn/")
     image = aws.images[(REGION, "ubuntu22")]
     iid = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
     ]
-    role = iam.get_role(RoleName="ec2dbn-test-us-east-1")["Role"]["Arn"]
+    role = iam.get_role(RoleName=ROLE)["Role"]["Arn"]
     imds = FakeImds(instance_id=iid, credentials=assume_role_credentials(aws, role, iid, REGION))
     host, port = aws.url.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port))
@@ -318,22 +303,27 @@ def test_a_detached_run_terminates_its_own_instance_through_the_ec2_api(
     assert ("POST", "/") in instance.proxy.requests  # the EC2 query API, through the instance's network
 
 
-def test_the_uploader_exits_1_when_the_sync_cannot_be_verified_and_says_why(
-    tmp_path: Path, instance: Instance
-) -> None:
-    """Run by hand against a process that is already gone, with an unreachable store: exit 1, one line each
-    on stdout (retry, NOT verified), nothing on stderr, no credential in either."""
+def uploader_by_hand(tmp_path: Path, *extra: str) -> list[str]:
+    """`python -m trainer.store_sync ...` for a run whose trainer is gone already (its files: job.yaml and
+    a 1,000-byte out/checkpoint.npz), as someone would run it by hand on the instance."""
     work = tmp_path / "run"
     (work / "out").mkdir(parents=True)
     (work / "job.yaml").write_text("data: {}\n")
     (work / "out" / "checkpoint.npz").write_bytes(b"x" * 1000)
     gone = subprocess.Popen(["true"])
     gone.wait()
-    instance.proxy.cut()
     argv = ["--pid", str(gone.pid), "--workdir", str(work), "--bucket", BUCKET, "--prefix", PREFIX]
-    argv += ["--region", REGION, "--final-timeout", "1", "--terminate-when-done"]
+    return [sys.executable, "-m", "trainer.store_sync", *argv, "--region", REGION, *extra]
+
+
+def test_the_uploader_exits_1_when_the_sync_cannot_be_verified_and_says_why(
+    tmp_path: Path, instance: Instance
+) -> None:
+    """Run by hand against a process that is already gone, with an unreachable store: exit 1, one line each
+    on stdout (retry, NOT verified), nothing on stderr, no credential in either."""
+    instance.proxy.cut()
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.store_sync", *argv],
+        uploader_by_hand(tmp_path, "--final-timeout", "1", "--terminate-when-done"),
         env=instance.env() | {"PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
@@ -350,19 +340,11 @@ def test_the_uploader_exits_1_when_the_sync_cannot_be_verified_and_says_why(
 def test_credentials_that_come_late_are_picked_up(tmp_path: Path, instance: Instance) -> None:
     """No role credentials yet (a profile still propagating): the uploader says uploads fail for want of
     credentials, keeps trying, and once IMDS serves them it finishes and verifies, no restart needed."""
-    work = tmp_path / "run"
-    (work / "out").mkdir(parents=True)
-    (work / "job.yaml").write_text("data: {}\n")
-    (work / "out" / "checkpoint.npz").write_bytes(b"x" * 1000)
-    gone = subprocess.Popen(["true"])
-    gone.wait()
     credentials, instance.imds.credentials = instance.imds.credentials, None
-    argv = ["--pid", str(gone.pid), "--workdir", str(work), "--bucket", BUCKET, "--prefix", PREFIX]
-    argv += ["--region", REGION, "--interval", "0.5"]
     out = tmp_path / "uploader.out"
     with open(out, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trainer.store_sync", *argv],
+            uploader_by_hand(tmp_path, "--interval", "0.5"),
             env=instance.env() | {"PYTHONPATH": str(REPO)},
             stdout=fh,
             stderr=subprocess.STDOUT,
