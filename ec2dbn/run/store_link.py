@@ -21,6 +21,11 @@ from ec2dbn.run.results import RunRecord
 from ec2dbn.stack import state
 from trainer.contract import STORE_REQUIREMENTS
 
+#: How long the uploader's final sync keeps retrying an unreachable store: a detached run's files exist
+#: nowhere else (and its instance ends only after a verified sync); an attached run's are pulled over SSH.
+DETACHED_FINAL_SYNC_S = 600.0
+ATTACHED_FINAL_SYNC_S = 120.0
+
 
 class StoreLink:
     """A run's link to its run store (`store` None: the run keeps no files there)."""
@@ -81,6 +86,8 @@ class StoreLink:
             prefix=self.store.prefix,
             region=self.stack.region,
             terminate_when_done=self.v.detach,
+            # attached, this machine pulls the results anyway: an unreachable store holds the end briefly
+            final_timeout=ATTACHED_FINAL_SYNC_S if not self.v.detach else DETACHED_FINAL_SYNC_S,
         )
 
     @staticmethod
