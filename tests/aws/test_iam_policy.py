@@ -76,7 +76,7 @@ def test_only_allows_no_wildcard_actions_and_no_deny() -> None:
     for st in iam_policy.policy()["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
         assert all(
-            re.fullmatch(r"(ec2|ssm|sts|servicequotas|pricing|iam):[A-Z][A-Za-z]+", a)
+            re.fullmatch(r"(ec2|ssm|sts|servicequotas|pricing|iam|s3):[A-Z][A-Za-z]+", a)
             for a in listed(st["Action"])
         )
 

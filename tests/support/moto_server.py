@@ -223,7 +223,9 @@ OPERATIONS_SEEN: set[str] = set()
 
 
 def _record_operation(model: Any, **_: Any) -> None:
-    OPERATIONS_SEEN.add(f"{model.service_model.signing_name}:{model.name}")
+    from ec2dbn.aws.iam_policy import action_of
+
+    OPERATIONS_SEEN.add(action_of(model.service_model.signing_name, model.name))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
