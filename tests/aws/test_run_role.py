@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 
 from ec2dbn import aws as face
-from ec2dbn.aws import run_role
+from ec2dbn.aws import instances, provision, run_role, teardown
 from ec2dbn.aws.store import StoreRef
 from ec2dbn.errors import CloudError
+from ec2dbn.events import RecordingReporter
+from ec2dbn.spec.stack import parse_stack
+from ec2dbn.stack import lifecycle
+from tests.aws.helpers import NOTHING, cli
 from tests.support import iam_eval
-from tests.support.moto_server import ACCOUNT_ID, MotoServer, inject_error
+from tests.support.moto_server import ACCOUNT_ID, CALLER_IP, MotoServer, inject_error, tagged_resources
 
 REGION = "us-east-1"
 NAME = "ec2dbn-t-us-east-1"
@@ -192,3 +196,101 @@ def test_the_role_may_touch_only_its_run_and_end_only_itself(evaluator: None) ->
     got = {r["id"]: r["result"] for r in evaluation.results}
     for what, (req, want) in cases.items():
         assert got[req["id"]] == want, what
+
+
+# ------------------------------------------------------------------------- launch and teardown with it
+
+
+def launch_with_profile(profile: str | None) -> provision.Launched:
+    stack = parse_stack({"name": "t", "region": REGION, "instance_type": "g4dn.xlarge", "image": "ubuntu22"})
+    plan = provision.plan(stack, cidr=f"{CALLER_IP}/32")
+    reporter = RecordingReporter()
+    launched = provision.launch(
+        plan,
+        user_data="#cloud-config\n",
+        instance_tags={},
+        key_store=lifecycle.StateKeyStore(stack.name),
+        reporter=reporter,
+        instance_profile=profile,
+    )
+    LAUNCH_LINES[:] = reporter.lines("step")
+    return launched
+
+
+LAUNCH_LINES: list[str] = []
+#: EC2's answer to a profile it cannot see (yet), as AWS words it.
+NOT_SEEN = "Value ({}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+
+
+def test_an_instance_gets_the_profile_waiting_while_ec2_does_not_see_it(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IAM is eventually consistent: EC2 refuses a profile made seconds ago, and the launch waits it out."""
+    monkeypatch.setattr(instances, "PROFILE_WAIT", (30.0, 0.01))
+    name = run_role.ensure_instance_profile("t", REGION)
+    runs = inject_error("RunInstances", "InvalidParameterValue", NOT_SEEN.format(name), times=2)
+    launched = launch_with_profile(name)
+    assert runs.calls == 3 and runs.injected == 2
+    tokens = {p["ClientToken"] for p in runs.params}
+    assert len(tokens) == 3  # each try a new request
+    assert all(p["IamInstanceProfile"] == {"Name": name} for p in runs.params)
+    (said,) = [ln for ln in LAUNCH_LINES if "does not see instance profile" in ln]
+    assert name in said and "30 s" in said
+    (inst,) = [
+        i
+        for r in aws.client("ec2").describe_instances(InstanceIds=[launched.instance.instance_id])[
+            "Reservations"
+        ]
+        for i in r["Instances"]
+    ]
+    assert inst["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/ec2dbn/{name}")
+
+
+def test_a_profile_ec2_never_sees_fails_in_one_line(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instances, "PROFILE_WAIT", (0.05, 0.01))
+    runs = inject_error("RunInstances", "InvalidParameterValue", NOT_SEEN.format(NAME), times=None)
+    with pytest.raises(CloudError) as err:
+        launch_with_profile(run_role.ensure_instance_profile("t", REGION))
+    assert "InvalidParameterValue" in str(err.value) and "\n" not in str(err.value)
+    assert runs.calls >= 2
+    assert tagged_resources(aws) == NOTHING  # the key pair and group this launch made are gone again
+
+
+def test_other_invalid_parameters_are_not_retried(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instances, "PROFILE_WAIT", (30.0, 0.01))
+    runs = inject_error(
+        "RunInstances", "InvalidParameterValue", "Invalid value for instance type", times=None
+    )
+    with pytest.raises(CloudError):
+        launch_with_profile(run_role.ensure_instance_profile("t", REGION))
+    assert runs.calls == 1
+
+
+def test_teardown_removes_the_profile_and_role_and_keeps_the_store(aws: MotoServer) -> None:
+    from ec2dbn.aws import store
+
+    ref = store.ensure_store(REGION, None)
+    store.write_object(REGION, ref, "r1", "job.log", b"kept")
+    name = run_role.ensure_instance_profile("t", REGION)
+    launched = launch_with_profile(name)
+    run_role.grant_run("t", REGION, ref, "r1", launched.instance.instance_id)
+    report = teardown.teardown("t", REGION)
+    assert report.clean and report.removed_instance_profile == name
+    assert report.terminated == [launched.instance.instance_id]
+    iam = aws.client("iam")
+    assert iam.list_instance_profiles(PathPrefix="/ec2dbn/")["InstanceProfiles"] == []
+    assert iam.list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
+    assert tagged_resources(aws) == NOTHING
+    assert store.read_object(REGION, ref, "r1", "job.log") == b"kept"
+    assert teardown.teardown("t", REGION).removed_instance_profile == ""  # again: nothing to remove
+
+
+def test_teardown_all_finds_a_stack_that_has_only_its_profile_left(
+    aws: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_role.ensure_instance_profile("lonely", REGION)
+    assert teardown.stacks_in(REGION) == ["lonely"]
+    rc, _, err = cli(capsys, "teardown", "--all", "--yes")
+    assert rc == 0, err
+    assert run_role.find_instance_profiles(None) == []
+    assert aws.client("iam").list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
