@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from ec2dbn import aws as face
-from ec2dbn.aws import store
+from ec2dbn.aws import iam_policy, run_role, store
 from ec2dbn.aws.store import StoreRef
 from ec2dbn.errors import CloudError, ConfigError
+from tests.support.iam import IamHarness, without
 from tests.support.moto_server import ACCOUNT_ID, MotoServer, inject_error
 
 REGION = "us-east-1"
@@ -235,3 +236,29 @@ def test_delete_store_removes_every_version_of_a_versioned_bucket(aws: MotoServe
     s3.delete_object(Bucket=ref.bucket, Key="runs/r1/job.log")  # a delete marker
     assert store.delete_store(REGION, ref) == 3
     assert ref.bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+# ------------------------------------------------------------------ as a user holding only the policy
+
+
+def test_the_store_and_the_role_work_with_only_the_policy(iam: IamHarness, tmp_path: Path) -> None:
+    """moto enforcing IAM (actions only: tests/support/iam.py) on every S3 and IAM call of the store and
+    the role; the resources and conditions are judged by the session's policy proof."""
+    with iam.only(iam_policy.policy()):
+        ref = store.ensure_store(REGION, None)
+        store.write_object(REGION, ref, "r1", "job.log", b"log")
+        assert store.read_object(REGION, ref, "r1", "job.log") == b"log"
+        assert store.download_run(REGION, ref, "r1", tmp_path / "d") == ["job.log"]
+        assert store.find_stores(REGION) == [ref]
+        run_role.ensure_instance_profile("t", REGION)
+        run_role.grant_run("t", REGION, ref, "r1", "i-0123456789abcdef0")
+        assert run_role.remove_instance_profile("t", REGION) is True
+        assert store.delete_store(REGION, ref) == 1
+
+
+def test_without_s3_put_object_a_write_fails_in_one_line(iam: IamHarness) -> None:
+    ref = store.ensure_store(REGION, None)
+    with iam.only(without(iam_policy.policy(), "s3:PutObject")), pytest.raises(CloudError) as err:
+        store.write_object(REGION, ref, "r1", "job.log", b"log")
+    line = str(err.value)
+    assert "they lack s3:PutObject" in line and "\n" not in line
