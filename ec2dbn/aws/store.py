@@ -38,7 +38,7 @@ READ_LIMIT = 16 * 1024 * 1024
 #: A downloaded file's bound when the caller gives none (ssh/output.DEFAULT_PULL_LIMIT_MB's 8 GiB).
 DEFAULT_MAX_BYTES = 8192 * 1024 * 1024
 _CHUNK = 1024 * 1024
-_BUCKET = re.compile(r"(?=.{3,63}$)[a-z0-9][a-z0-9.-]*[a-z0-9]")
+_BUCKET = re.compile(r"(?=.{3,63}\Z)[a-z0-9][a-z0-9.-]*[a-z0-9]")
 _NO_BUCKET = ("404", "NoSuchBucket")
 _NO_KEY = ("404", "NoSuchKey")
 
