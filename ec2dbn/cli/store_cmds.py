@@ -167,18 +167,14 @@ def detached_rows(results_root: Path) -> list[tuple[str, str, str, str]]:
 
 
 def print_detached(results_root: Path) -> None:
-    """The detached runs table of `ec2dbn status` (nothing when there are none)."""
-    from rich.table import Table
-
+    """The detached runs of `ec2dbn status`, one line each (never wrapped: the commands stay whole);
+    nothing when there are none."""
     rows = detached_rows(results_root)
     if not rows:
         return
-    table = Table(box=None, pad_edge=False, title="detached runs", title_justify="left")
-    for col in ("run", "state", "last epoch", "note"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*map(cell, row))
-    stdout.print(table)
+    stdout.print("detached runs (from the run store):")
+    for run_id, ended, epoch, note in rows:
+        stdout.print(cell(f"  {run_id}  {ended}  last epoch {epoch}  {note}"), soft_wrap=True)
 
 
 def remove_stores(regions: list[str], yes: bool, reporter: Reporter) -> int:

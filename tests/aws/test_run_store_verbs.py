@@ -101,14 +101,14 @@ def test_status_lists_detached_runs_with_their_last_epoch_from_the_store(
     _store_run(aws, ended=False)
     _local_record(tmp_path / "results", instance_id="i-0123456789abcdef0")
     rc, out, _err = cli(capsys, "status", "--results", str(tmp_path / "results"))
-    assert rc == 0
-    row = next(line for line in out.splitlines() if line.startswith(RID))
-    assert "lost" in row and " 2 " in row and "--resume" in row  # its instance is gone, nothing ended it
+    assert rc == 0, out
+    row = next(line for line in out.splitlines() if line.strip().startswith(RID))
+    assert "lost" in row and "last epoch 2" in row and f"`ec2dbn train --resume {RID}`" in row  # its instance is gone, nothing ended it
     aws.client("s3", REGION).put_object(
         Bucket=BUCKET, Key=f"runs/{RID}/sync.json", Body=json.dumps({"exit_code": 0}).encode()
     )
     rc, out, _err = cli(capsys, "status", "--results", str(tmp_path / "results"))
-    row = next(line for line in out.splitlines() if line.startswith(RID))
+    row = next(line for line in out.splitlines() if line.strip().startswith(RID))
     assert "finished" in row and f"ec2dbn pull {RID}" in row
 
 
