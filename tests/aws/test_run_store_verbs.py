@@ -103,7 +103,8 @@ def test_status_lists_detached_runs_with_their_last_epoch_from_the_store(
     rc, out, _err = cli(capsys, "status", "--results", str(tmp_path / "results"))
     assert rc == 0, out
     row = next(line for line in out.splitlines() if line.strip().startswith(RID))
-    assert "lost" in row and "last epoch 2" in row and f"`ec2dbn train --resume {RID}`" in row  # its instance is gone, nothing ended it
+    # its instance is gone and nothing ended it: resume it
+    assert "lost" in row and "last epoch 2" in row and f"`ec2dbn train --resume {RID}`" in row
     aws.client("s3", REGION).put_object(
         Bucket=BUCKET, Key=f"runs/{RID}/sync.json", Body=json.dumps({"exit_code": 0}).encode()
     )
