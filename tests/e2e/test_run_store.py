@@ -47,12 +47,15 @@ BUCKET = "ec2dbn-runs-123456789012-us-east-1"
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _stored_instance(fake_cloud: Any, aws: MotoServer, s3_url: str | None = None) -> None:
-    """Instances booted from now on have IMDS and reach AWS (moto) as a real one reaches AWS."""
+def _stored_instance(fake_cloud: Any, aws: MotoServer, tmp_path: Path, s3_url: str | None = None) -> Path:
+    """Instances booted from now on have IMDS, reach AWS (moto) as a real one reaches AWS, and each boots
+    with a fresh disk (a relaunched instance has nothing of the lost one's); returns the stack file."""
     fake_cloud.with_imds = True
     fake_cloud.env["AWS_ENDPOINT_URL"] = aws.url
     if s3_url is not None:
         fake_cloud.env["AWS_ENDPOINT_URL_S3"] = s3_url
+    fake_cloud.disk = tmp_path / "disk"
+    return write_stack(tmp_path, store="auto", remote_dir=str(fake_cloud.disk / "home" / "ec2dbn"))
 
 
 def _stored_keys(aws: MotoServer, run_id: str) -> dict[str, int]:
@@ -112,8 +115,7 @@ def test_laptop_killed_then_instance_lost_resumes_from_the_store(fake_cloud, aws
     """SIGKILL of `ec2dbn train` mid-epoch 3, then the instance terminated with no notice: `--resume`
     relaunches and continues from the store's checkpoint (this machine's copy deleted) to the weights of
     an uninterrupted run."""
-    _stored_instance(fake_cloud, aws)
-    stack = write_stack(tmp_path, store="auto")
+    stack = _stored_instance(fake_cloud, aws, tmp_path)
     job = write_job(tmp_path, epochs=4)
     results = tmp_path / "results"
     killed: list[str] = []
@@ -148,7 +150,7 @@ def test_laptop_killed_then_instance_lost_resumes_from_the_store(fake_cloud, aws
     assert any("resuming from" in line and "epoch 3" in line for line in out.splitlines()), out[-2000:]
     assert len(fake_cloud.booted) == 2
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "finished" and record["store"] == f"s3://{BUCKET}"
+    assert record["status"] == "finished" and record["store"].rstrip("/") == f"s3://{BUCKET}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
     _same_weights(run_dir, train_locally_as_on_the_instance(job, tmp_path / "local"))
@@ -168,8 +170,7 @@ def test_store_unreachable_mid_run_training_goes_on_and_the_final_sync_is_verifi
     fake_cloud, aws, tmp_path: Path
 ) -> None:
     with TcpProxy(aws.url) as proxy:
-        _stored_instance(fake_cloud, aws, s3_url=proxy.url)
-        stack = write_stack(tmp_path, store="auto")
+        stack = _stored_instance(fake_cloud, aws, tmp_path, s3_url=proxy.url)
         job = write_job(tmp_path, epochs=4)
         results = tmp_path / "results"
         seen: list[str] = []
@@ -206,8 +207,7 @@ def test_store_unreachable_mid_run_training_goes_on_and_the_final_sync_is_verifi
 def test_detached_run_finishes_alone_ends_its_instance_and_pulls_complete(
     fake_cloud, aws, tmp_path: Path
 ) -> None:
-    _stored_instance(fake_cloud, aws)
-    stack = write_stack(tmp_path, store="auto")
+    stack = _stored_instance(fake_cloud, aws, tmp_path)
     job = write_job(tmp_path, epochs=3)
     results = tmp_path / "results"
     code, out, err = _cli(["train", str(job), "--stack", str(stack), "--results", str(results), "--detach"])
