@@ -203,6 +203,8 @@ def read_object(
 ) -> bytes | None:
     """At most `limit` bytes of the run's file `name` from byte `start` (b"" at or past its end); None when
     there is no such file (a log read by offset as it grows)."""
+    if start < 0 or limit < 1:
+        raise ValueError(f"read_object: start {start} and limit {limit} must be >= 0 and >= 1")
     key = run_prefix(ref, run_id) + name
     try:
         resp = _s3(region).get_object(Bucket=ref.bucket, Key=key, Range=f"bytes={start}-{start + limit - 1}")
@@ -250,7 +252,8 @@ def download_run(
     read: CloudError naming it. A bad key name: CloudError."""
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     files = run_files(region, ref, run_id)
-    wanted = [k for k in files if k != RUN_RECORD] if names is None else [k for k in names if k in files]
+    asked = files if names is None else [k for k in names if k in files]
+    wanted = [k for k in asked if k != RUN_RECORD]  # the laptop's record is never overwritten
     for key in wanted:
         local_name(key)
         if files[key][0] > limit:

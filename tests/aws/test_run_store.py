@@ -184,6 +184,8 @@ def test_download_run_writes_the_results_layout_and_never_run_json(aws: MotoServ
     other = tmp_path / "other"
     assert store.download_run(REGION, ref, "r1", other, ["out/model.npz", "out/nope"]) == ["out/model.npz"]
     assert [p.name for p in other.iterdir()] == ["model.npz"]
+    assert store.download_run(REGION, ref, "r1", dest, ["run.json"]) == []  # not even when asked
+    assert json.loads((dest / "run.json").read_text()) == {"from": "laptop"}
     # Bounded: a file over the limit is refused before anything is written.
     small = tmp_path / "small"
     with pytest.raises(CloudError, match=r"out/model\.npz has 3,000 bytes, over the pull limit"):
