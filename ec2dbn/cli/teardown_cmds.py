@@ -40,6 +40,8 @@ def _print_report(rep: aws.TeardownReport) -> None:  # a clean one
         done.append(f"deleted {', '.join(rep.deleted_security_groups)}")
     if rep.deleted_key_pairs:
         done.append(f"deleted key pair {', '.join(rep.deleted_key_pairs)}")
+    if rep.removed_instance_profile:
+        done.append(f"deleted instance profile and role {rep.removed_instance_profile}")
     if rep.removed_local_state:
         done.append("removed local state")
     summary = "; ".join(done) or "nothing to remove"

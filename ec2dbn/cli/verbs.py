@@ -41,7 +41,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "ec2dbn.cli.check_cmds",
         "Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged "
         "ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, "
-        "and the Spot service-linked role (created by a first spot request).",
+        "the Spot service-linked role (created by a first spot request), the run store's ec2dbn-runs-* "
+        "buckets and the instances' roles under /ec2dbn/ (passed to EC2 only).",
     ),
     "launch": (
         "ec2dbn.cli.stack_cmds",

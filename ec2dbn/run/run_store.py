@@ -26,7 +26,7 @@ from ec2dbn.results_layout import RUN_FILE
 from ec2dbn.run.results import RunRecord
 from ec2dbn.spec.stack import STORE_AUTO, STORE_NONE, Stack
 from ec2dbn.ssh.detached import LOG_NAME
-from ec2dbn.ssh.output import split_long
+from ec2dbn.ssh.output import pull_limit_bytes, split_long
 from trainer.contract import (
     CHECKPOINT_FILE,
     METRICS_JSONL,
@@ -122,7 +122,9 @@ def fetch_resume_files(store: RunStore, results_dir: Path, reporter: Reporter) -
     store had a checkpoint."""
     try:
         names = [STORE_OUT + n for n in RESUME_FILES]
-        got = aws.download_run(store.region, store.ref, store.run_id, results_dir, names)
+        got = aws.download_run(
+            store.region, store.ref, store.run_id, results_dir, names, max_bytes=pull_limit_bytes()
+        )
     except Ec2dbnError as exc:
         reporter.warn(f"could not read the run store ({exc}); resuming from this machine's copy")
         return False
@@ -195,7 +197,7 @@ def pull(store: RunStore, results_dir: Path, reporter: Reporter) -> RunRecord:
     """`ec2dbn pull`: the run's files from the store into results_dir, and its record brought up to date
     from the manifest (how it ended) when the run is over. Returns the record."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    got = aws.download_run(store.region, store.ref, store.run_id, results_dir)
+    got = aws.download_run(store.region, store.ref, store.run_id, results_dir, max_bytes=pull_limit_bytes())
     if not got:
         raise ConfigError(f"the run store has nothing for run {store.run_id} ({store.uri})")
     record = _record(store, results_dir)

@@ -232,6 +232,10 @@ class FakeCloudInit:
                 if status == "running" and iid not in self.servers and iid not in self.booted:
                     self.servers[iid] = self._boot(ec2, inst)
                     self.booted.append(iid)
+                elif status == "running" and iid in self.imds and self.imds[iid].credentials is None:
+                    # moto associates a RunInstances' profile just after the instance shows up running
+                    # (EC2 launches with it): serve its credentials as soon as the association is there
+                    self.imds[iid].credentials = self._profile_credentials(inst)
                 elif status in GONE_STATES and iid in self.servers:
                     self.servers.pop(iid).stop()
                     power_off(iid)
