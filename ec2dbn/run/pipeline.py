@@ -12,11 +12,9 @@ decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go thr
 - recovery: whatever goes wrong after launch, the pipeline asks AWS about the instance. Gone → a
   recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
   `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
-- the run store (ec2dbn.run.store_link): the instance keeps the run's files in S3; `--detach` ends here
-  once the job runs (no follow, pull, teardown: the instance ends itself when done).
+- run store (run/store_link.py): the instance keeps the run's files in S3; `--detach` ends once the job runs.
 
-Where the instance comes from is the pipeline's `Capacity` (ec2dbn.run.capacity): a stack of the run's own
-for `train`, a slot of a sweep's fleet for a sweep point (ec2dbn.sweep), which never tears the fleet down.
+The instance comes from the pipeline's `Capacity` (run/capacity.py): a stack of its own, or a sweep's slot.
 """
 
 from __future__ import annotations
@@ -187,6 +185,9 @@ class Pipeline:
                 status = self._attempt(resume=resume, avoid_zones=avoid)
             except Exception as exc:
                 reason = self._loss_reason(exc)
+                code = self.stored.ended_with(self.results_dir)  # the store says the job ended: no relaunch
+                if code is not None:
+                    return self._finish(code, detached.JobStatus("finished", code))
             else:
                 if status is None:  # --detach: the instance finishes the run alone
                     return 0
@@ -194,9 +195,8 @@ class Pipeline:
                 notice = spot_notice(self.results_dir, self.reporter) if exit_code == EXIT_STOPPED else None
                 if notice is None:
                     return self._finish(exit_code, status)
-                reason = (
-                    f"spot interruption notice ({notice.get('action', '?')} at {notice.get('time', '?')})"
-                )
+                when = f"{notice.get('action', '?')} at {notice.get('time', '?')}"
+                reason = f"spot interruption notice ({when})"
             avoid = [self.st.availability_zone] if self.st and self.st.availability_zone else []
             self._recover(reason)
             resume = True
@@ -232,8 +232,7 @@ class Pipeline:
     # -- one instance ----------------------------------------------------------------------------------
 
     def _attempt(self, *, resume: bool, avoid_zones: list[str]) -> detached.JobStatus | None:
-        """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance. None: the run
-        was detached once it started (`--detach`)."""
+        """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance (None: detached)."""
         run = self.run_dir
         self._provisioning = True  # from here on something may exist in AWS: `_end` tears down
         with self.phase("provision"):
@@ -271,6 +270,7 @@ class Pipeline:
                     self.stored.fetch(self.results_dir)
                     upload_resume_files(remote, run, self.results_dir, self.reporter)
             with self.phase("run"):
+                self.stored.new_segment(target)
                 command = self.v.command(run, resume, store=target)
                 detached.start_detached(remote, command, run.workdir, env=up.env)
         self._reattach = False
@@ -411,7 +411,7 @@ class Pipeline:
         record; never lets a teardown error hide the run's own."""
         if self._remote is not None:
             self._remote.close()
-        if self.record.detached:  # no teardown: the instance ends itself; the stack stays leased to the run
+        if self.stored.left_to_instance:  # no teardown: the instance ends itself; its stack stays leased
             self.capacity.close()  # (run.json was written as the run detached)
             return
         try:

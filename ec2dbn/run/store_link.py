@@ -19,7 +19,7 @@ from ec2dbn.events import Reporter
 from ec2dbn.run import run_store
 from ec2dbn.run.results import RunRecord
 from ec2dbn.stack import state
-from trainer.contract import STORE_REQUIREMENTS
+from trainer.contract import EXIT_STOPPED, STORE_REQUIREMENTS
 
 #: How long the uploader's final sync keeps retrying an unreachable store: a detached run's files exist
 #: nowhere else (and its instance ends only after a verified sync); an attached run's are pulled over SSH.
@@ -37,14 +37,39 @@ class StoreLink:
         self.reporter = reporter
         self.wanted = self.stack.has_store and v.run_command is None and stores_runs
         self.store: run_store.RunStore | None = run_store.of_record(record)
+        #: This process detached from the run (`--detach`): the instance finishes it; nothing to tear down.
+        self.left_to_instance = False
 
     def before_resume(self, results_dir: Path) -> None:
-        """`--resume`: take the newest checkpoint from the store, and mark the run as going on there."""
-        if self.v.resume is None or self.store is None:
-            return
-        run_store.fetch_resume_files(self.store, results_dir, self.reporter)
-        with contextlib.suppress(Ec2dbnError):
-            self.store.reopen()
+        """`--resume`: take the newest checkpoint from the store."""
+        if self.v.resume is not None and self.store is not None:
+            run_store.fetch_resume_files(self.store, results_dir, self.reporter)
+
+    def new_segment(self, target: Any) -> None:
+        """A job starts on an instance: an earlier segment's manifest no longer says how the run ended."""
+        if target is not None and self.store is not None:
+            with contextlib.suppress(Ec2dbnError):
+                self.store.reopen()
+
+    def ended_with(self, results_dir: Path) -> int | None:
+        """The instance is gone, but did the job end first? When the store's manifest says so (a detached
+        job's instance ends itself once its files are stored), its files are taken from the store and the
+        trainer's exit code returned; None: it did not end (or the run is not stored) — recover."""
+        if self.store is None:
+            return None
+        try:
+            manifest = self.store.manifest()
+            code = manifest.get("exit_code") if manifest else None
+            if not isinstance(code, int) or code == EXIT_STOPPED:
+                return None
+            run_store.pull(self.store, results_dir, self.reporter)
+        except Ec2dbnError as exc:
+            self.reporter.warn(f"could not read the run store ({exc})")
+            return None
+        self.reporter.step(
+            f"the job ended on its instance (exit {code}); its files came from {self.store.uri}"
+        )
+        return code
 
     def fetch(self, results_dir: Path) -> None:
         """A new instance resumes the run: the store's checkpoint is the newest there is."""
@@ -103,7 +128,7 @@ class StoreLink:
     def detached(self, results_dir: Path, instance_id: str | None) -> None:
         """The run is left to its instance: recorded here and in the store, and the user told how to
         follow it."""
-        self.record.detached = True
+        self.left_to_instance = self.record.detached = True
         self.record.save(results_dir)
         self.save()
         rid = self.record.run_id

@@ -169,7 +169,8 @@ def _metrics(aws: MotoServer, rid: str) -> bytes:
 def test_store_unreachable_mid_run_training_goes_on_and_the_final_sync_is_verified(
     fake_cloud, aws, tmp_path: Path
 ) -> None:
-    with TcpProxy(aws.url) as proxy:
+    host, port = aws.url.removeprefix("http://").split(":")
+    with TcpProxy(host, int(port)) as proxy:
         stack = _stored_instance(fake_cloud, aws, tmp_path, s3_url=proxy.url)
         job = write_job(tmp_path, epochs=4)
         results = tmp_path / "results"
@@ -251,3 +252,37 @@ def test_detached_run_finishes_alone_ends_its_instance_and_pulls_complete(
     code, _out, err = _cli(["teardown", "--store", "--region", REGION, "--yes"])
     assert code == 0, err[-2000:]
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_resume_attached_to_a_detached_run_ends_from_the_store_when_its_instance_ends_itself(
+    fake_cloud, aws, tmp_path: Path
+) -> None:
+    """`train --resume` of a detached run still training re-attaches to it; when the job ends, its instance
+    terminates itself (the run was detached) and the SSH connection drops: ec2dbn asks EC2 (gone), then the
+    store (the job ended), and finishes from the store's files instead of relaunching."""
+    stack = _stored_instance(fake_cloud, aws, tmp_path)
+    job = write_job(tmp_path, epochs=3)
+    results = tmp_path / "results"
+    with hold_on_the_instance(fake_cloud, tmp_path, epoch=2) as hold:
+        code, out, err = _cli(
+            ["train", str(job), "--stack", str(stack), "--results", str(results), "--detach"]
+        )
+        assert code == 0, err[-4000:]
+        (run_dir,) = results.iterdir()
+
+        def release_when_attached(_proc: subprocess.Popen[str], line: str) -> None:
+            if line.startswith(HELD):  # the log so far, re-read from the start: the job waits for us
+                hold.release()
+
+        code, out, err = _cli(
+            ["train", "--resume", run_dir.name, "--results", str(results)], on_line=release_when_attached
+        )
+    assert code == 0, err[-4000:]
+    assert "re-attaching to the job already running" in out + err
+    assert "the job ended on its instance (exit 0)" in out + err
+    assert len(fake_cloud.booted) == 1  # no relaunch
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["recoveries"] == []
+    _same_weights(run_dir, train_locally_as_on_the_instance(job, tmp_path / "local"))
+    nothing_left(aws)
+    assert _ec2dbn_roles(aws) == []
