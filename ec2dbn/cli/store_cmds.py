@@ -156,7 +156,9 @@ def detached_rows(results_root: Path) -> list[tuple[str, str, str, str]]:
         except Ec2dbnError as exc:
             rows.append((record.run_id, "unknown", "-", f"store unreadable: {str(exc)[:60]}"))
             continue
-        if ended != "running":
+        if ended == "interrupted":  # a spot notice: checkpointed, and its instance is gone
+            note = f"interrupted: `ec2dbn train --resume {record.run_id}`"
+        elif ended != "running":
             note = f"ended alone: `ec2dbn pull {record.run_id}`"
         elif _instance_alive(record):
             note = f"on {record.instance_id}"

@@ -234,6 +234,7 @@ def plan(
         doc = plan_doc(p, checks)
         doc["job"] = {"path": str(job), "epochs": v.epochs, "layers": list(v.job.model.layers)}
         doc["packages"] = {"pip": [requirement for _, requirement in v.requirements], "line": packages}
+        doc["store"] = v.stack.store
         doc["estimate"] = {
             "usd": estimate.usd if cost.price_known(estimate) else None,
             "seconds": estimate.seconds,
@@ -248,10 +249,20 @@ def plan(
         print_plan(p)
         stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
         stdout.print(f"  packages   {packages}")
+        stdout.print(f"  store      {_store_line(v.stack.store)}")
         stdout.print(f"  {line}")
     from ec2dbn.aws import refused
 
     return 1 if refused(checks) else 0
+
+
+def _store_line(store: str) -> str:
+    """Where a run on the stack keeps its files beyond the instance (the stack's `store:`)."""
+    if store == "none":
+        return "none: the run's files reach only this machine (`store: none`)"
+    if store == "auto":
+        return "ec2dbn's bucket for the account and region (ec2dbn-runs-*), made on first use"
+    return store
 
 
 def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) -> None:

@@ -152,3 +152,28 @@ def test_detach_on_a_stack_without_a_store_is_refused_before_aws(
     assert rc == 2 and "`store: none`" in err
     assert aws.client("ec2", REGION).describe_instances()["Reservations"] == []
     assert aws.client("s3", REGION).list_buckets()["Buckets"] == []
+
+
+def test_status_says_how_to_continue_a_detached_run_a_spot_notice_ended(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_run(aws, ended=False)
+    aws.client("s3", REGION).put_object(
+        Bucket=BUCKET, Key=f"runs/{RID}/sync.json", Body=json.dumps({"exit_code": 3}).encode()
+    )
+    _local_record(tmp_path / "results")
+    rc, out, _err = cli(capsys, "status", "--results", str(tmp_path / "results"))
+    row = next(line for line in out.splitlines() if line.strip().startswith(RID))
+    assert rc == 0 and "interrupted" in row and f"`ec2dbn train --resume {RID}`" in row
+
+
+@pytest.mark.parametrize(("store", "shown"), [("none", "reach only this machine"), ("auto", "ec2dbn-runs-*")])
+def test_plan_says_where_the_run_keeps_its_files(
+    store: str, shown: str, aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = stack_file(tmp_path, store=store)
+    rc, out, _err = cli(capsys, "plan", "seed-mnist5k", "--stack", stack)
+    assert rc == 0 and shown in next(line for line in out.splitlines() if line.strip().startswith("store"))
+    rc, out, _err = cli(capsys, "plan", "seed-mnist5k", "--stack", stack, "--json")
+    assert json.loads(out)["store"] == store
+    assert aws.client("s3", REGION).list_buckets()["Buckets"] == []  # planning makes no store
