@@ -1,6 +1,7 @@
-"""A minimal IMDSv2 client (standard library only): what the spot watcher (trainer.spot_watch) asks EC2's
-instance metadata service. GETs carry a session token fetched with `PUT /latest/api/token` and renewed
-before its TTL runs out and on a 401; the first contact failing means there is no IMDS here.
+"""A minimal IMDSv2 client (standard library only): what the spot watcher (trainer.spot_watch) and the
+uploader (trainer.store_sync: the instance id) ask EC2's instance metadata service. GETs carry a session
+token fetched with `PUT /latest/api/token` and renewed before its TTL runs out and on a 401; the first
+contact failing means there is no IMDS here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ IMDS_URL_ENV = "EC2DBN_IMDS_URL"
 TOKEN_PATH = "/latest/api/token"
 SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 
@@ -130,3 +132,16 @@ class ImdsClient:
             raise ImdsError(f"{method} {self.url(path)} failed: {reason}") from None
         finally:
             conn.close()
+
+
+def instance_id(base_url: str) -> str | None:
+    """This instance's id (i-...) from IMDSv2 at `base_url`; None off EC2, when IMDS does not answer or
+    answers something that is no instance id (the uploader then writes null and terminates nothing)."""
+    try:
+        client = ImdsClient(base_url)
+        client.open_session()
+        body = client.get(INSTANCE_ID_PATH)
+    except (ValueError, ImdsError, ImdsUnavailable):
+        return None
+    text = (body or b"").decode("ascii", errors="replace").strip()
+    return text if text.startswith("i-") and text.isprintable() and " " not in text else None

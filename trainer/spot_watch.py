@@ -53,7 +53,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import signal
 import sys
 import time
@@ -301,26 +300,13 @@ def shell_command(python: str, trainer_args: str, out: str, interval: float = 2.
     interval: seconds between IMDS polls (> 0).
 
     The line exits with the trainer's exit code; SIGTERM/SIGINT to its process group stop the trainer
-    (checkpoint, exit 3) and the watcher, and the line still exits 3 (see the module docstring).
+    (checkpoint, exit 3) and the watcher, and the line still exits 3 (see the module docstring). The line
+    is composed in one place, trainer.sidecars (which also adds the run store's uploader): this is it
+    without a store.
     """
-    if not interval > 0:
-        raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-    if not python.strip() or not trainer_args.strip() or not out:
-        raise ValueError("python, trainer_args and out must not be empty")
-    watch = f'{python} -u -m trainer.spot_watch --pid "$_t" --out {_quote_path(out)} --interval {interval:g}'
-    return (
-        f"trap '_sig=1' TERM INT; {python} -u -m trainer run {trainer_args} & _t=$!; {watch} & _w=$!; "
-        'while :; do _sig=; wait "$_t"; _rc=$?; [ -n "$_sig" ] || break; done; '
-        'kill "$_w" 2>/dev/null; wait "$_w" 2>/dev/null; exit "$_rc"'
-    )
+    from trainer.sidecars import shell_command as compose
 
-
-def _quote_path(path: str) -> str:
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
+    return compose(python, trainer_args, out, interval=interval)
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

@@ -15,6 +15,11 @@ used, so importing the face loads no boto3 (`ec2dbn --help` stays light).
     find_bakes, start_image, wait_available, remove_bakes,   baked images
     bakes_by_name, orphan_snapshots
     resolve_cidr                                             the caller's /32
+    ensure_store, parse_store_uri, default_bucket, run_prefix,  the run store (S3)
+    run_files, read_object, write_object, download_run,
+    list_store_runs, find_stores, delete_store, StoreRef
+    ensure_instance_profile, grant_run, profile_name,        the instance's role (IAM)
+    remove_instance_profile, find_instance_profiles
     InstanceRecord, Plan, CandidatePlan, Launched, FleetAnswer, TeardownReport, BakeRecord, Removal,
     Inventory, REUSABLE_STATES, SKIPPED                      the records
 """
@@ -69,6 +74,25 @@ FACE: dict[str, tuple[str, str]] = {
     "orphan_snapshots": ("bakes", "orphan_snapshots"),
     "BakeRecord": ("bakes", "BakeRecord"),
     "Removal": ("bakes", "Removal"),
+    # the run store
+    "StoreRef": ("store", "StoreRef"),
+    "parse_store_uri": ("store", "parse_store_uri"),
+    "default_bucket": ("store", "default_bucket"),
+    "ensure_store": ("store", "ensure_store"),
+    "run_prefix": ("store", "run_prefix"),
+    "run_files": ("store", "run_files"),
+    "read_object": ("store", "read_object"),
+    "write_object": ("store", "write_object"),
+    "download_run": ("store", "download_run"),
+    "list_store_runs": ("store", "list_store_runs"),
+    "find_stores": ("store", "find_stores"),
+    "delete_store": ("store", "delete_store"),
+    # the instance's role
+    "profile_name": ("run_role", "profile_name"),
+    "ensure_instance_profile": ("run_role", "ensure_instance_profile"),
+    "grant_run": ("run_role", "grant_run"),
+    "remove_instance_profile": ("run_role", "remove_instance_profile"),
+    "find_instance_profiles": ("run_role", "find_instance_profiles"),
 }
 
 __all__ = sorted(FACE)

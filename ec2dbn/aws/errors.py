@@ -90,6 +90,15 @@ class SpotPriceError(CloudError):
     """The spot price is above the stack's max_price (SpotMaxPriceTooLow)."""
 
 
+def profile_not_seen(exc: BaseException) -> bool:
+    """EC2's refusal of an instance profile it cannot see (yet: IAM is eventually consistent): 'Value (…) for
+    parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name'."""
+    if not isinstance(exc, ClientError) or error_code(exc) != "InvalidParameterValue":
+        return False
+    msg = _message(exc).lower()
+    return "instance profile" in msg or "iaminstanceprofile" in msg
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError ('' for anything else)."""
     if isinstance(exc, ClientError):

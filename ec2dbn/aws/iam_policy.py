@@ -22,7 +22,14 @@ ec2dbn did not create:
   iam:GetRole on it (`ec2dbn check` says whether it exists);
 - reading: Describe* (EC2 supports no resource-level permissions for them), the public AMI-alias
   parameters under /aws/service/, Service Quotas' GetServiceQuota, STS' GetCallerIdentity and the Price
-  List API's GetProducts (like Describe*, no resource-level permissions).
+  List API's GetProducts (like Describe*, no resource-level permissions), and the two listings that take
+  no resource (S3's ListAllMyBuckets, IAM's ListInstanceProfiles);
+- the run store (ec2dbn.aws.store): S3 only on buckets named ec2dbn-runs-* and their objects (make,
+  harden, tag, list, read, write, empty and delete them); a bucket the stack names is the user's to grant;
+- the instance's role (ec2dbn.aws.run_role): IAM roles and instance profiles only under the path /ec2dbn/
+  (create, tag, read, put and delete the inline policy, add and remove the role, delete), and
+  iam:PassRole only of those roles, only to EC2 (iam:PassedToService; IfExists, because
+  AddRoleToInstanceProfile passes the role to no service and asks for PassRole all the same).
 
 It is one managed policy: IAM counts a managed policy's characters without white space, at most 6,144
 (tests/aws/test_iam_policy.py holds it under that). Statements whose actions share a condition are merged
@@ -78,6 +85,59 @@ SPOT_ROLE = "AWSServiceRoleForEC2Spot"
 SPOT_ROLE_PATH = f"aws-service-role/{SPOT_SERVICE}/{SPOT_ROLE}"
 
 
+#: The run store's buckets (ec2dbn.aws.store.BUCKET_PREFIX) and what ec2dbn does with them and their objects.
+STORE_BUCKETS = "ec2dbn-runs-*"
+STORE_ACTIONS = (
+    "CreateBucket",
+    "PutBucketTagging",
+    "GetBucketTagging",
+    "PutBucketPublicAccessBlock",
+    "PutEncryptionConfiguration",
+    "PutBucketPolicy",
+    "GetBucketLocation",
+    "GetBucketVersioning",
+    "ListBucket",
+    "ListBucketVersions",
+    "GetObject",
+    "PutObject",
+    "DeleteObject",
+    "DeleteObjectVersion",
+    "DeleteBucket",
+)
+#: The instance roles' path (ec2dbn.aws.run_role.ROLE_PATH) and what ec2dbn does with roles and profiles.
+ROLE_PATH = "/ec2dbn/"
+ROLE_ACTIONS = (
+    "CreateRole",
+    "GetRole",
+    "DeleteRole",
+    "PutRolePolicy",
+    "DeleteRolePolicy",
+    "ListRolePolicies",
+    "CreateInstanceProfile",
+    "GetInstanceProfile",
+    "DeleteInstanceProfile",
+    "AddRoleToInstanceProfile",
+    "RemoveRoleFromInstanceProfile",
+)
+#: API operations whose IAM action has another name ("s3:HeadBucket" is authorized as s3:ListBucket).
+ACTION_OF = {
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:ListObjectVersions": "s3:ListBucketVersions",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:ListBuckets": "s3:ListAllMyBuckets",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+}
+
+
+def action_of(service: str, operation: str) -> str:
+    """The IAM action an API call needs ('s3', 'ListObjectsV2' → 's3:ListBucket')."""
+    name = f"{service}:{operation}"
+    return ACTION_OF.get(name, name)
+
+
 def _arn(partition: str, kind: str, *, account: bool = True) -> str:
     """An EC2 resource ARN pattern; images and snapshots have no account in theirs."""
     return f"arn:{partition}:ec2:*:{'*' if account else ''}:{kind}/*"
@@ -102,7 +162,13 @@ def policy(partition: str = "aws") -> dict[str, Any]:
         {
             "Sid": "IdentityQuotasPrices",
             "Effect": "Allow",
-            "Action": ["sts:GetCallerIdentity", "servicequotas:GetServiceQuota", "pricing:GetProducts"],
+            "Action": [
+                "sts:GetCallerIdentity",
+                "servicequotas:GetServiceQuota",
+                "pricing:GetProducts",
+                "s3:ListAllMyBuckets",
+                "iam:ListInstanceProfiles",
+            ],
             "Resource": "*",
         },
         {
@@ -227,6 +293,27 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Condition": {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}},
         },
         {"Sid": "SpotRoleExists", "Effect": "Allow", "Action": "iam:GetRole", "Resource": spot_role},
+        {
+            "Sid": "RunStore",
+            "Effect": "Allow",
+            "Action": [f"s3:{a}" for a in STORE_ACTIONS],
+            "Resource": f"arn:{partition}:s3:::{STORE_BUCKETS}",  # * spans "/": the objects too
+        },
+        {
+            "Sid": "InstanceRoles",
+            "Effect": "Allow",
+            "Action": [f"iam:{a}" for a in ROLE_ACTIONS],
+            "Resource": [
+                f"arn:{partition}:iam::*:{kind}{ROLE_PATH}*" for kind in ("role", "instance-profile")
+            ],
+        },
+        {
+            "Sid": "PassRolesToEc2",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": f"arn:{partition}:iam::*:role{ROLE_PATH}*",
+            "Condition": {"StringEqualsIfExists": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
     ]
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -247,6 +334,9 @@ def actions(document: dict[str, Any] | None = None) -> set[str]:
 
 def required_action(operation: str) -> str | None:
     """The IAM action an API operation ('RunInstances') needs, when it is one ec2dbn calls."""
+    for call, action in ACTION_OF.items():
+        if call.split(":", 1)[1] == operation:
+            return action
     for action in actions():
         if action.split(":", 1)[1] == operation:
             return action

@@ -5,11 +5,13 @@ type is not offered there after all: Unsupported; its subnet is gone or full), m
 availability zone, then to the next instance-type candidate; a quota or spot-price refusal skips the rest
 of that candidate's zones; when the spot market is exhausted and the stack allows it, the whole chain runs
 again on-demand. Anything else (bad parameters, permissions) stops at once: retrying elsewhere would not
-help.
+help. One refusal is waited out instead: EC2 does not see an instance profile IAM made seconds ago
+(IAM is eventually consistent), so that launch is retried in place for up to PROFILE_WAIT.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from ec2dbn.aws.errors import (
     SpotPriceError,
     aws_errors,
     error_code,
+    profile_not_seen,
     translate,
 )
 from ec2dbn.aws.session import Aws
@@ -36,6 +39,9 @@ from ec2dbn.aws.tags import MARKET_TAG, TEARDOWN_TAG, as_dict, tag_specs
 from ec2dbn.errors import CloudError
 from ec2dbn.events import NullReporter, Reporter
 
+#: How long a launch naming a new instance profile is retried while EC2 does not see it yet, and the pause
+#: between tries (seconds). IAM changes usually reach EC2 within seconds.
+PROFILE_WAIT = (60.0, 3.0)
 #: Waiter pacing (seconds between polls, polls): 5 min to reach running, 10 min to terminate.
 RUNNING_WAIT = (5, 60)
 TERMINATED_WAIT = (5, 120)
@@ -57,6 +63,8 @@ class InstanceRecord:
     launched_at: datetime | None = None
     market: str = "on-demand"
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: The name of the instance profile it runs with (None: none): a run store needs ec2dbn's.
+    instance_profile: str | None = None
 
     @classmethod
     def from_ec2(cls, inst: Mapping[str, Any]) -> InstanceRecord:
@@ -74,12 +82,19 @@ class InstanceRecord:
             launched_at=launch_time if isinstance(launch_time, datetime) else None,
             market=tags.get(MARKET_TAG) or lifecycle,
             tags=tags,
+            instance_profile=_profile_name(inst.get("IamInstanceProfile")),
         )
 
     @property
     def torn_down(self) -> bool:
         """`ec2dbn teardown` marked it before terminating it: a deliberate end, not a loss."""
         return TEARDOWN_TAG in self.tags
+
+
+def _profile_name(profile: Any) -> str | None:
+    """`arn:aws:iam::123456789012:instance-profile/ec2dbn/NAME` → NAME (EC2 describes the profile by ARN)."""
+    arn = profile.get("Arn") if isinstance(profile, Mapping) else None
+    return str(arn).rsplit("/", 1)[-1] if arn else None
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,8 @@ class LaunchSpec:
     user_tags: dict[str, str] = field(default_factory=dict)
     #: zone -> subnet the instance goes into there (ec2dbn.aws.vpc); empty: EC2's default subnet.
     subnets: Mapping[str, str] = field(default_factory=dict)
+    #: The instance profile whose role gives the instance its credentials (ec2dbn.aws.run_role).
+    instance_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,8 @@ def secure_settings(spec: LaunchSpec) -> dict[str, Any]:
         params["KeyName"] = spec.key_name
     if spec.security_group_id:
         params["SecurityGroupIds"] = [spec.security_group_id]
+    if spec.instance_profile:
+        params["IamInstanceProfile"] = {"Name": spec.instance_profile}
     return params
 
 
@@ -248,7 +267,7 @@ def launch_with_fallback(
                     spec, cand.instance_type, zone, market, cand.max_price if market == "spot" else None
                 )
                 try:
-                    resp = aws.ec2.run_instances(**params)
+                    resp = _run_instance(aws, params, reporter)
                 except ClientError as exc:
                     code = error_code(exc)
                     msg = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
@@ -291,6 +310,30 @@ def launch_with_fallback(
                 f"falling back to {markets[m_index + 1]} as the stack allows"
             )
     raise _final_error(aws.region, attempts, quota_lines, markets)
+
+
+def _run_instance(aws: Aws, params: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """RunInstances, retried in place for up to PROFILE_WAIT while EC2 does not see the instance profile."""
+    total, pause = PROFILE_WAIT
+    deadline, said = time.monotonic() + total, False
+    while True:
+        try:
+            return dict(aws.ec2.run_instances(**params))
+        except ClientError as exc:
+            if (
+                not params.get("IamInstanceProfile")
+                or not profile_not_seen(exc)
+                or time.monotonic() >= deadline
+            ):
+                raise
+            if not said:
+                name = params["IamInstanceProfile"].get("Name")
+                reporter.step(
+                    f"EC2 does not see instance profile {name} yet; retrying for up to {total:.0f} s"
+                )
+                said = True
+            time.sleep(pause)
+            params = {**params, "ClientToken": f"ec2dbn-{uuid.uuid4().hex}"}  # a new request, not a replay
 
 
 def _summary(attempts: Sequence[Attempt], market: str | None = None) -> str:

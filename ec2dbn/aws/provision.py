@@ -65,12 +65,14 @@ def launch(
     key_store: keys.KeyStore,
     reporter: Reporter | None = None,
     avoid_zones: Iterable[str] = (),
+    instance_profile: str | None = None,
 ) -> Launched:
     """Create the key pair and security group (or reuse the stack's), then one instance through the
     fallback chain. Returns as soon as EC2 accepted the instance: wait with `wait_running`.
 
     On a failure before any instance exists, the key pair and security group THIS call created are
-    deleted again (nothing pre-existing is touched).
+    deleted again (nothing pre-existing is touched). `instance_profile` (ec2dbn.aws.run_role's) gives the
+    instance its role's credentials through IMDS; a profile IAM made seconds ago is waited for.
     """
     reporter = reporter or NullReporter()
     stack = p.stack
@@ -80,7 +82,7 @@ def launch(
     try:
         key = keys.ensure(aws, stack.name, stack.key_name, key_store, reporter=reporter)
         sg = network.ensure(aws, stack.name, stack.key_name, p.cidr, p.network.vpc_id, reporter=reporter)
-        spec = launch_spec(p, key, sg, user_data, instance_tags)
+        spec = launch_spec(p, key, sg, user_data, instance_tags, instance_profile=instance_profile)
         cands = [instances.Candidate(c.instance_type, c.zones, c.vcpus, c.max_price) for c in p.candidates]
         result = instances.launch_with_fallback(
             aws, spec, cands, p.markets, avoid_zones=avoid_zones, reporter=reporter
@@ -102,6 +104,8 @@ def launch_spec(
     sg: network.SecurityGroup,
     user_data: str,
     instance_tags: Mapping[str, str],
+    *,
+    instance_profile: str | None = None,
 ) -> instances.LaunchSpec:
     """What every instance of the plan is launched with (one by launch, many by a sweep's fleet), apart
     from type, zone and market."""
@@ -116,6 +120,7 @@ def launch_spec(
         instance_tags=dict(instance_tags),
         user_tags=p.stack.tags,
         subnets=p.network.subnets,
+        instance_profile=instance_profile,
     )
 
 

@@ -1,7 +1,9 @@
 """Tearing a stack down by its tags, one failure at a time, then checking that nothing tagged remains.
 
 Only what carries ec2dbn's tags for the stack is removed: local state may name a security group or key
-pair, but without the tags it is left alone. A step that fails is recorded and the others still run, so
+pair, but without the tags it is left alone. The stack's instance role and profile (IAM, named for the
+stack and region) go too, once its instances are gone; the run store never does (`delete_store` is its
+own, asked-for verb). A step that fails is recorded and the others still run, so
 one stuck resource never hides the rest.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2dbn.aws import discovery, fleets, instances, keys, network, templates
+from ec2dbn.aws import discovery, fleets, instances, keys, network, run_role, templates
 from ec2dbn.aws.errors import aws_errors
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.tags import MANAGED_TAG, TEARDOWN_TAG, as_dict, is_ours, utc_stamp
@@ -31,6 +33,8 @@ class TeardownReport:
     deleted_launch_templates: list[str] = field(default_factory=list)
     deleted_security_groups: list[str] = field(default_factory=list)
     deleted_key_pairs: list[str] = field(default_factory=list)
+    #: The instance profile and role removed (ec2dbn.aws.run_role.profile_name), or "".
+    removed_instance_profile: str = ""
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     removed_local_state: bool = False
@@ -56,9 +60,10 @@ def teardown(
     Order: mark the instances as torn down (so a run using them stops instead of relaunching), delete
     fleets (a sweep's, terminating their instances), cancel spot requests, terminate, wait, delete the
     launch templates and the security groups (retrying DependencyViolation while EC2 detaches them),
-    delete the key pairs. A step that fails is recorded and the rest still runs: one
-    stuck resource never hides the others. A security group or key pair without ec2dbn's tags for this
-    stack is never deleted. Raises CloudError at the end when anything failed or is still tagged.
+    delete the key pairs, remove the instance profile and its role (after the instances: they use it). A
+    step that fails is recorded and the rest still runs: one stuck resource never hides the others. A
+    security group or key pair without ec2dbn's tags for this stack is never deleted. Raises CloudError
+    at the end when anything failed or is still tagged.
     """
     reporter = reporter or NullReporter()
     aws = Aws(region)
@@ -132,6 +137,14 @@ def teardown(
         if attempt(f"delete key pair {kn}", keys.delete, aws, kn):
             report.deleted_key_pairs.append(kn)
             reporter.step(f"deleted key pair {kn}")
+    profile = run_role.profile_name(name, region)
+    removed: list[bool] = []
+    if (
+        attempt(f"remove instance profile and role {profile}", _remove_role, name, region, removed)
+        and removed[0]
+    ):
+        report.removed_instance_profile = profile
+        reporter.step(f"removed instance profile and role {profile}")
     for what in report.skipped:
         reporter.warn(f"left {what} alone: only what ec2dbn tagged is removed")
 
@@ -140,6 +153,10 @@ def teardown(
     except Ec2dbnError as exc:
         report.remaining = f"unknown ({exc})"
     return report
+
+
+def _remove_role(stack: str, region: str, removed: list[bool]) -> None:
+    removed.append(run_role.remove_instance_profile(stack, region))
 
 
 def _delete_fleets(aws: Aws, fleet_ids: list[str]) -> None:
@@ -165,8 +182,8 @@ def _group_is_ours(aws: Aws, group_id: str, stack: str) -> bool:
 
 
 def stacks_in(region: str) -> list[str]:
-    """Stack names with anything tagged in `region`."""
-    return discovery.inventory(Aws(region), None).stacks()
+    """Stack names with anything tagged in `region`: EC2 resources, or an instance profile left alone."""
+    return sorted({*discovery.inventory(Aws(region), None).stacks(), *run_role.profile_stacks(region)})
 
 
 def verify_clean(region: str) -> str:

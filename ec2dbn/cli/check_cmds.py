@@ -58,8 +58,9 @@ def check(stack_ref: str | None, region: str | None, image: str | None, as_json:
 )
 def iam_policy_cmd(partition: str) -> int:
     """Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged
-    ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, and
-    the Spot service-linked role (created by a first spot request). One managed policy (under 6,144).
+    ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, the
+    Spot service-linked role (created by a first spot request), the run store's ec2dbn-runs-* buckets and
+    the instances' roles under /ec2dbn/ (passed to EC2 only). One managed policy (under 6,144).
 
     \b
     Example (attach it to the IAM user ec2dbn runs as):

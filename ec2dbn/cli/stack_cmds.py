@@ -8,6 +8,7 @@ look where the stack is (ec2dbn.cli.stack_regions).
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ec2dbn import aws
-from ec2dbn.cli import bake_cmds, cli
+from ec2dbn.cli import bake_cmds, cli, results_option
 from ec2dbn.cli.options import (
     dry_run_option,
     image_option,
@@ -241,9 +242,14 @@ def launch(
 @launched_stack
 @region_option("Region to look in (default: where local state says, plus the default).")
 @json_option()
-def status(name: str | None, region: str | None, as_json: bool) -> int:
+@results_option("Where detached runs' folders are (their state is read from the run store).")
+def status(name: str | None, region: str | None, as_json: bool, results_root: Path) -> int:
     """Show stacks as AWS reports them (by tags), reconciled with local state: state, type, market,
     zone, address, lifetime left, price and cost so far.
+
+    \b
+    Detached runs (`train --detach`) are listed below the stacks with their last epoch, from the run
+    store.
 
     \b
     Examples:
@@ -264,7 +270,12 @@ def status(name: str | None, region: str | None, as_json: bool) -> int:
         if rows:
             _print_status(rows, as_json, name, region, bakes=False)
         raise unasked  # the same line and exit code as every verb gives for this cause
-    return _print_status(rows, as_json, name, region)
+    code = _print_status(rows, as_json, name, region)
+    if not as_json:
+        from ec2dbn.cli.store_cmds import print_detached
+
+        print_detached(results_root)
+    return code
 
 
 def _short_cause(exc: Ec2dbnError) -> str:

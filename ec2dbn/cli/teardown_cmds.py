@@ -40,6 +40,8 @@ def _print_report(rep: aws.TeardownReport) -> None:  # a clean one
         done.append(f"deleted {', '.join(rep.deleted_security_groups)}")
     if rep.deleted_key_pairs:
         done.append(f"deleted key pair {', '.join(rep.deleted_key_pairs)}")
+    if rep.removed_instance_profile:
+        done.append(f"deleted instance profile and role {rep.removed_instance_profile}")
     if rep.removed_local_state:
         done.append("removed local state")
     summary = "; ".join(done) or "nothing to remove"
@@ -64,6 +66,12 @@ def _single_default() -> str:
 @json_option("Print what was removed as JSON.")
 @click.option("--images", is_flag=True, help="Remove baked images and their snapshots (not stacks).")
 @click.option("--older-than", metavar="AGE", help="With --images: only bakes older than AGE (30d, 12h).")
+@click.option(
+    "--store",
+    "stores",
+    is_flag=True,
+    help="Empty and delete ec2dbn's run store (S3) of the region, every run's files in it (asked).",
+)
 def teardown(
     name: str | None,
     all_stacks: bool,
@@ -72,21 +80,32 @@ def teardown(
     as_json: bool,
     images: bool,
     older_than: str | None,
+    stores: bool,
 ) -> int:
     """Terminate a stack's instances, cancel spot requests, delete its security group, key pair and local
     state — all found by tags, so it works without the state dir — then verify nothing tagged remains.
+
+    \b
+    The run store (S3) is kept: runs' files outlive their stacks. --store empties and deletes it.
 
     \b
     Examples:
       ec2dbn teardown --stack g4dn-spot --yes
       ec2dbn teardown --all --yes
       ec2dbn teardown --images --older-than 30d --yes
+      ec2dbn teardown --store --region us-east-1
     """
     reporter = ConsoleReporter()
     if name and all_stacks:
         raise ConfigError("give a stack NAME or --all, not both")
     if older_than and not images:
         raise ConfigError("--older-than goes with --images")
+    if stores:
+        if name or all_stacks or as_json or images:
+            raise ConfigError("--store removes run stores only: no stack NAME, --all, --images or --json")
+        from ec2dbn.cli.store_cmds import remove_stores
+
+        return remove_stores(regions(None, region), yes, reporter)
     if images:
         if name or all_stacks or as_json:
             raise ConfigError("--images removes bakes only: give no stack NAME, --all or --json with it")

@@ -42,6 +42,12 @@ DEFAULT_LOCAL_JOB = Path(__file__).resolve().parent.parent / "data" / "default-j
 @market_option
 @region_option()
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards (tear down yourself).")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Return once the job runs: the instance trains alone, keeps its files in the stack's run store "
+    "and terminates itself when done (`ec2dbn logs RUN_ID`, `ec2dbn pull RUN_ID`).",
+)
 @name_option("Stack name to use (default: the stack file's name).")
 @ssh_cidr_option()
 @results_option("Folder under which results/<run-id>/ is written.")
@@ -64,6 +70,7 @@ def train(
     spot: bool | None,
     region: str | None,
     keep: bool,
+    detach: bool,
     name: str | None,
     ssh_cidr: str | None,
     results_root: Path,
@@ -79,20 +86,31 @@ def train(
     also on failure and on Ctrl-C. The exit code is the training result: 0 finished, 1 failed.
 
     \b
+    With --detach it returns once the job runs; the instance keeps the run's checkpoints, logs and
+    results in the stack's run store (S3) and terminates itself when the job ends.
+
+    \b
     Examples:
       ec2dbn train --local seed-mnist5k
       ec2dbn train seed-mnist --stack g4dn-spot
+      ec2dbn train seed-mnist --stack g4dn-spot --detach
     """
     from ec2dbn.run import validate as validation
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     reporter.as_json = as_json
+    if detach and (local or keep):
+        other = "--local" if local else "--keep"
+        raise ConfigError(f"--detach runs on EC2 and the instance ends itself: not with {other}")
     if resume_id and local:
         record, results_dir, job = resume_local(resume_id, results_root)
         stderr.print(f"resuming local run {resume_id} from its checkpoint")
         return _run_local(job, results_dir, record, reporter, backend, resume=True)
     if resume_id:
-        v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend)
+        from ec2dbn.run import run_store
+
+        v = validation.validate_resume(resume_id, results_root, keep=keep, backend=backend, detach=detach)
+        run_store.refuse_ended(v.resume, v.results_dir or results_root / resume_id)
         stderr.print(f"resuming run {resume_id} on stack {v.stack.name}")
         return _run_pipeline(v, reporter)
     if job is None:
@@ -119,7 +137,13 @@ def train(
         keep=keep,
         backend=backend,
         results_root=results_root,
+        detach=detach,
     )
+    if detach and not v.stack.has_store:
+        raise ConfigError(
+            f"--detach needs a run store, and stack {v.stack.name} has `store: none`: set `store: auto` "
+            "(or s3://BUCKET/PREFIX) in the stack file"
+        )
     return _run_pipeline(v, reporter)
 
 
@@ -210,6 +234,7 @@ def plan(
         doc = plan_doc(p, checks)
         doc["job"] = {"path": str(job), "epochs": v.epochs, "layers": list(v.job.model.layers)}
         doc["packages"] = {"pip": [requirement for _, requirement in v.requirements], "line": packages}
+        doc["store"] = v.stack.store
         doc["estimate"] = {
             "usd": estimate.usd if cost.price_known(estimate) else None,
             "seconds": estimate.seconds,
@@ -224,10 +249,20 @@ def plan(
         print_plan(p)
         stdout.print(f"  job        {job}: {v.epochs} epochs of {list(v.job.model.layers)}")
         stdout.print(f"  packages   {packages}")
+        stdout.print(f"  store      {_store_line(v.stack.store)}")
         stdout.print(f"  {line}")
     from ec2dbn.aws import refused
 
     return 1 if refused(checks) else 0
+
+
+def _store_line(store: str) -> str:
+    """Where a run on the stack keeps its files beyond the instance (the stack's `store:`)."""
+    if store == "none":
+        return "none: the run's files reach only this machine (`store: none`)"
+    if store == "auto":
+        return "ec2dbn's bucket for the account and region (ec2dbn-runs-*), made on first use"
+    return store
 
 
 def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) -> None:
@@ -236,6 +271,10 @@ def _print_outcome(record: RunRecord, results_dir: Path, as_json: bool = False) 
     if as_json:
         with contextlib.suppress(OSError):
             click.echo(dumps({**asdict(record), "results_dir": str(results_dir)}, indent=2))
+    if record.detached and record.status == "running":
+        with contextlib.suppress(OSError):
+            stderr.print(styled(("detached", "bold"), f" — run {record.run_id}; record in {results_dir}"))
+        return
     phases = ", ".join(f"{k} {v or 0.0:.1f}s" for k, v in record.phases.items())
     spent = f" — cost ${record.cost_usd:.4f}" if record.cost_usd is not None else ""
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): run.json has it all
@@ -290,18 +329,25 @@ def _stack_state(name: str | None) -> StackState:
 @cli.command()
 @launched_stack
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
-@results_option("Where sweeps are (for NAME = SWEEP_ID/POINT).")
+@results_option("Where runs and sweeps are (for NAME = RUN_ID or SWEEP_ID/POINT).")
 def logs(name: str | None, follow: bool, results_root: Path) -> None:
-    """Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of
-    a sweep (NAME = SWEEP_ID/POINT).
+    """Show the log of the job running on stack NAME (re-attach after a disconnect), of run RUN_ID (from
+    its instance, else from its run store), or of one point of a sweep (NAME = SWEEP_ID/POINT).
 
     \b
     Examples:
       ec2dbn logs --stack g4dn-spot --follow
+      ec2dbn logs seed-mnist-20261207-120000-ab12 --follow
       ec2dbn logs sweep-20261130-120000-ab12/p03 --follow
     """
     from ec2dbn.run.instance_files import follow_run, load_pointer
 
+    if name and "/" not in name:
+        from ec2dbn.cli import store_cmds
+
+        if store_cmds.is_run(name, results_root):
+            store_cmds.follow_run_log(name, results_root, follow, ConsoleReporter())
+            return
     if name and "/" in name:
         from ec2dbn.sweep.logs import follow_point
 

@@ -41,7 +41,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "ec2dbn.cli.check_cmds",
         "Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged "
         "ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, "
-        "and the Spot service-linked role (created by a first spot request).",
+        "the Spot service-linked role (created by a first spot request), the run store's ec2dbn-runs-* "
+        "buckets and the instances' roles under /ec2dbn/ (passed to EC2 only).",
     ),
     "launch": (
         "ec2dbn.cli.stack_cmds",
@@ -50,13 +51,18 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "logs": (
         "ec2dbn.cli.train_cmds",
-        "Show the log of the job running on stack NAME (re-attach after a disconnect), or of one point of"
-        " a sweep (NAME = SWEEP_ID/POINT).",
+        "Show the log of the job running on stack NAME (re-attach after a disconnect), of run RUN_ID (from "
+        "its instance, else from its run store), or of one point of a sweep (NAME = SWEEP_ID/POINT).",
     ),
     "plan": (
         "ec2dbn.cli.train_cmds",
         "Dry run of `ec2dbn train JOB`: validate job and stack, resolve the image and prices, run EC2's "
         "DryRun permission checks and estimate the cost.",
+    ),
+    "pull": (
+        "ec2dbn.cli.store_cmds",
+        "Bring run RUN_ID's files (checkpoint, logs, results, run.json) from its run store into "
+        "results/<run-id>/, whether its instance still runs or not.",
     ),
     "report": (
         "ec2dbn.cli.report_cmds",

@@ -35,6 +35,8 @@ class Capacity(Protocol):
     minimum_billed_s: float
     #: The bake (ec2dbn:bake hash) the planned instance boots from, once `plan` ran; None: a base image.
     bake: str | None
+    #: Whether its instances can carry a run store's instance profile (a stack's own: yes; a fleet's: no).
+    stores_runs: bool
 
     def plan(self, v: Validated, reporter: Reporter, run_id: str) -> None:
         """The plan phase: take what the run needs and report what it will cost. Creates nothing."""
@@ -44,8 +46,11 @@ class Capacity(Protocol):
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
+        *,
+        instance_profile: str | None = None,
     ) -> lifecycle.Up:
-        """An instance that runs, with its host key pinned. `on_launched` is told as soon as it exists."""
+        """An instance that runs, with its host key pinned. `on_launched` is told as soon as it exists.
+        instance_profile: what a new instance is launched with (only where `stores_runs`)."""
 
     def lost(self, reporter: Reporter, reason: str) -> None:
         """The run's instance is gone (a recovery follows): clear up after it."""
@@ -62,6 +67,7 @@ class StackCapacity:
     """A stack of the run's own: leased to it, launched or reused, torn down at the end."""
 
     minimum_billed_s = cost.MINIMUM_BILLED_S
+    stores_runs = True
 
     def __init__(self, v: Validated) -> None:
         self.v = v
@@ -87,6 +93,8 @@ class StackCapacity:
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
+        *,
+        instance_profile: str | None = None,
     ) -> lifecycle.Up:
         planned, self.planned = self.planned, None  # a recovery plans afresh (other zones, prices)
         return lifecycle.bring_up(
@@ -98,6 +106,7 @@ class StackCapacity:
             avoid_zones=avoid_zones,
             stack_source=self.v.stack_ref or "",
             on_launched=on_launched,
+            instance_profile=instance_profile,
         )
 
     def lost(self, reporter: Reporter, reason: str) -> None:

@@ -55,15 +55,15 @@ class RemoteRun:
         venv_python = str(PurePosixPath(self.remote_dir) / "venv" / "bin" / "python")
         return f'PY="{venv_python.replace("~/", "$HOME/", 1)}"; [ -x "$PY" ] || PY=python3; '
 
-    def trainer_command(self, resume: bool = False) -> str:
+    def trainer_command(self, resume: bool = False, store: Any = None) -> str:
         """Shell line that runs the shipped trainer on the shipped job, writing into out/, with the spot
-        watcher beside it (it polls IMDSv2 for the two-minute notice and makes the trainer checkpoint);
-        the line's exit code is the trainer's. The backend is the shipped job's (--backend is applied to
-        it when it is validated)."""
-        from trainer.spot_watch import shell_command
+        watcher beside it (it polls IMDSv2 for the two-minute notice and makes the trainer checkpoint) and,
+        given a run store (`store`: a trainer.sidecars.StoreTarget), the uploader; the line's exit code is
+        the trainer's. The backend is the shipped job's (--backend is applied to it when it is validated)."""
+        from trainer.sidecars import shell_command
 
         extra = " --resume" if resume else ""
-        return self.python() + shell_command('"$PY"', f"job.yaml --out out{extra}", "out")
+        return self.python() + shell_command('"$PY"', f"job.yaml --out out{extra}", "out", store=store)
 
 
 # ------------------------------------------------------------------------------------------ shipping

@@ -12,9 +12,9 @@ decided. `ec2dbn train`, `train --resume`, `plan` and `bench --stack` all go thr
 - recovery: whatever goes wrong after launch, the pipeline asks AWS about the instance. Gone → a
   recovery (a new instance resumes from the last checkpoint) while `max_recoveries` allows; marked by
   `ec2dbn teardown` → the run stops, no relaunch; still running → the failure is real.
+- run store (run/store_link.py): the instance keeps the run's files in S3; `--detach` ends once the job runs.
 
-Where the instance comes from is the pipeline's `Capacity` (ec2dbn.run.capacity): a stack of the run's own
-for `train`, a slot of a sweep's fleet for a sweep point (ec2dbn.sweep), which never tears the fleet down.
+The instance comes from the pipeline's `Capacity` (run/capacity.py): a stack of its own, or a sweep's slot.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from ec2dbn.run.instance_files import (
 )
 from ec2dbn.run.local import TAIL_LINES, diverged_error, plot_quietly, trainer_status
 from ec2dbn.run.results import timed_phase
+from ec2dbn.run.store_link import StoreLink
 from ec2dbn.run.validate import Validated, open_record
 from ec2dbn.spec import cost
 from ec2dbn.ssh import detached
@@ -121,6 +122,7 @@ class Pipeline:
         self._reattach = v.resume is not None
         self._discard = False
         self._stop_requested = threading.Event()
+        self.stored = StoreLink(v, self.record, self.capacity.stores_runs, self.reporter)
 
     def request_stop(self) -> None:
         """Ask the run (from any thread) to stop as Ctrl-C stops it: the trainer checkpoints, what exists is
@@ -175,6 +177,7 @@ class Pipeline:
         with self.phase("plan"):
             self.capacity.plan(self.v, self.reporter, self.record.run_id)
             self.record.bake = self.capacity.bake
+        self.stored.before_resume(self.results_dir)
         resume = (self.results_dir / CHECKPOINT_FILE).is_file()
         avoid: list[str] = []
         while True:
@@ -182,14 +185,18 @@ class Pipeline:
                 status = self._attempt(resume=resume, avoid_zones=avoid)
             except Exception as exc:
                 reason = self._loss_reason(exc)
+                code = self.stored.ended_with(self.results_dir)  # the store says the job ended: no relaunch
+                if code is not None:
+                    return self._finish(code, detached.JobStatus("finished", code))
             else:
+                if status is None:  # --detach: the instance finishes the run alone
+                    return 0
                 exit_code = status.exit_code if status.exit_code is not None else 1
                 notice = spot_notice(self.results_dir, self.reporter) if exit_code == EXIT_STOPPED else None
                 if notice is None:
                     return self._finish(exit_code, status)
-                reason = (
-                    f"spot interruption notice ({notice.get('action', '?')} at {notice.get('time', '?')})"
-                )
+                when = f"{notice.get('action', '?')} at {notice.get('time', '?')}"
+                reason = f"spot interruption notice ({when})"
             avoid = [self.st.availability_zone] if self.st and self.st.availability_zone else []
             self._recover(reason)
             resume = True
@@ -224,13 +231,15 @@ class Pipeline:
 
     # -- one instance ----------------------------------------------------------------------------------
 
-    def _attempt(self, *, resume: bool, avoid_zones: list[str]) -> detached.JobStatus:
-        """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance."""
+    def _attempt(self, *, resume: bool, avoid_zones: list[str]) -> detached.JobStatus | None:
+        """Provision (or reuse), connect, bootstrap, ship, run and follow on one instance (None: detached)."""
         run = self.run_dir
         self._provisioning = True  # from here on something may exist in AWS: `_end` tears down
         with self.phase("provision"):
-            up = self.capacity.acquire(self.reporter, avoid_zones, self._launched)
+            profile = self.stored.open()
+            up = self.capacity.acquire(self.reporter, avoid_zones, self._launched, instance_profile=profile)
         self._launched(up.state)
+        target = self.stored.grant(up.state, profile)
         reattach = False
 
         def needs_bootstrap(remote: Remote) -> bool:
@@ -243,7 +252,7 @@ class Pipeline:
             self.stack.bootstrap,
             self.results_dir / BOOTSTRAP_LOG,
             reporter=self.reporter,
-            requirements=self.v.requirements,
+            requirements=self.v.requirements + self.stored.requirements(target),
             still_there=lambda: self._instance_fate() != "lost",
             phase=self.phase,
             needs_bootstrap=needs_bootstrap,
@@ -258,10 +267,17 @@ class Pipeline:
             with self.phase("ship"), tempfile.TemporaryDirectory(prefix="ec2dbn-ship-") as staging:
                 remote.put_tree(shipped_files(self.v.job, Path(staging)), run.workdir)
                 if resume:
+                    self.stored.fetch(self.results_dir)
                     upload_resume_files(remote, run, self.results_dir, self.reporter)
             with self.phase("run"):
-                detached.start_detached(remote, self.v.command(run, resume), run.workdir, env=up.env)
+                self.stored.new_segment(target)
+                command = self.v.command(run, resume, store=target)
+                detached.start_detached(remote, command, run.workdir, env=up.env)
         self._reattach = False
+        self.stored.save()
+        if self.v.detach:  # the job runs: left to the instance, which ends itself once its files are stored
+            self.stored.detached(self.results_dir, self.st.instance_id if self.st else None)
+            return None
         try:
             with self.phase("follow"):
                 status = self._follow(remote, run)
@@ -395,6 +411,9 @@ class Pipeline:
         record; never lets a teardown error hide the run's own."""
         if self._remote is not None:
             self._remote.close()
+        if self.stored.left_to_instance:  # no teardown: the instance ends itself; its stack stays leased
+            self.capacity.close()  # (run.json was written as the run detached)
+            return
         try:
             if self._provisioning and self.v.keep:
                 self.capacity.release(self.reporter, self.st, keep=True, run_id=self.record.run_id)
@@ -417,6 +436,8 @@ class Pipeline:
                 shutil.rmtree(self.results_dir, ignore_errors=True)
             else:
                 self.record.save(self.results_dir)
+                if self._provisioning:
+                    self.stored.save()
             self.capacity.close()
             if self.v.plot and self.record.status in ("finished", "diverged") and not self._discard:
                 plot_quietly(self.results_dir, self.reporter)  # once the instance is let go

@@ -85,6 +85,8 @@ class RunRecord:
     bootstrap: dict[str, str] = field(default_factory=dict)  # step -> its last line ("already done", ...)
     recoveries: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
+    store: str | None = None  # the run store (s3://bucket/prefix) the run's files go to; None: none
+    detached: bool = False  # `train --detach`: the instance finishes the run alone and ends itself
 
     def save(self, results_dir: Path) -> Path:
         """Write run.json atomically (it is rewritten as phases finish, so a crash leaves a valid file), as

@@ -45,6 +45,7 @@ class Validated:
     run_command: Callable[[RemoteRun, bool], str] | None = None
     result_files: tuple[str, ...] = RESULT_FILES
     plot: bool = True  # draw the learning curve at the end (a sweep draws its points' after teardown)
+    detach: bool = False  # `train --detach`: return once the job runs; the instance finishes alone
 
     @property
     def epochs(self) -> int:
@@ -58,12 +59,13 @@ class Validated:
 
         return data_requirements(self.job.data.name)
 
-    def command(self, run: RemoteRun, resume: bool) -> str:
-        """What runs on the instance: the trainer on the job (resuming when asked), unless overridden
+    def command(self, run: RemoteRun, resume: bool, store: Any = None) -> str:
+        """What runs on the instance: the trainer on the job (resuming when asked), with the run store's
+        uploader beside it when `store` (a trainer.sidecars.StoreTarget) is given, unless overridden
         (`ec2dbn bench --stack` runs trainer.bench through the same pipeline)."""
         if self.run_command is not None:
             return self.run_command(run, resume)
-        return run.trainer_command(resume=resume)
+        return run.trainer_command(resume=resume, store=store)
 
 
 def with_backend(job: Any, backend: str | None) -> Any:
@@ -123,7 +125,9 @@ def validate(
     return Validated(job_path, job, stack, ref, seconds=time.monotonic() - start, **request)
 
 
-def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str | None) -> Validated:
+def validate_resume(
+    run_id: str, results_root: Path, *, keep: bool, backend: str | None, detach: bool = False
+) -> Validated:
     """`train --resume RUN_ID`: the run's own job and stack, from its results folder."""
     start = time.monotonic()
     record, results_dir = resumable_run(run_id, results_root, "ec2")
@@ -140,6 +144,7 @@ def validate_resume(run_id: str, results_root: Path, *, keep: bool, backend: str
         results_root=results_root,
         results_dir=results_dir,
         resume=record,
+        detach=detach,
         seconds=time.monotonic() - start,
     )
 

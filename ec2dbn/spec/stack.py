@@ -52,6 +52,16 @@ _VPC_RE = re.compile(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _SUBNET_RE = re.compile(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _REMOTE_DIR_RE = re.compile(r"~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]+")
+#: `store: s3://bucket[/prefix]`: S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens,
+#: starting and ending with a letter or digit) and a prefix of plain key characters.
+_STORE_URI_RE = re.compile(
+    r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[A-Za-z0-9_./=-]*))?"
+)
+
+#: `store: auto` (the default): the run store is ec2dbn's bucket of the account and region, made on first use.
+STORE_AUTO = "auto"
+#: `store: none`: no run store; a run's files reach this machine only while `ec2dbn train` follows it.
+STORE_NONE = "none"
 
 #: A stack name (always applied with fullmatch: a trailing newline must not pass): it names a folder
 #: of the state dir, tags and resources.
@@ -97,6 +107,9 @@ class Stack(BaseModel):
     bootstrap: list[str] = Field(default_factory=lambda: list(KNOWN_BOOTSTRAP))
     tags: dict[str, str] = Field(default_factory=dict)
     max_recoveries: int = 3
+    #: Where runs keep their checkpoints, logs and results beyond the instance: `auto`, `none` or
+    #: `s3://bucket/prefix` (see README "Runs that outlive your laptop").
+    store: str = STORE_AUTO
     description: str = ""
 
     @field_validator("name")
@@ -288,6 +301,24 @@ class Stack(BaseModel):
         if not 0 <= v <= 20:
             raise ValueError(f"{v} is outside 0 .. 20")
         return v
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if v in (STORE_AUTO, STORE_NONE):
+            return v
+        m = _STORE_URI_RE.fullmatch(v)
+        if not m or ".." in v or "//" in v[len("s3://") :]:
+            raise ValueError(
+                f"{v!r} is not 'auto', 'none' or s3://BUCKET[/PREFIX] (a bucket name: 3-63 lowercase "
+                "letters, digits, '.' or '-')"
+            )
+        return v
+
+    @property
+    def has_store(self) -> bool:
+        """Whether runs on this stack keep their files in a run store (S3)."""
+        return self.store != STORE_NONE
 
     @property
     def candidates(self) -> list[str]:

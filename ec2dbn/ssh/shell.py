@@ -10,14 +10,11 @@ from collections.abc import Mapping
 
 from ec2dbn.errors import ConfigError
 
+# A remote path quoted for the shell, `~/x` kept relative to the login's home (commands start there): the
+# same quoting as the instance's own job line (trainer/sidecars.py), defined once there.
+from trainer.sidecars import quote_path
 
-def quote_path(path: str) -> str:
-    """A remote path quoted for the shell. `~/x` stays relative to the login's home (commands start there)."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
+__all__ = ["quote_path", "read_command", "shell_exports"]
 
 
 def shell_exports(env: Mapping[str, str] | None) -> str:

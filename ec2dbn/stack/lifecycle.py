@@ -198,8 +198,12 @@ def bring_up(
     avoid_zones: Iterable[str] = (),
     stack_source: str = "",
     on_launched: Callable[[state.StackState], None] | None = None,
+    instance_profile: str | None = None,
 ) -> Up:
     """Launch the stack (or reuse `existing`), record it and pin its host key; returns once it runs.
+
+    instance_profile: the instance profile a new instance gets (a run store's role); a reused instance keeps
+    whatever it was launched with (its state's `instance_profile` says which).
 
     A new instance is tagged with `run_id` (its lease) at creation. Its state is saved, and `on_launched`
     told, as soon as EC2 accepted it — before waiting for it to run — so whatever happens next, nothing
@@ -218,9 +222,11 @@ def bring_up(
         key_store=new.key_store,
         reporter=reporter,
         avoid_zones=avoid_zones,
+        instance_profile=instance_profile,
     )
     inst = launched.instance
     st = new.state
+    st.instance_profile = instance_profile
     st.market, st.key_name = inst.market, launched.key.name
     st.security_group_id = launched.security_group.group_id
     st.launched_at = state.iso(state.utc_now())
@@ -308,6 +314,7 @@ def _apply(st: state.StackState, inst: InstanceRecord) -> None:
     st.public_dns = inst.public_dns or st.public_dns
     st.instance_state = inst.state
     st.image_id = inst.image_id or st.image_id
+    st.instance_profile = inst.instance_profile or st.instance_profile
 
 
 def pin_host_key(instances: Sequence[state.StackState]) -> None:

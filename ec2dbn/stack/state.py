@@ -115,6 +115,8 @@ class StackState(BaseModel):
     price: Price | None = None
     on_demand_price: Price | None = None
     instance_state: str | None = None
+    #: The instance profile the instance was launched with (a run store's role), None: none.
+    instance_profile: str | None = None
 
     def private_key(self) -> Path:
         """The private key SSH uses: the one recorded at launch, else the stack's usual place."""

@@ -243,6 +243,7 @@ class SlotCapacity:
 
     minimum_billed_s = 0.0  # a share of an instance; EC2's minimum is counted once for the instance
     bake: str | None = None  # the fleet's instances run from its stack's image; a point does not choose
+    stores_runs = False  # a fleet's instances carry no instance profile: a sweep's points are not stored
 
     def __init__(self, source: SlotSource, slot: Slot, results_dir: Path) -> None:
         self.source = source
@@ -258,6 +259,8 @@ class SlotCapacity:
         reporter: Reporter,
         avoid_zones: Iterable[str],
         on_launched: Callable[[state.StackState], None],
+        *,
+        instance_profile: str | None = None,
     ) -> lifecycle.Up:
         if self.slot is None:
             self.slot = self.source.pool.take(self.group, first=True)

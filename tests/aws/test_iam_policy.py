@@ -76,7 +76,7 @@ def test_only_allows_no_wildcard_actions_and_no_deny() -> None:
     for st in iam_policy.policy()["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
         assert all(
-            re.fullmatch(r"(ec2|ssm|sts|servicequotas|pricing|iam):[A-Z][A-Za-z]+", a)
+            re.fullmatch(r"(ec2|ssm|sts|servicequotas|pricing|iam|s3):[A-Z][A-Za-z]+", a)
             for a in listed(st["Action"])
         )
 
@@ -104,6 +104,30 @@ def test_what_it_changes_or_removes_must_carry_ec2dbns_tag() -> None:
     role = by_sid["SpotServiceLinkedRole"]
     assert role["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
     assert role["Resource"].endswith(":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot")
+
+
+def test_the_store_and_the_roles_are_scoped_by_name_and_path() -> None:
+    """S3 only on ec2dbn-runs-* (the objects too: * spans '/'), IAM only under /ec2dbn/, PassRole of those
+    roles only to EC2; what each allows and refuses per request: tests/aws/test_policy_proof.py."""
+    for partition in iam_policy.PARTITIONS:
+        for st in iam_policy.policy(partition)["Statement"]:
+            acts = listed(st["Action"])
+            scoped = [a for a in acts if a.startswith(("s3:", "iam:"))]
+            wildcard = {"s3:ListAllMyBuckets", "iam:ListInstanceProfiles"}  # take no resource (the reference)
+            if not scoped or set(scoped) <= wildcard:
+                continue
+            for arn in listed(st["Resource"]):
+                assert (
+                    arn == f"arn:{partition}:s3:::ec2dbn-runs-*"
+                    or re.fullmatch(rf"arn:{partition}:iam::\*:(role|instance-profile)/ec2dbn/\*", arn)
+                    or arn.endswith(":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot")
+                ), (st["Sid"], arn)
+    (passing,) = grants("iam:PassRole")
+    assert passing["Resource"] == "arn:aws:iam::*:role/ec2dbn/*"
+    assert passing["Condition"] == {"StringEqualsIfExists": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    assert {"s3:ListAllMyBuckets", "iam:ListInstanceProfiles"} <= {
+        a for st in iam_policy.policy()["Statement"] if st["Resource"] == "*" for a in listed(st["Action"])
+    }
 
 
 # ------------------------------------------------------------------------------------ every call is covered

@@ -12,18 +12,22 @@ role) is judged too, so the proof cannot pass by allowing everything.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ec2dbn.aws import bakes, fleets, iam_policy, provision
+from ec2dbn.aws import bakes, fleets, iam_policy, provision, run_role, store, teardown
 from ec2dbn.aws.fleets import Pool
 from ec2dbn.aws.tags import RUN_TAG
+from ec2dbn.spec.stack import parse_stack
+from ec2dbn.stack import lifecycle
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_fleet import fleet_stack, launch
 from tests.support import authz, authz_record, iam_eval, policy_proof
-from tests.support.moto_server import MotoServer, tagged_resources
+from tests.support.moto_server import CALLER_IP, MotoServer, tagged_resources
 
 OURS = {"ec2dbn:managed": "true", "ec2dbn:stack": "t"}
 _FLOWS: list[dict[str, Any]] = []
@@ -59,7 +63,38 @@ def run_flows(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> list[dict[
     launch(fleet_stack(), 2)  # a sweep's capacity
     assert cli(capsys, "teardown", "--all", "--yes")[0] == 0
     assert tagged_resources(aws) == NOTHING
+    store_and_role_flows(aws)
     return copy.deepcopy(authz_record.RECORDED[start:])
+
+
+def store_and_role_flows(aws: MotoServer) -> None:
+    """The run store (made, written, read, listed, pulled, found, deleted, versioned too) and the instance's
+    role (made, granted, launched with, removed by teardown)."""
+    region = "us-east-1"
+    ref = store.ensure_store(region, None)
+    store.write_object(region, ref, "r1", "job.log", b"log")
+    assert store.read_object(region, ref, "r1", "job.log", start=1) == b"og"
+    assert store.list_store_runs(region, ref) == ["r1"]
+    assert store.download_run(region, ref, "r1", Path(tempfile.mkdtemp(prefix="ec2dbn-proof-"))) == [
+        "job.log"
+    ]
+    assert store.find_stores(region) == [ref]
+    name = run_role.ensure_instance_profile("t", region)
+    stack = parse_stack({"name": "t", "region": region, "instance_type": "g4dn.xlarge", "image": "ubuntu22"})
+    launched = provision.launch(
+        provision.plan(stack, cidr=f"{CALLER_IP}/32"),
+        user_data="#cloud-config\n",
+        instance_tags={},
+        key_store=lifecycle.StateKeyStore("t"),
+        instance_profile=name,
+    )
+    run_role.grant_run("t", region, ref, "r1", launched.instance.instance_id)
+    assert teardown.teardown("t", region).removed_instance_profile == name
+    assert store.delete_store(region, ref) == 1
+    ref = store.ensure_store(region, None)
+    aws.client("s3").put_bucket_versioning(Bucket=ref.bucket, VersioningConfiguration={"Status": "Enabled"})
+    store.write_object(region, ref, "r1", "job.log", b"log")
+    assert store.delete_store(region, ref) == 1
 
 
 @pytest.fixture
@@ -96,6 +131,21 @@ def test_every_request_of_the_flows_is_allowed(flows: list[dict]) -> None:
         ("ec2:DeleteSnapshot", "snapshot"),
         ("ec2:DeleteTags", "instance"),
         ("iam:GetRole", "role"),
+        # the run store and the instance's role
+        ("s3:CreateBucket", "bucket"),
+        ("s3:PutBucketPolicy", "bucket"),
+        ("s3:ListBucket", "bucket"),
+        ("s3:PutObject", "object"),
+        ("s3:GetObject", "object"),
+        ("s3:DeleteObject", "object"),
+        ("s3:DeleteObjectVersion", "object"),
+        ("s3:ListAllMyBuckets", "*"),
+        ("iam:CreateRole", "role"),
+        ("iam:CreateInstanceProfile", "instance-profile"),
+        ("iam:AddRoleToInstanceProfile", "instance-profile"),
+        ("iam:PassRole", "role"),
+        ("iam:PutRolePolicy", "role"),
+        ("iam:DeleteRole", "role"),
     } <= judged(evaluation)
 
 
@@ -192,6 +242,51 @@ def test_it_refuses_what_is_not_ec2dbns(evaluator: None) -> None:
     }
     for (action, rtype), rec in refused.items():
         assert verdicts([rec])[(action, rtype)] == "ImplicitlyDenied", (action, rtype)
+
+
+def test_it_refuses_other_buckets_roles_and_services(evaluator: None) -> None:
+    """S3 only on ec2dbn-runs-*, IAM only under /ec2dbn/, PassRole of those roles only to EC2."""
+
+    def iam_record(operation: str, params: dict[str, Any]) -> dict:
+        return {"service": "iam", "operation": operation, "region": "us-east-1", "params": params}
+
+    def s3_record(operation: str, params: dict[str, Any]) -> dict:
+        return {"service": "s3", "operation": operation, "region": "us-east-1", "params": params}
+
+    ours = "ec2dbn-t-us-east-1"
+    allowed = {
+        ("s3:PutObject", "object"): s3_record(
+            "PutObject", {"Bucket": "ec2dbn-runs-1-us-east-1", "Key": "runs/r/x"}
+        ),
+        ("iam:CreateRole", "role"): iam_record("CreateRole", {"RoleName": ours, "Path": "/ec2dbn/"}),
+        ("iam:PassRole", "role"): record(
+            "RunInstances", run_params(IamInstanceProfile={"Name": ours}), {"ec2dbn-t": OURS, "sg-0123": OURS}
+        ),
+    }
+    refused = {
+        ("s3:PutObject", "object"): s3_record("PutObject", {"Bucket": "someone-else", "Key": "runs/r/x"}),
+        ("s3:DeleteBucket", "bucket"): s3_record("DeleteBucket", {"Bucket": "someone-else"}),
+        ("iam:CreateRole", "role"): iam_record("CreateRole", {"RoleName": "admin", "Path": "/"}),
+        ("iam:PutRolePolicy", "role"): iam_record("PutRolePolicy", {"RoleName": "admin"}),
+        ("iam:PassRole", "role"): record(
+            "RunInstances",
+            run_params(IamInstanceProfile={"Name": "admin"}),
+            {"ec2dbn-t": OURS, "sg-0123": OURS},
+        ),
+    }
+    for (action, rtype), rec in allowed.items():
+        assert verdicts([rec])[(action, rtype)] == "Allowed", (action, rtype)
+    for (action, rtype), rec in refused.items():
+        assert verdicts([rec])[(action, rtype)] == "ImplicitlyDenied", (action, rtype)
+    # One of ec2dbn's roles passed to another service than EC2.
+    (passing,) = [
+        r for r in authz.requests_for(allowed[("iam:PassRole", "role")]) if r["action"] == "iam:PassRole"
+    ]
+    to_lambda = copy.deepcopy(passing)
+    to_lambda["context"]["iam:PassedToService"] = "lambda.amazonaws.com"
+    for req, want in ((passing, "Allowed"), (to_lambda, "ImplicitlyDenied")):
+        (result,) = iam_eval.evaluate(iam_policy.policies(), [{**req, "id": "x"}]).results
+        assert result["result"] == want
 
 
 def test_it_creates_the_spot_role_only(evaluator: None) -> None:

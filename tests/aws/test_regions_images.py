@@ -20,6 +20,7 @@ def test_per_service_endpoint_variables_are_honoured(
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", aws.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", aws.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws.url)  # launch asks STS who the credentials are first
+    monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", aws.url)  # teardown removes the stack's instance profile
     rc, _, err = cli(capsys, "launch", "--no-bootstrap")
     assert rc == 0, err
     assert len(tagged_resources(aws)["instances"]) == 1

@@ -34,7 +34,8 @@ JOB = {
 
 
 def write_stack(tmp_path: Path, **overrides: object) -> Path:
-    """A stack file for the fake cloud (spot g4dn.xlarge with on-demand fallback); `overrides` win."""
+    """A stack file for the fake cloud (spot g4dn.xlarge with on-demand fallback, no run store);
+    `overrides` win."""
     stack = {
         "name": "e2e",
         "region": "us-east-1",
@@ -48,6 +49,9 @@ def write_stack(tmp_path: Path, **overrides: object) -> Path:
         "max_lifetime": "1h",
         "remote_dir": str(tmp_path / "instance-home" / "ec2dbn"),
         "bootstrap": ["base", "nvidia", "python", "check"],
+        # Off unless a test is about the run store (tests/e2e/test_run_store.py): a stored run needs the
+        # fake instance's IMDS role credentials (`with_imds`) and installs boto3 there.
+        "store": "none",
         **overrides,
     }
     path = tmp_path / "e2e-stack.yaml"

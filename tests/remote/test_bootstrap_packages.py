@@ -129,3 +129,28 @@ def test_the_script_validates_its_input(remote: Remote, tmp_path: Path) -> None:
     result = remote.run(cmd + " 2>&1", check=False)
     assert result.exit_code == 1
     assert "EC2DBN_PIP_EXTRA: 'no-colon' is not MODULE:REQUIREMENT" in result.stdout
+
+
+def test_the_uploaders_boto3_is_installed_by_bootstrap_never_lent(remote: Remote, tmp_path: Path) -> None:
+    """The fake instance's python3 has no boto3 (a fresh image has none); python.sh with the store's
+    requirements installs it (from the instance's wheel folder, its PyPI) and the uploader then starts."""
+    from trainer.contract import STORE_REQUIREMENTS
+
+    probe = "import importlib.util as u; print([m for m in ('boto3', 'botocore') if u.find_spec(m)])"
+    assert remote.run(f'python3 -c "{probe}"').stdout.strip() == "[]"
+    remote_dir = tmp_path / "instance" / "ec2dbn"
+    reporter = RecordingReporter()
+    env = {"PIP_CACHE_DIR": str(tmp_path / "pip-cache")}
+    run_bootstrap(
+        remote,
+        ["base", "python"],
+        str(remote_dir),
+        reporter,
+        tmp_path / "b.log",
+        env=env,
+        requirements=list(STORE_REQUIREMENTS),
+    )
+    assert "[python] installing boto3>=1.28" in reporter.lines("stream")
+    venv_python = remote_dir / "venv" / "bin" / "python"
+    uploader = remote.run(f"cd {REPO} && {venv_python} -m trainer.store_sync --help", check=False)
+    assert uploader.exit_code == 0 and "--terminate-when-done" in uploader.stdout, uploader.stderr

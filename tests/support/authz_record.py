@@ -23,7 +23,7 @@ _ID = re.compile(r"^(i|sg|key|lt|fleet|sir|ami|snap|vol)-[0-9a-f-]+$")
 
 
 def _strip(params: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(params)
+    out = copy.deepcopy({k: v for k, v in params.items() if k != "Body"})  # S3 payloads: no part of it
     out.pop("UserData", None)
     if isinstance(out.get("LaunchTemplateData"), dict):
         out["LaunchTemplateData"].pop("UserData", None)

@@ -36,7 +36,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from tests.support.fake_imds import FakeImds
+from tests.support.fake_imds import FakeImds, RoleCredentials
 from tests.support.moto_server import MotoServer
 from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
 
@@ -44,6 +44,8 @@ from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
 _MADE_BY_CREATE_IMAGE = [{"Name": "tag:ec2dbn:managed", "Values": ["true"]}]
 
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+#: Where boto3's credential chain looks for IMDS (botocore's own setting; 169.254.169.254 by default).
+BOTO_IMDS_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 
 #: Every command run on a fake instance carries this variable (sshd SetEnv) naming the instance, so that
 #: powering it off can find what its sessions started, detached jobs included (they leave sshd's tree).
@@ -67,6 +69,29 @@ def power_off(instance_id: str) -> list[int]:
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))
     return killed
+
+
+#: A role's trust policy that lets EC2 assume it: what an instance profile's role carries.
+EC2_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
+def assume_role_credentials(
+    moto: MotoServer, role_arn: str, session_name: str, region: str = "us-east-1"
+) -> RoleCredentials:
+    """A role's temporary credentials from moto's STS AssumeRole, as EC2 gets them for an instance profile
+    (12 hours: boto3 then has no reason to refresh them mid-test)."""
+    creds = moto.client("sts", region).assume_role(
+        RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=43200
+    )["Credentials"]
+    role = role_arn.rsplit("/", 1)[1]
+    return RoleCredentials(
+        role, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"], creds["Expiration"]
+    )
 
 
 def _free_port() -> int:
@@ -99,7 +124,10 @@ class FakeCloudInit:
         self.never_boot = 0
         self.unbooted: list[str] = []
         #: True: each booted instance gets its own fake metadata service (IMDSv2), which its commands
-        #: reach through EC2DBN_IMDS_URL, as the spot watcher on a real instance reaches 169.254.169.254.
+        #: reach through EC2DBN_IMDS_URL (the spot watcher) and AWS_EC2_METADATA_SERVICE_ENDPOINT (boto3's
+        #: credential chain), as a real instance reaches 169.254.169.254. It serves the instance's id and,
+        #: for an instance launched with an instance profile, its role's credentials (moto STS AssumeRole,
+        #: as EC2 does); without a profile it has none (404), as on EC2.
         self.with_imds = False
         self.imds: dict[str, FakeImds] = {}
         self.reclaimed: set[str] = set()
@@ -204,9 +232,26 @@ class FakeCloudInit:
                 if status == "running" and iid not in self.servers and iid not in self.booted:
                     self.servers[iid] = self._boot(ec2, inst)
                     self.booted.append(iid)
+                elif status == "running" and iid in self.imds and self.imds[iid].credentials is None:
+                    # moto associates a RunInstances' profile just after the instance shows up running
+                    # (EC2 launches with it): serve its credentials as soon as the association is there
+                    self.imds[iid].credentials = self._profile_credentials(inst)
                 elif status in GONE_STATES and iid in self.servers:
                     self.servers.pop(iid).stop()
                     power_off(iid)
+
+    def _profile_credentials(self, inst: dict) -> RoleCredentials | None:
+        """The credentials EC2 would serve this instance: its profile's role, assumed (moto STS)."""
+        profile = (inst.get("IamInstanceProfile") or {}).get("Arn")
+        if not profile:
+            return None
+        iam = self.moto.client("iam", self.region)
+        roles = iam.get_instance_profile(InstanceProfileName=profile.rsplit("/", 1)[1])["InstanceProfile"][
+            "Roles"
+        ]
+        if not roles:
+            return None  # a profile without a role: EC2 serves no credentials either
+        return assume_role_credentials(self.moto, roles[0]["Arn"], inst["InstanceId"], self.region)
 
     def _capture(self, image_id: str) -> None:
         """The disk as it is now becomes image `image_id`'s content (once; made by our CreateImage)."""
@@ -267,8 +312,8 @@ class FakeCloudInit:
         (home / ".ssh" / "authorized_keys").write_text(pair["PublicKey"].rstrip("\n") + "\n")
         env = {**default_env(), **self.env, MARK: iid, "HOME": str(home), "EC2DBN_SYSROOT": str(root)}
         if self.with_imds:
-            self.imds[iid] = FakeImds()
-            env["EC2DBN_IMDS_URL"] = self.imds[iid].url
+            self.imds[iid] = FakeImds(instance_id=iid, credentials=self._profile_credentials(inst))
+            env["EC2DBN_IMDS_URL"] = env[BOTO_IMDS_ENV] = self.imds[iid].url
         port = _free_port() if self.per_instance_ports else self.port
         server = start_sshd(
             folder, host_key_path=host_key, authorized_keys=pair["PublicKey"], port=port, env=env

@@ -8,7 +8,13 @@ with `HttpTokens: required`, the setting ec2dbn launches with:
 - every GET needs a live token in `X-aws-ec2-metadata-token` (else 401);
 - `/latest/meta-data/spot/instance-action` and `/latest/meta-data/events/recommendations/rebalance` answer
   404 until the test calls `announce_spot_interruption()` / `recommend_rebalance()`, then 200 with the
-  JSON EC2 serves (`{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`, `{"noticeTime": ...}`).
+  JSON EC2 serves (`{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`, `{"noticeTime": ...}`);
+- `/latest/meta-data/instance-id` answers the `instance_id` given (404 without one: not how EC2 is, but
+  the spot watcher's tests need no id);
+- `/latest/meta-data/iam/security-credentials/` answers the role's name and `.../<role>` the JSON EC2
+  serves for an instance profile's role (Code, LastUpdated, Type "AWS-HMAC", AccessKeyId,
+  SecretAccessKey, Token, Expiration) once `credentials` are given; without an instance profile both
+  answer 404, as on EC2. boto3's credential chain reads them (AWS_EC2_METADATA_SERVICE_ENDPOINT=url).
 
 Every request is recorded (`requests`) so tests can assert IMDSv2 was used throughout. Use the class
 directly (`with FakeImds() as imds: ...`) or the `fake_imds` fixture (stopped after the test).
@@ -31,6 +37,8 @@ import pytest
 TOKEN_PATH = "/latest/api/token"
 SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
+CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 
@@ -51,10 +59,36 @@ def imds_time(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeImds:
-    """The fake IMDS server; `url` is its base URL (for EC2DBN_IMDS_URL / --imds-url)."""
+@dataclass(frozen=True)
+class RoleCredentials:
+    """An instance profile's role credentials as IMDS serves them (from STS AssumeRole in the tests)."""
 
-    def __init__(self) -> None:
+    role: str
+    access_key_id: str
+    secret_access_key: str
+    token: str
+    expiration: datetime
+
+    def document(self) -> dict[str, str]:
+        """The JSON body of /latest/meta-data/iam/security-credentials/<role>, as EC2 writes it."""
+        return {
+            "Code": "Success",
+            "LastUpdated": imds_time(datetime.now(timezone.utc)),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": self.access_key_id,
+            "SecretAccessKey": self.secret_access_key,
+            "Token": self.token,
+            "Expiration": imds_time(self.expiration),
+        }
+
+
+class FakeImds:
+    """The fake IMDS server; `url` is its base URL (for EC2DBN_IMDS_URL / --imds-url, and for boto3's
+    AWS_EC2_METADATA_SERVICE_ENDPOINT). `instance_id` and `credentials` may be set at any time."""
+
+    def __init__(self, instance_id: str | None = None, credentials: RoleCredentials | None = None) -> None:
+        self.instance_id = instance_id
+        self.credentials = credentials
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic seconds)
         self._spot: dict[str, str] | None = None
@@ -137,10 +171,21 @@ class FakeImds:
             elif state != "valid":
                 status, body = 401, b""
             else:
-                doc = {SPOT_ACTION_PATH: self._spot, REBALANCE_PATH: self._rebalance}.get(path)
-                status, body = (200, json.dumps(doc).encode()) if doc else (404, b"")
+                status, body = self._metadata(path)
             self.requests.append(ImdsRequest(method, path, state, status, now))
         return status, body, extra
+
+    def _metadata(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of a metadata GET with a valid token."""
+        creds = self.credentials
+        if path == INSTANCE_ID_PATH:
+            return (200, self.instance_id.encode()) if self.instance_id else (404, b"")
+        if creds is not None and path == CREDENTIALS_PATH:
+            return 200, creds.role.encode()
+        if creds is not None and path == CREDENTIALS_PATH + creds.role:
+            return 200, json.dumps(creds.document(), indent=2).encode()
+        doc = {SPOT_ACTION_PATH: self._spot, REBALANCE_PATH: self._rebalance}.get(path)
+        return (200, json.dumps(doc).encode()) if doc else (404, b"")
 
     def _token(self, ttl: str | None, path: str, now: float) -> tuple[int, bytes, dict[str, str]]:
         if path != TOKEN_PATH:

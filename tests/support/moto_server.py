@@ -63,6 +63,8 @@ _ENV_CLEARED = (
     "AWS_ENDPOINT_URL_EC2",
     "AWS_ENDPOINT_URL_SSM",
     "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_IAM",
+    "AWS_ENDPOINT_URL_S3",
     "EC2DBN_SSH_ENDPOINT",
     "EC2DBN_SSH_ENDPOINTS",
 )
@@ -223,7 +225,9 @@ OPERATIONS_SEEN: set[str] = set()
 
 
 def _record_operation(model: Any, **_: Any) -> None:
-    OPERATIONS_SEEN.add(f"{model.service_model.signing_name}:{model.name}")
+    from ec2dbn.aws.iam_policy import action_of
+
+    OPERATIONS_SEEN.add(action_of(model.service_model.signing_name, model.name))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,0 +1,200 @@
+"""The instance's credentials the way EC2 gives them: a role and an instance profile per stack and region.
+
+The instance reads the role's temporary credentials from IMDS with boto3's standard chain; no key is ever
+copied to it. What the role may do is set per run (`grant_run`): read and write its own run's prefix of the
+store, list only under it, and terminate only the instance it runs on (ec2:SourceInstanceARN is the ARN of
+the instance whose credentials sign the request). IAM is global, so the names carry the region; role and
+profile live under the path /ec2dbn/ (the user's IAM policy allows IAM changes there only) and are tagged
+ec2dbn:managed, ec2dbn:stack and ec2dbn:region, so teardown by tags finds them without local state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ec2dbn.aws.account import identity
+from ec2dbn.aws.errors import aws_errors, error_code
+from ec2dbn.aws.session import Aws
+from ec2dbn.aws.store import StoreRef, run_prefix
+from ec2dbn.aws.tags import MANAGED_TAG, STACK_TAG, as_dict
+from ec2dbn.errors import CloudError
+from trainer import strict_json
+
+ROLE_PATH = "/ec2dbn/"
+REGION_TAG = "ec2dbn:region"
+#: The one inline policy of the role, replaced for each run.
+RUN_POLICY = "ec2dbn-run"
+EC2_SERVICE = "ec2.amazonaws.com"
+_MAX_NAME = 64  # a role name's limit (an instance profile's is 128)
+
+
+def profile_name(stack: str, region: str) -> str:
+    """'ec2dbn-<stack>-<region>', the role's and the profile's name; a hash keeps a long one under 64."""
+    name = f"ec2dbn-{stack}-{region}"
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_NAME - 9]}-{digest}"
+
+
+def _tags(stack: str, region: str) -> list[dict[str, str]]:
+    tags = {MANAGED_TAG: "true", STACK_TAG: stack, REGION_TAG: region}
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _ours(tags: Any, stack: str | None = None) -> bool:
+    d = as_dict(tags)
+    return d.get(MANAGED_TAG) == "true" and (stack is None or d.get(STACK_TAG) == stack)
+
+
+def _iam(region: str) -> Any:
+    return Aws(region).client("iam")
+
+
+def _trust() -> str:
+    statement = {"Effect": "Allow", "Principal": {"Service": EC2_SERVICE}, "Action": "sts:AssumeRole"}
+    return strict_json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def _get(call: Any, key: str, **params: str) -> dict[str, Any] | None:
+    try:
+        return dict(call(**params)[key])
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        raise
+
+
+def ensure_instance_profile(stack: str, region: str) -> str:
+    """The stack's role (trusting EC2 only) and instance profile of the same name, the role in the profile;
+    created when missing, left as they are when they exist and are the stack's. Returns the profile's name.
+
+    Raises CloudError when a role or profile of that name exists but is not tagged for the stack (it is not
+    ec2dbn's to use), or AWS refuses."""
+    iam = _iam(region)
+    name = profile_name(stack, region)
+    with aws_errors(region, f"making the instance role and profile {name}"):
+        role = _get(iam.get_role, "Role", RoleName=name)
+        if role is None:
+            iam.create_role(
+                RoleName=name,
+                Path=ROLE_PATH,
+                AssumeRolePolicyDocument=_trust(),
+                Description=f"ec2dbn stack {stack} in {region}: its run's store prefix, terminate itself",
+                Tags=_tags(stack, region),
+            )
+        elif not _ours(role.get("Tags"), stack):
+            raise CloudError(
+                f"IAM role {name} exists but is not tagged for stack {stack}: ec2dbn leaves it alone"
+            )
+        profile = _get(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name)
+        if profile is None:
+            profile = iam.create_instance_profile(
+                InstanceProfileName=name, Path=ROLE_PATH, Tags=_tags(stack, region)
+            )["InstanceProfile"]
+        elif not _ours(profile.get("Tags"), stack):
+            raise CloudError(f"instance profile {name} exists but is not tagged for stack {stack}")
+        if name not in [r["RoleName"] for r in profile.get("Roles") or []]:
+            iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return name
+
+
+def run_policy(
+    partition: str, account: str, region: str, ref: StoreRef, run_id: str, instance_id: str
+) -> dict[str, Any]:
+    """The role's inline policy for one run on one instance (see the module doc)."""
+    prefix = run_prefix(ref, run_id)
+    bucket = f"arn:{partition}:s3:::{ref.bucket}"
+    instance = f"arn:{partition}:ec2:{region}:{account}:instance/{instance_id}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OwnRunFiles",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Resource": f"{bucket}/{prefix}*",
+            },
+            {
+                "Sid": "ListOwnRun",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket,
+                "Condition": {"StringLike": {"s3:prefix": f"{prefix}*"}},
+            },
+            {
+                "Sid": "TerminateItself",
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": instance,
+                "Condition": {"ArnEquals": {"ec2:SourceInstanceARN": instance}},
+            },
+        ],
+    }
+
+
+def grant_run(stack: str, region: str, ref: StoreRef, run_id: str, instance_id: str) -> None:
+    """Let the stack's role write run `run_id`'s files and terminate `instance_id` (and nothing else): its
+    one inline policy, replaced. Raises CloudError."""
+    aws = Aws(region)
+    iam = aws.client("iam")
+    name = profile_name(stack, region)
+    account = identity(aws).account
+    document = run_policy(iam.meta.partition, account, region, ref, run_id, instance_id)
+    with aws_errors(region, f"granting run {run_id} to the role {name}"):
+        iam.put_role_policy(RoleName=name, PolicyName=RUN_POLICY, PolicyDocument=strict_json.dumps(document))
+
+
+def remove_instance_profile(stack: str, region: str) -> bool:
+    """Remove the stack's instance profile and role (the role out of the profile, the profile, the role's
+    inline policies, the role); parts already gone are fine, parts not tagged for the stack are left.
+    Returns whether anything was removed. Raises CloudError."""
+    iam = _iam(region)
+    name = profile_name(stack, region)
+    removed = False
+    with aws_errors(region, f"removing the instance role and profile {name}"):
+        profile = _get(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name)
+        if profile is not None and _ours(profile.get("Tags"), stack):
+            for role in profile.get("Roles") or []:
+                iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+            iam.delete_instance_profile(InstanceProfileName=name)
+            removed = True
+        role = _get(iam.get_role, "Role", RoleName=name)
+        if role is not None and _ours(role.get("Tags"), stack):
+            for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+                for policy in page["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=name, PolicyName=policy)
+            iam.delete_role(RoleName=name)
+            removed = True
+    return removed
+
+
+def _profiles(region: str | None) -> dict[str, dict[str, str]]:
+    """ec2dbn's instance profiles (path /ec2dbn/, tagged ec2dbn:managed=true), of `region` or of all:
+    {name: tags}."""
+    where = region or "us-east-1"
+    iam = _iam(where)
+    found: dict[str, dict[str, str]] = {}
+    with aws_errors(where, "listing ec2dbn's instance profiles"):
+        for page in iam.get_paginator("list_instance_profiles").paginate(PathPrefix=ROLE_PATH):
+            for p in page["InstanceProfiles"]:
+                # IAM's listings may leave the tags out (its documentation says so): read each profile.
+                name = str(p["InstanceProfileName"])
+                full = _get(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name) or {}
+                tags = as_dict(full.get("Tags"))
+                if _ours(full.get("Tags")) and (region is None or tags.get(REGION_TAG) == region):
+                    found[name] = tags
+    return found
+
+
+def find_instance_profiles(region: str | None) -> list[str]:
+    """ec2dbn's instance profiles (path /ec2dbn/, tagged ec2dbn:managed=true), of `region` or of all."""
+    return sorted(_profiles(region))
+
+
+def profile_stacks(region: str) -> list[str]:
+    """The stacks with an instance profile in `region` (teardown --all finds them by this)."""
+    return sorted({tags[STACK_TAG] for tags in _profiles(region).values() if tags.get(STACK_TAG)})
