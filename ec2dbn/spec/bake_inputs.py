@@ -45,8 +45,11 @@ def requirements_for(data_sets: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 
 def bake_requirements() -> tuple[tuple[str, str], ...]:
-    """What a bake's venv gets beyond NumPy, PyYAML and CuPy: what every bundled job's data set needs."""
-    return requirements_for(bundled_data_sets())
+    """What a bake's venv gets beyond NumPy, PyYAML and CuPy: what every bundled job's data set needs, and
+    the run store's uploader (boto3), so a stored run on a baked instance installs nothing."""
+    from trainer.contract import STORE_REQUIREMENTS
+
+    return tuple(sorted({*requirements_for(bundled_data_sets()), *STORE_REQUIREMENTS}))
 
 
 def bake_hash(base_image_id: str, steps: Sequence[str], scripts: Path | None = None) -> str:

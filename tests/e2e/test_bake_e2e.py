@@ -97,6 +97,8 @@ def test_bake_then_train_on_it_then_teardown_images_leaves_nothing(
     disk = fake_cloud.image_disk(image["ImageId"])
     assert (disk / "home" / "ec2dbn" / ".bootstrap" / "baked").read_text().strip() == tags[BAKE_TAG]
     assert (disk / "home" / "ec2dbn" / "venv" / "bin" / "python").exists()
+    # the run store's uploader needs boto3, which the fresh instance lacked: the bake installed it
+    assert list((disk / "home" / "ec2dbn" / "venv").glob("lib/python3*/site-packages/boto3/__init__.py"))
     assert not (disk / "home" / ".ssh" / "authorized_keys").exists()
     assert not list((disk / "etc" / "ssh").glob("ssh_host_*"))
     bake_record = json.loads(next((tmp_path / "bakes").glob("*/run.json")).read_text())
