@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2dbn import aws
-from ec2dbn.errors import ConfigError, Ec2dbnError
+from ec2dbn.errors import ConfigError, CredentialsError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.run import run_store
 from ec2dbn.run.results import RunRecord
@@ -81,10 +81,15 @@ class StoreLink:
         None when the run is not stored."""
         if not self.wanted:
             return None
-        if self.store is None:
-            self.store = run_store.open_store(self.stack, self.record.run_id, self.reporter)
-            self.record.store = self.store.ref.uri
-        return str(aws.ensure_instance_profile(self.stack.name, self.stack.region))
+        try:
+            if self.store is None:
+                self.store = run_store.open_store(self.stack, self.record.run_id, self.reporter)
+                self.record.store = self.store.ref.uri
+            return str(aws.ensure_instance_profile(self.stack.name, self.stack.region))
+        except CredentialsError:
+            raise  # the one answer every verb gives for credentials
+        except Ec2dbnError as exc:  # e.g. a policy from before the run store: say the other way out too
+            raise type(exc)(f"{exc} (or run without a run store: `store: none` in the stack)") from None
 
     def grant(self, st: state.StackState, profile: str | None) -> Any:
         """Let the instance write this run's prefix and end itself; the uploader's target

@@ -177,3 +177,19 @@ def test_plan_says_where_the_run_keeps_its_files(
     rc, out, _err = cli(capsys, "plan", "seed-mnist5k", "--stack", stack, "--json")
     assert json.loads(out)["store"] == store
     assert aws.client("s3", REGION).list_buckets()["Buckets"] == []  # planning makes no store
+
+
+def test_a_policy_without_the_store_fails_in_one_line_naming_both_ways_out(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Credentials whose policy predates the run store: the first stored `train` stops before any
+    instance exists, naming the missing action, the policy to attach, and `store: none`."""
+    from tests.support.moto_server import inject_error, tagged_resources
+
+    inject_error("CreateBucket", "AccessDenied", service="s3", times=None)
+    rc, _out, err = cli(capsys, "train", "seed-mnist5k", "--stack", stack_file(tmp_path))
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert rc == 1 and "s3:CreateBucket" in line and "iam-policy" in line and "`store: none`" in line
+    assert not any(tagged_resources(aws).values())
+    assert aws.client("s3", REGION).list_buckets()["Buckets"] == []
+    assert aws.client("iam", REGION).list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
