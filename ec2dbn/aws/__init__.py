@@ -79,6 +79,7 @@ FACE: dict[str, tuple[str, str]] = {
     "parse_store_uri": ("store", "parse_store_uri"),
     "default_bucket": ("store", "default_bucket"),
     "ensure_store": ("store", "ensure_store"),
+    "store_status": ("store", "store_status"),
     "run_prefix": ("store", "run_prefix"),
     "run_files": ("store", "run_files"),
     "read_object": ("store", "read_object"),

@@ -153,6 +153,19 @@ def ensure_store(region: str, ref: StoreRef | None) -> StoreRef:
     return StoreRef(bucket)
 
 
+def store_status(region: str, ref: StoreRef | None) -> tuple[StoreRef, bool]:
+    """What `ensure_store` would use, without making anything: (the store, whether it exists and is ready;
+    for ec2dbn's own bucket: made and tagged). For `ec2dbn check`."""
+    aws = Aws(region)
+    s3 = aws.client("s3")
+    if ref is not None:
+        with aws_errors(region, f"checking the run store {ref.uri}"):
+            return ref, _exists(s3, ref.bucket)
+    own = StoreRef(default_bucket(identity(aws).account, region))
+    with aws_errors(region, f"checking the run store {own.uri}"):
+        return own, _exists(s3, own.bucket) and _tags(s3, own.bucket).get(MANAGED_TAG) == "true"
+
+
 def _create(s3: Any, bucket: str, region: str) -> None:
     """Create (or finish creating) ec2dbn's bucket; tagged last, so the tag means 'complete'."""
     params: dict[str, Any] = {"Bucket": bucket}

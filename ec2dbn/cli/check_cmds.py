@@ -23,7 +23,7 @@ _MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow")
 def check(stack_ref: str | None, region: str | None, image: str | None, as_json: bool) -> int:
     """Check that the stack can launch from these credentials in this region: credentials and account,
     region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price, the Spot service-linked
-    role. Creates nothing.
+    role, the run store. Creates nothing.
 
     \b
     Exit code 0 when the stack can launch, 1 when it cannot (every ✗ says how to fix it).

@@ -31,7 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "ec2dbn.cli.check_cmds",
         "Check that the stack can launch from these credentials in this region: credentials and account, "
         "region, instance types, vCPU quotas, VPC and subnets, zones, image, spot price, the Spot "
-        "service-linked role.",
+        "service-linked role, the run store.",
     ),
     "examples": (
         "ec2dbn.cli.examples_cmds",

@@ -69,7 +69,16 @@ def run(stack: Stack) -> CheckReport:
     checks = report.checks
 
     def skip_rest(after: str) -> CheckReport:
-        rest = ("instance types", "quotas", "network", "zones", "image", "spot price", "service-linked role")
+        rest = (
+            "instance types",
+            "quotas",
+            "network",
+            "zones",
+            "image",
+            "spot price",
+            "service-linked role",
+            "run store",
+        )
         for name in rest:
             checks.append(Check(name, "skip", f"skipped: {after} failed"))
         return report
@@ -98,7 +107,31 @@ def run(stack: Stack) -> CheckReport:
     _image(aws, stack, checks)
     _spot(aws, stack, usable, checks)
     _spot_role(aws, stack, checks)
+    _run_store(stack, checks)
     return report
+
+
+def _run_store(stack: Stack, checks: list[Check]) -> None:
+    """Where runs keep their files: ec2dbn's bucket (there, or made on first use) or the stack's own."""
+    from ec2dbn import aws as face
+
+    if not stack.has_store:
+        checks.append(Check("run store", "skip", "store: none (runs keep their files on this machine only)"))
+        return
+    named = None if stack.store == "auto" else face.parse_store_uri(stack.store)
+    try:
+        ref, ready = face.store_status(stack.region, named)
+    except Ec2dbnError as exc:
+        fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
+        checks.append(Check("run store", "warn", str(exc), fix, blocking=False))
+        return
+    if ready:
+        checks.append(Check("run store", "ok", f"{ref.uri} exists"))
+    elif named is None:
+        checks.append(Check("run store", "ok", f"{ref.uri} is made by the first stored run"))
+    else:
+        fix = "create the bucket, or use `store: auto` (ec2dbn's own) or `store: none`"
+        checks.append(Check("run store", "fail", f"{ref.uri} does not exist", fix))
 
 
 def _spot_role(aws: Aws, stack: Stack, checks: list[Check]) -> None:

@@ -89,6 +89,7 @@ def test_a_launchable_stack_is_all_ticks_and_exit_0(
         "image": "✓",
         "spot": "✓",
         "service-linked": "✓",
+        "run": "✓",
     }
     assert (
         "account 123456789012" in out and "All G and VT Spot Instance Requests (L-3819A6DF) is 8 vCPUs" in out
@@ -229,3 +230,27 @@ def test_spot_above_max_price(
         and "above max_price" in spot["detail"]
     )
     assert "raise max_price" in spot["fix"]
+
+
+def test_the_run_store_row_says_where_runs_keep_their_files(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store: none` is skipped; ec2dbn's bucket is fine before its first run (made then) and after;
+    a named bucket that does not exist blocks the launch. The check itself makes no bucket."""
+    quotas_are({"L-3819A6DF": 8, "L-DB2E81BA": 8})
+    make_spot_role(aws)
+    _rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="none"))
+    assert [r["status"] for r in rows(report, "run store")] == ["skip"]
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "run store")
+    assert rc == 0 and row["status"] == "ok" and "made by the first stored run" in row["detail"]
+    assert aws.client("s3").list_buckets()["Buckets"] == []
+    from ec2dbn import aws as face
+
+    face.ensure_store("us-east-1", None)
+    _rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "run store")
+    assert row["status"] == "ok" and row["detail"] == "s3://ec2dbn-runs-123456789012-us-east-1/ exists"
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="s3://ec2dbn-runs-nobody/x"))
+    (row,) = rows(report, "run store")
+    assert rc == 1 and row["status"] == "fail" and "does not exist" in row["detail"]
