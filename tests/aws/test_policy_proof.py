@@ -36,11 +36,7 @@ _FLOWS: list[dict[str, Any]] = []
 @pytest.fixture
 def evaluator() -> None:
     """The evaluator must be installed in CI; elsewhere its absence skips these tests, saying why."""
-    reason = iam_eval.missing()
-    if reason is not None:
-        if iam_eval.in_ci():
-            pytest.fail(f"the IAM policy evaluator is missing in CI: {reason}")
-        pytest.skip(f"the IAM policy evaluator is not installed: {reason}")
+    iam_eval.require()
 
 
 def run_flows(aws: MotoServer, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:

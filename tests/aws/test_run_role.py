@@ -119,11 +119,7 @@ def test_a_role_left_without_its_profile_is_removed_too(aws: MotoServer) -> None
 
 @pytest.fixture
 def evaluator() -> None:
-    reason = iam_eval.missing()
-    if reason is not None:
-        if iam_eval.in_ci():
-            pytest.fail(f"the IAM policy evaluator is missing in CI: {reason}")
-        pytest.skip(f"the IAM policy evaluator is not installed: {reason}")
+    iam_eval.require()
 
 
 MINE = "i-0123456789abcdef0"

@@ -36,6 +36,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require() -> None:
+    """For a test that needs the evaluator: a failure in CI when missing, elsewhere a skip saying why."""
+    import pytest
+
+    reason = missing()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"the IAM policy evaluator is missing in CI: {reason}")
+        pytest.skip(f"the IAM policy evaluator is not installed: {reason}")
+
+
 @dataclass
 class Evaluation:
     """The evaluator's verdicts: one per (request, resource); `errors`: requests it could not judge."""
