@@ -177,8 +177,7 @@ class Pipeline:
         with self.phase("plan"):
             self.capacity.plan(self.v, self.reporter, self.record.run_id)
             self.record.bake = self.capacity.bake
-        self.stored.before_resume(self.results_dir)
-        resume = (self.results_dir / CHECKPOINT_FILE).is_file()
+        resume = (self.results_dir / CHECKPOINT_FILE).is_file() or self.stored.holds_checkpoint()
         avoid: list[str] = []
         while True:
             try:

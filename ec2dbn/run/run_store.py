@@ -134,6 +134,11 @@ def fetch_resume_files(store: RunStore, results_dir: Path, reporter: Reporter) -
     return False
 
 
+def has_checkpoint(store: RunStore) -> bool:
+    """Whether the store holds the run's checkpoint (one listing, nothing downloaded)."""
+    return STORE_OUT + CHECKPOINT_FILE in aws.run_files(store.region, store.ref, store.run_id)
+
+
 def last_epoch(store: RunStore) -> int | None:
     """The last finished epoch the store's metrics.jsonl records (None: none yet)."""
     raw = store.read(STORE_OUT + METRICS_JSONL)

@@ -40,10 +40,16 @@ class StoreLink:
         #: This process detached from the run (`--detach`): the instance finishes it; nothing to tear down.
         self.left_to_instance = False
 
-    def before_resume(self, results_dir: Path) -> None:
-        """`--resume`: take the newest checkpoint from the store."""
-        if self.v.resume is not None and self.store is not None:
-            run_store.fetch_resume_files(self.store, results_dir, self.reporter)
+    def holds_checkpoint(self) -> bool:
+        """`--resume` of a run whose checkpoint is in the store (this machine may have none): it resumes,
+        and `fetch` brings the store's copy before shipping (listed here, downloaded once, there)."""
+        if self.v.resume is None or self.store is None:
+            return False
+        try:
+            return run_store.has_checkpoint(self.store)
+        except Ec2dbnError as exc:
+            self.reporter.warn(f"could not read the run store ({exc}); resuming from this machine's copy")
+            return False
 
     def new_segment(self, target: Any) -> None:
         """A job starts on an instance: an earlier segment's manifest no longer says how the run ended."""
