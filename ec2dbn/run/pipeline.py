@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ec2dbn import aws
 from ec2dbn.errors import (
     ConfigError,
     Ec2dbnError,
@@ -42,6 +41,7 @@ from ec2dbn.events import QuietOnClosedTerminal, Reporter
 from ec2dbn.results_layout import BOOTSTRAP_LOG
 from ec2dbn.run import signals
 from ec2dbn.run.capacity import Capacity, StackCapacity
+from ec2dbn.run.instance_fate import Fate, instance_fate, settled_fate
 from ec2dbn.run.instance_files import (
     CheckpointCopier,
     RemoteRun,
@@ -203,7 +203,8 @@ class Pipeline:
     def _loss_reason(self, exc: Exception) -> str:
         """Decide from what AWS says about the instance, not from the exception: gone → the reason to
         recover; marked by `ec2dbn teardown` → stop; running (or unknown, or none yet) → re-raise."""
-        fate = self._instance_fate()
+        iid = self.st.instance_id if self.st else None
+        fate = settled_fate(self.stack.region, iid, self._remote, self.reporter)
         if fate == "torn-down":
             raise StackTornDownError(
                 f"stack {self.stack.name} was torn down by `ec2dbn teardown` during the run; "
@@ -212,21 +213,10 @@ class Pipeline:
         if fate != "lost":
             raise exc
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Ec2dbnError) else str(exc)
-        return f"the instance {self.st.instance_id if self.st else '?'} went away ({what})"
+        return f"the instance {iid or '?'} went away ({what})"
 
-    def _instance_fate(self) -> str:
-        """'alive', 'lost', 'torn-down', 'unknown' (EC2 can't be asked) or 'none' (nothing launched)."""
-        if self.st is None or not self.st.instance_id:
-            return "none"
-        try:
-            inst = aws.describe_instance(self.stack.region, self.st.instance_id)
-        except Ec2dbnError:
-            return "unknown"
-        if inst is not None and inst.torn_down:
-            return "torn-down"
-        if inst is not None and inst.state in aws.REUSABLE_STATES:
-            return "alive"
-        return "lost"
+    def _instance_fate(self) -> Fate:
+        return instance_fate(self.stack.region, self.st.instance_id if self.st else None)
 
     # -- one instance ----------------------------------------------------------------------------------
 

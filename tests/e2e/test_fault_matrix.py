@@ -37,6 +37,7 @@ import yaml
 
 from ec2dbn import package_data
 from ec2dbn.cli import main
+from ec2dbn.run import instance_fate
 from tests.e2e.helpers import (
     JOB,
     hold_on_the_instance,
@@ -46,6 +47,7 @@ from tests.e2e.helpers import (
     write_job,
     write_stack,
 )
+from tests.support.fake_cloud import EC2_DESCRIBE_LAG_S
 from tests.support.hold import HELD
 from tests.support.moto_server import (
     MotoServer,
@@ -680,14 +682,14 @@ def test_an_instance_lost_in_any_phase_is_recovered(
     phase: str, phase_hook, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys
 ) -> None:
     """EC2 takes the instance back just as a phase starts (the fake cloud powers it off: its sshd and
-    every session die): the run recovers on a new instance and finishes."""
+    every session die; EC2 says so a little later): the run recovers on a new instance and finishes."""
     lost: list[str] = []
 
     def reclaim(name: str) -> None:
         if name == phase and not lost:
             lost.extend(running_instances(aws))
             for iid in lost:
-                fake_cloud.reclaim(iid)
+                fake_cloud.reclaim(iid, describe_lag_s=EC2_DESCRIBE_LAG_S)  # EC2 says so a little later
 
     phase_hook(reclaim)
     stack = write_stack(tmp_path, remote_dir=str(instance_disk))
@@ -703,6 +705,36 @@ def test_an_instance_lost_in_any_phase_is_recovered(
     assert outcome.record["instance_id"] not in lost
     metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+
+
+def test_ssh_silent_while_ec2_says_running_is_a_failure_not_a_loss(
+    phase_hook, fake_cloud, aws: MotoServer, instance_disk: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The other side of EC2's lag: the instance's sshd dies as ship starts and EC2 goes on saying the
+    instance runs. Once the settle wait is over the ship's own error stands: exit 1, no recovery, no
+    second instance, nothing left."""
+    monkeypatch.setattr(instance_fate, "SETTLE_S", 3.0)
+    silenced: list[str] = []
+
+    def silence(name: str) -> None:
+        if name == "ship" and not silenced:
+            silenced.extend(running_instances(aws))
+            for iid in silenced:
+                fake_cloud.servers[iid].stop()  # sshd gone; the machine, for EC2, still running
+
+    phase_hook(silence)
+    stack = write_stack(tmp_path, remote_dir=str(instance_disk))
+    outcome = check_row(
+        "SSH silent while EC2 says running",
+        train(tmp_path, stack, job_file(tmp_path, "silent"), capsys),
+        aws,
+        1,
+        "127.0.0.1",
+    )
+    assert len(silenced) == 1
+    assert outcome.record["recoveries"] == [] and outcome.record["status"] == "failed"
+    assert len(all_instances(aws)) == 1
+    assert "waiting for SSH" in outcome.err  # the settle wait said what it waited for
 
 
 def reclaim_at_launch(aws: MotoServer, times: int) -> list[str]:

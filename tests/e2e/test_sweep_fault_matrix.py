@@ -39,7 +39,7 @@ from ec2dbn.cli import main
 from ec2dbn.run import pipeline
 from ec2dbn.stack import ready
 from tests.e2e.helpers import run_cli, write_stack
-from tests.support.fake_cloud import FakeCloudInit
+from tests.support.fake_cloud import EC2_DESCRIBE_LAG_S, FakeCloudInit
 from tests.support.hold import HELD, TrainerHold
 from tests.support.moto_server import MotoServer, add_hook, tagged_resources
 from tests.support.sshd import default_env
@@ -173,7 +173,7 @@ class Losses:
         with self._lock:
             if moment == "before-running":  # a replacement: the notice's two minutes are up
                 for iid in self.noticed:
-                    self.cloud.reclaim(iid)
+                    self.cloud.reclaim(iid, describe_lag_s=EC2_DESCRIBE_LAG_S)
                 self.noticed.clear()
             here = threading.current_thread().name
             if moment != "follow" and self.hold is not None and here == self.noticed_point:
@@ -209,7 +209,7 @@ class Losses:
     def _lose(self, iid: str) -> None:
         if iid not in self.lost:
             self.lost.append(iid)
-        self.cloud.reclaim(iid)
+        self.cloud.reclaim(iid, describe_lag_s=EC2_DESCRIBE_LAG_S)
 
     def _running(self) -> list[str]:
         ec2 = self.cloud.moto.client("ec2", self.cloud.region)

@@ -43,6 +43,10 @@ from tests.support.sshd import SSH_KEYGEN, SshServer, default_env, start_sshd
 #: Images made from an instance by ec2dbn (CreateImage tags them at creation); the seeded base images are not.
 _MADE_BY_CREATE_IMAGE = [{"Name": "tag:ec2dbn:managed", "Values": ["true"]}]
 
+#: A lag the fault matrices give every loss: EC2's API is eventually consistent, so an instance taken back
+#: can be described as running a little after its SSH died (tests/support/fake_cloud.reclaim).
+EC2_DESCRIBE_LAG_S = 2.0
+
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 #: Where boto3's credential chain looks for IMDS (botocore's own setting; 169.254.169.254 by default).
 BOTO_IMDS_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
@@ -131,6 +135,7 @@ class FakeCloudInit:
         self.with_imds = False
         self.imds: dict[str, FakeImds] = {}
         self.reclaimed: set[str] = set()
+        self._late_terminations: list[threading.Timer] = []
         #: Extra variables for the commands of instances booted from now on (sshd SetEnv); tests put a
         #: TrainerHold's variable here. Nothing of this machine's own environment goes in by default.
         self.env: dict[str, str] = {}
@@ -152,6 +157,8 @@ class FakeCloudInit:
 
     def stop(self) -> None:
         self._stop.set()
+        for timer in self._late_terminations:
+            timer.cancel()
         self._thread.join(timeout=10)
         with self._lock:
             for server in self.servers.values():
@@ -159,16 +166,30 @@ class FakeCloudInit:
             for imds in self.imds.values():
                 imds.stop()
 
-    def reclaim(self, instance_id: str) -> None:
+    def reclaim(self, instance_id: str, describe_lag_s: float = 0.0) -> None:
         """EC2 takes the instance back: it is powered off here at once (its sshd and everything started
-        on it killed; never booted later from a describe that predates this) and terminated in moto."""
+        on it killed; never booted later from a describe that predates this) and terminated in moto.
+
+        describe_lag_s: EC2's API is eventually consistent, so DescribeInstances may go on saying
+        `running` for a while after the machine is gone; moto terminates it only after this long.
+        """
         with self._lock:
             self.reclaimed.add(instance_id)
             server = self.servers.pop(instance_id, None)
             if server is not None:
                 server.stop()
             power_off(instance_id)
-        self.moto.client("ec2", self.region).terminate_instances(InstanceIds=[instance_id])
+        if describe_lag_s <= 0:
+            self.moto.client("ec2", self.region).terminate_instances(InstanceIds=[instance_id])
+            return
+        timer = threading.Timer(describe_lag_s, self._terminate_late, args=(instance_id,))
+        timer.daemon = True
+        self._late_terminations.append(timer)
+        timer.start()
+
+    def _terminate_late(self, instance_id: str) -> None:
+        with contextlib.suppress(Exception):  # moto may already be stopping with the test
+            self.moto.client("ec2", self.region).terminate_instances(InstanceIds=[instance_id])
 
     def _list_endpoint(self, instance_id: str, port: int) -> None:
         """Add the instance's line to the endpoints file (atomically: ec2dbn reads it at any moment)."""
