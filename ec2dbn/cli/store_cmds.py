@@ -17,6 +17,7 @@ from ec2dbn.errors import ConfigError, Ec2dbnError
 from ec2dbn.events import Reporter
 from ec2dbn.results_layout import RUN_FILE
 from ec2dbn.run import run_store
+from ec2dbn.run.instance_fate import instance_fate
 from ec2dbn.run.results import RunRecord
 
 #: A run id as `ec2dbn train` makes them (ec2dbn.run.results.new_run_id): `<job>-YYYYMMDD-HHMMSS-xxxx`.
@@ -130,13 +131,7 @@ def follow_run_log(run_id: str, results_root: Path, follow: bool, reporter: Repo
 
 def _instance_alive(record: RunRecord) -> bool:
     """Whether EC2 says the run's (last) instance still runs; False when it cannot be asked."""
-    if not record.instance_id or not record.region:
-        return False
-    try:
-        inst = aws.describe_instance(record.region, record.instance_id)
-    except Ec2dbnError:
-        return False
-    return inst is not None and inst.state in aws.REUSABLE_STATES
+    return bool(record.region) and instance_fate(record.region or "", record.instance_id) == "alive"
 
 
 def detached_rows(results_root: Path) -> list[tuple[str, str, str, str]]:
