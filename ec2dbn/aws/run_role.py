@@ -6,6 +6,9 @@ store, list only under it, and terminate only the instance it runs on (ec2:Sourc
 the instance whose credentials sign the request). IAM is global, so the names carry the region; role and
 profile live under the path /ec2dbn/ (the user's IAM policy allows IAM changes there only) and are tagged
 ec2dbn:managed, ec2dbn:stack and ec2dbn:region, so teardown by tags finds them without local state.
+Every role carries ec2dbn's permissions boundary (iam_policy.boundary_policy, made once by an
+administrator): the user's policy writes a role's permissions only with it, so no inline policy, ec2dbn's
+or anyone's, gives an instance more than the boundary does.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from botocore.exceptions import ClientError
 
 from ec2dbn.aws.account import identity
 from ec2dbn.aws.errors import aws_errors, error_code
+from ec2dbn.aws.iam_policy import BOUNDARY_NAME, ROLE_PATH, boundary_arn
 from ec2dbn.aws.session import Aws
 from ec2dbn.aws.store import StoreRef, run_prefix
 from ec2dbn.aws.tags import MANAGED_TAG, STACK_TAG, as_dict
 from ec2dbn.errors import CloudError
 from trainer import strict_json
 
-ROLE_PATH = "/ec2dbn/"
 REGION_TAG = "ec2dbn:region"
 #: The one inline policy of the role, replaced for each run.
 RUN_POLICY = "ec2dbn-run"
@@ -68,14 +71,40 @@ def _get(call: Any, key: str, **params: str) -> dict[str, Any] | None:
         raise
 
 
-def ensure_instance_profile(stack: str, region: str) -> str:
-    """The stack's role (trusting EC2 only) and instance profile of the same name, the role in the profile;
-    created when missing, left as they are when they exist and are the stack's. Returns the profile's name.
+def boundary_status(region: str) -> tuple[str, bool]:
+    """(the permissions boundary's ARN in this account, whether it exists). Raises CloudError."""
+    aws = Aws(region)
+    iam = aws.client("iam")
+    arn = boundary_arn(iam.meta.partition, identity(aws).account)
+    with aws_errors(region, f"looking for the permissions boundary {BOUNDARY_NAME}"):
+        return arn, _get(iam.get_policy, "Policy", PolicyArn=arn) is not None
 
-    Raises CloudError when a role or profile of that name exists but is not tagged for the stack (it is not
-    ec2dbn's to use), or AWS refuses."""
+
+def create_boundary_hint(partition: str = "aws") -> str:
+    """The administrator's two commands that make the boundary (README says the same)."""
+    flag = "" if partition == "aws" else f" --partition {partition}"
+    return (
+        f"`ec2dbn iam-policy --boundary{flag} > boundary.json && aws iam create-policy --path {ROLE_PATH} "
+        f"--policy-name {BOUNDARY_NAME} --policy-document file://boundary.json`"
+    )
+
+
+def ensure_instance_profile(stack: str, region: str) -> str:
+    """The stack's role (trusting EC2 only, bounded by ec2dbn's permissions boundary) and instance profile of
+    the same name, the role in the profile; created when missing, left as they are when they exist and are
+    the stack's (a role from before the boundary gets it). Returns the profile's name.
+
+    Raises CloudError when the boundary does not exist (an administrator makes it once: the error says how),
+    when a role or profile of that name exists but is not tagged for the stack (it is not ec2dbn's to use),
+    or AWS refuses."""
     iam = _iam(region)
     name = profile_name(stack, region)
+    boundary, exists = boundary_status(region)
+    if not exists:
+        raise CloudError(
+            f"the permissions boundary {boundary} does not exist: an IAM administrator creates it once with "
+            f"{create_boundary_hint(iam.meta.partition)}"
+        )
     with aws_errors(region, f"making the instance role and profile {name}"):
         role = _get(iam.get_role, "Role", RoleName=name)
         if role is None:
@@ -84,12 +113,15 @@ def ensure_instance_profile(stack: str, region: str) -> str:
                 Path=ROLE_PATH,
                 AssumeRolePolicyDocument=_trust(),
                 Description=f"ec2dbn stack {stack} in {region}: its run's store prefix, terminate itself",
+                PermissionsBoundary=boundary,
                 Tags=_tags(stack, region),
             )
         elif not _ours(role.get("Tags"), stack):
             raise CloudError(
                 f"IAM role {name} exists but is not tagged for stack {stack}: ec2dbn leaves it alone"
             )
+        elif (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn") != boundary:
+            iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
         profile = _get(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name)
         if profile is None:
             profile = iam.create_instance_profile(

@@ -78,6 +78,7 @@ def run(stack: Stack) -> CheckReport:
             "spot price",
             "service-linked role",
             "run store",
+            "role boundary",
         )
         for name in rest:
             checks.append(Check(name, "skip", f"skipped: {after} failed"))
@@ -108,6 +109,7 @@ def run(stack: Stack) -> CheckReport:
     _spot(aws, stack, usable, checks)
     _spot_role(aws, stack, checks)
     _run_store(stack, checks)
+    _role_boundary(stack, checks)
     return report
 
 
@@ -132,6 +134,27 @@ def _run_store(stack: Stack, checks: list[Check]) -> None:
     else:
         fix = "create the bucket, or use `store: auto` (ec2dbn's own) or `store: none`"
         checks.append(Check("run store", "fail", f"{ref.uri} does not exist", fix))
+
+
+def _role_boundary(stack: Stack, checks: list[Check]) -> None:
+    """The permissions boundary every stored run's instance role carries: an administrator makes it once."""
+    from ec2dbn import aws as face
+
+    if not stack.has_store:
+        checks.append(Check("role boundary", "skip", "store: none (the instance gets no role)"))
+        return
+    try:
+        arn, exists = face.boundary_status(stack.region)
+    except Ec2dbnError as exc:
+        fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
+        checks.append(Check("role boundary", "warn", str(exc), fix, blocking=False))
+        return
+    if exists:
+        checks.append(Check("role boundary", "ok", f"{arn} exists"))
+    else:
+        hint = face.create_boundary_hint(arn.split(":")[1])  # in the account's partition
+        fix = f"an IAM administrator runs {hint}, or set `store: none` in the stack"
+        checks.append(Check("role boundary", "fail", f"{arn} does not exist", fix))
 
 
 def _spot_role(aws: Aws, stack: Stack, checks: list[Check]) -> None:

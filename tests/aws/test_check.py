@@ -90,6 +90,7 @@ def test_a_launchable_stack_is_all_ticks_and_exit_0(
         "spot": "✓",
         "service-linked": "✓",
         "run": "✓",
+        "role": "✓",
     }
     assert (
         "account 123456789012" in out and "All G and VT Spot Instance Requests (L-3819A6DF) is 8 vCPUs" in out
@@ -254,3 +255,23 @@ def test_the_run_store_row_says_where_runs_keep_their_files(
     rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="s3://ec2dbn-runs-nobody/x"))
     (row,) = rows(report, "run store")
     assert rc == 1 and row["status"] == "fail" and "does not exist" in row["detail"]
+
+
+def test_the_role_boundary_row_says_whether_the_administrator_made_it(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored runs need the instances' permissions boundary: there → ✓; missing → ✗ with the administrator's
+    commands, exit 1; `store: none` → skipped (and the stack can launch without it)."""
+    quotas_are({"L-3819A6DF": 8, "L-DB2E81BA": 8})
+    make_spot_role(aws)
+    boundary = "arn:aws:iam::123456789012:policy/ec2dbn/ec2dbn-run-boundary"
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "role boundary")
+    assert rc == 0 and row["status"] == "ok" and row["detail"] == f"{boundary} exists"
+    aws.client("iam").delete_policy(PolicyArn=boundary)
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "role boundary")
+    assert rc == 1 and row["status"] == "fail" and row["detail"] == f"{boundary} does not exist"
+    assert "ec2dbn iam-policy --boundary > boundary.json" in row["fix"] and "store: none" in row["fix"]
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="none"))
+    assert rc == 0 and [r["status"] for r in rows(report, "role boundary")] == ["skip"]
