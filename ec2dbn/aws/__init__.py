@@ -91,7 +91,7 @@ FACE: dict[str, tuple[str, str]] = {
     # the instance's role
     "profile_name": ("run_role", "profile_name"),
     "boundary_status": ("run_role", "boundary_status"),
-    "create_boundary_hint": ("run_role", "create_boundary_hint"),
+    "boundary_hint": ("run_role", "boundary_hint"),
     "ensure_instance_profile": ("run_role", "ensure_instance_profile"),
     "grant_run": ("run_role", "grant_run"),
     "remove_instance_profile": ("run_role", "remove_instance_profile"),

@@ -34,7 +34,8 @@ ec2dbn did not create:
   (iam:PermissionsBoundary): a managed policy an administrator creates once from `boundary_policy`, which
   this policy cannot create or change. Whoever holds this policy can therefore give an instance no more
   than the boundary allows (the run store's objects, terminating ec2dbn's instances), whatever inline
-  policy they write; iam:GetPolicy on the boundary lets `ec2dbn check` say whether it exists.
+  policy they write; iam:GetPolicy and GetPolicyVersion on the boundary let ec2dbn say, before
+  launching, whether it exists and lets instances write to the run store's bucket.
 
 It is one managed policy: IAM counts a managed policy's characters without white space, at most 6,144
 (tests/aws/test_iam_policy.py holds it under that). Statements whose actions share a condition are merged
@@ -324,10 +325,10 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Resource": spot_role,
             "Condition": {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}},
         },
-        {  # GetRole: `check` asks whether the Spot role exists; GetPolicy: whether the boundary does
+        {  # GetRole: does the Spot role exist; GetPolicy(Version): does the boundary, with which buckets
             "Sid": "SpotRoleAndBoundaryExist",
             "Effect": "Allow",
-            "Action": ["iam:GetRole", "iam:GetPolicy"],
+            "Action": ["iam:GetRole", "iam:GetPolicy", "iam:GetPolicyVersion"],
             "Resource": [spot_role, boundary_arn(partition)],
         },
         {

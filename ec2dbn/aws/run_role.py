@@ -13,7 +13,9 @@ or anyone's, gives an instance more than the boundary does.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import urllib.parse
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -22,7 +24,7 @@ from ec2dbn.aws.account import identity
 from ec2dbn.aws.errors import aws_errors, error_code
 from ec2dbn.aws.iam_policy import BOUNDARY_NAME, ROLE_PATH, boundary_arn
 from ec2dbn.aws.session import Aws
-from ec2dbn.aws.store import StoreRef, run_prefix
+from ec2dbn.aws.store import BUCKET_PREFIX, StoreRef, run_prefix
 from ec2dbn.aws.tags import MANAGED_TAG, STACK_TAG, as_dict
 from ec2dbn.errors import CloudError
 from trainer import strict_json
@@ -71,40 +73,78 @@ def _get(call: Any, key: str, **params: str) -> dict[str, Any] | None:
         raise
 
 
-def boundary_status(region: str) -> tuple[str, bool]:
-    """(the permissions boundary's ARN in this account, whether it exists). Raises CloudError."""
+def boundary_status(region: str, bucket: str | None = None) -> tuple[str, str | None]:
+    """(the permissions boundary's ARN in this account, what keeps a stored run from working with it: None
+    when it exists and, given `bucket`, lets instances write there). Raises CloudError."""
     aws = Aws(region)
     iam = aws.client("iam")
     arn = boundary_arn(iam.meta.partition, identity(aws).account)
     with aws_errors(region, f"looking for the permissions boundary {BOUNDARY_NAME}"):
-        return arn, _get(iam.get_policy, "Policy", PolicyArn=arn) is not None
+        found = _get(iam.get_policy, "Policy", PolicyArn=arn)
+        if found is None:
+            return arn, "does not exist"
+        if bucket is None:
+            return arn, None
+        version = iam.get_policy_version(PolicyArn=arn, VersionId=found["DefaultVersionId"])["PolicyVersion"]
+    if not _lets_write(_document(version["Document"]), f"arn:{iam.meta.partition}:s3:::{bucket}/runs/x"):
+        return arn, f"does not let instances write to s3://{bucket}/"
+    return arn, None
 
 
-def create_boundary_hint(partition: str = "aws") -> str:
-    """The administrator's two commands that make the boundary (README says the same)."""
-    flag = "" if partition == "aws" else f" --partition {partition}"
-    return (
-        f"`ec2dbn iam-policy --boundary{flag} > boundary.json && aws iam create-policy --path {ROLE_PATH} "
-        f"--policy-name {BOUNDARY_NAME} --policy-document file://boundary.json`"
-    )
+def _document(raw: Any) -> dict[str, Any]:
+    """A policy version's document: boto3 gives it decoded, or as IAM's URL-encoded JSON."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(strict_json.loads(urllib.parse.unquote(str(raw))))
 
 
-def ensure_instance_profile(stack: str, region: str) -> str:
+def _lets_write(document: dict[str, Any], object_arn: str) -> bool:
+    """Whether an Allow statement grants s3:PutObject on `object_arn` (its wildcards matched as IAM does;
+    conditions and denies aside: a check before launching, not an evaluator)."""
+
+    def listed(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+    statements = document.get("Statement") or []
+    for st in [statements] if isinstance(statements, dict) else statements:
+        if st.get("Effect") != "Allow":
+            continue
+        if any(fnmatch.fnmatchcase("s3:putobject", a.lower()) for a in listed(st.get("Action"))) and any(
+            fnmatch.fnmatchcase(object_arn, r) for r in listed(st.get("Resource"))
+        ):
+            return True
+    return False
+
+
+def boundary_hint(partition: str, bucket: str | None = None, replace_arn: str | None = None) -> str:
+    """The administrator's commands that make the boundary (README says the same), or with `replace_arn`
+    give the existing one a new default version; `bucket`: a bucket a stack names in `store:`."""
+    flags = "" if partition == "aws" else f" --partition {partition}"
+    if bucket is not None and not bucket.startswith(BUCKET_PREFIX):
+        flags += f" --bucket {bucket}"
+    if replace_arn:
+        make = f"aws iam create-policy-version --policy-arn {replace_arn} --set-as-default"
+    else:
+        make = f"aws iam create-policy --path {ROLE_PATH} --policy-name {BOUNDARY_NAME}"
+    return f"`ec2dbn iam-policy --boundary{flags} > boundary.json && {make} --policy-document file://boundary.json`"
+
+
+def ensure_instance_profile(stack: str, region: str, bucket: str | None = None) -> str:
     """The stack's role (trusting EC2 only, bounded by ec2dbn's permissions boundary) and instance profile of
     the same name, the role in the profile; created when missing, left as they are when they exist and are
     the stack's (a role from before the boundary gets it). Returns the profile's name.
 
-    Raises CloudError when the boundary does not exist (an administrator makes it once: the error says how),
+    Raises CloudError when the boundary does not exist or does not let instances write to `bucket` (the run
+    store's; an administrator makes or widens it: the error says how),
     when a role or profile of that name exists but is not tagged for the stack (it is not ec2dbn's to use),
     or AWS refuses."""
     iam = _iam(region)
     name = profile_name(stack, region)
-    boundary, exists = boundary_status(region)
-    if not exists:
-        raise CloudError(
-            f"the permissions boundary {boundary} does not exist: an IAM administrator creates it once with "
-            f"{create_boundary_hint(iam.meta.partition)}"
-        )
+    boundary, problem = boundary_status(region, bucket)
+    if problem is not None:
+        exists = problem != "does not exist"
+        hint = boundary_hint(iam.meta.partition, bucket, boundary if exists else None)
+        raise CloudError(f"the permissions boundary {boundary} {problem}: an IAM administrator runs {hint}")
     with aws_errors(region, f"making the instance role and profile {name}"):
         role = _get(iam.get_role, "Role", RoleName=name)
         if role is None:

@@ -137,24 +137,27 @@ def _run_store(stack: Stack, checks: list[Check]) -> None:
 
 
 def _role_boundary(stack: Stack, checks: list[Check]) -> None:
-    """The permissions boundary every stored run's instance role carries: an administrator makes it once."""
+    """The permissions boundary every stored run's instance role carries (an administrator makes it once),
+    letting instances write to the bucket the stack names."""
     from ec2dbn import aws as face
 
     if not stack.has_store:
         checks.append(Check("role boundary", "skip", "store: none (the instance gets no role)"))
         return
+    bucket = None if stack.store == "auto" else face.parse_store_uri(stack.store).bucket
     try:
-        arn, exists = face.boundary_status(stack.region)
+        arn, problem = face.boundary_status(stack.region, bucket)
     except Ec2dbnError as exc:
         fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
         checks.append(Check("role boundary", "warn", str(exc), fix, blocking=False))
         return
-    if exists:
+    if problem is None:
         checks.append(Check("role boundary", "ok", f"{arn} exists"))
     else:
-        hint = face.create_boundary_hint(arn.split(":")[1])  # in the account's partition
+        partition = arn.split(":")[1]
+        hint = face.boundary_hint(partition, bucket, arn if problem != "does not exist" else None)
         fix = f"an IAM administrator runs {hint}, or set `store: none` in the stack"
-        checks.append(Check("role boundary", "fail", f"{arn} does not exist", fix))
+        checks.append(Check("role boundary", "fail", f"{arn} {problem}", fix))
 
 
 def _spot_role(aws: Aws, stack: Stack, checks: list[Check]) -> None:

@@ -16,6 +16,7 @@ from tests.aws import helpers
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_network_vpc import custom_vpc, remove_default_vpc
 from tests.aws.test_spot_role import make_spot_role
+from tests.support import authz_record
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
@@ -275,3 +276,16 @@ def test_the_role_boundary_row_says_whether_the_administrator_made_it(
     assert "ec2dbn iam-policy --boundary > boundary.json" in row["fix"] and "store: none" in row["fix"]
     rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="none"))
     assert rc == 0 and [r["status"] for r in rows(report, "role boundary")] == ["skip"]
+    # A bucket the stack names must be in the boundary.
+    aws.create_boundary()
+    aws.client("s3").create_bucket(Bucket="team-data")
+    start = len(authz_record.RECORDED)
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="s3://team-data/runs"))
+    # Asking S3 about the user's own bucket is theirs to grant beside ec2dbn's policy (README), so the
+    # session's proof of that policy leaves these calls out.
+    authz_record.RECORDED[start:] = [
+        r for r in authz_record.RECORDED[start:] if r["params"].get("Bucket") != "team-data"
+    ]
+    (row,) = rows(report, "role boundary")
+    assert rc == 1 and row["detail"] == f"{boundary} does not let instances write to s3://team-data/"
+    assert "--boundary --bucket team-data" in row["fix"] and "create-policy-version" in row["fix"]

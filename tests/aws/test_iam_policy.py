@@ -121,12 +121,14 @@ def test_the_store_and_the_roles_are_scoped_by_name_and_path() -> None:
                     arn == f"arn:{partition}:s3:::ec2dbn-runs-*"
                     or re.fullmatch(rf"arn:{partition}:iam::\*:(role|instance-profile)/ec2dbn/\*", arn)
                     or arn.endswith(":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot")
-                    or arn == f"arn:{partition}:iam::*:policy/ec2dbn/ec2dbn-run-boundary"  # GetPolicy only
+                    or arn == f"arn:{partition}:iam::*:policy/ec2dbn/ec2dbn-run-boundary"  # reading it only
                 ), (st["Sid"], arn)
             if "arn:" in str(st["Resource"]) and ":policy/" in str(st["Resource"]):
-                assert {a for a in acts if a.startswith("iam:")} <= {"iam:GetPolicy", "iam:GetRole"}, st[
-                    "Sid"
-                ]
+                assert {a for a in acts if a.startswith("iam:")} <= {
+                    "iam:GetPolicy",
+                    "iam:GetPolicyVersion",
+                    "iam:GetRole",
+                }, st["Sid"]
     # What gives a role permissions, only with ec2dbn's boundary on it.
     for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:PutRolePermissionsBoundary"):
         (st,) = grants(action)

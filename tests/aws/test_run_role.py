@@ -104,7 +104,7 @@ def test_without_the_boundary_nothing_is_made_and_the_error_says_how(aws: MotoSe
     line with the administrator's commands, and nothing in IAM."""
     iam = aws.client("iam")
     iam.delete_policy(PolicyArn=BOUNDARY)
-    assert run_role.boundary_status(REGION) == (BOUNDARY, False)
+    assert run_role.boundary_status(REGION) == (BOUNDARY, "does not exist")
     with pytest.raises(CloudError) as err:
         run_role.ensure_instance_profile("t", REGION)
     said = str(err.value)
@@ -113,6 +113,26 @@ def test_without_the_boundary_nothing_is_made_and_the_error_says_how(aws: MotoSe
     assert "aws iam create-policy --path /ec2dbn/ --policy-name ec2dbn-run-boundary" in said
     assert iam.list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
     assert iam.list_instance_profiles(PathPrefix="/ec2dbn/")["InstanceProfiles"] == []
+
+
+def test_a_named_bucket_the_boundary_leaves_out_stops_the_run_until_it_is_added(aws: MotoServer) -> None:
+    """`store: s3://team-data/...`: the boundary must let instances write there, or every upload would be
+    refused on the instance; the error gives the administrator's commands for a new default version."""
+    with pytest.raises(CloudError) as err:
+        run_role.ensure_instance_profile("t", REGION, "team-data")
+    said = str(err.value)
+    assert f"{BOUNDARY} does not let instances write to s3://team-data/" in said
+    assert "ec2dbn iam-policy --boundary --bucket team-data > boundary.json" in said
+    assert f"aws iam create-policy-version --policy-arn {BOUNDARY} --set-as-default" in said
+    assert aws.client("iam").list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
+    assert run_role.ensure_instance_profile("t", REGION, "ec2dbn-runs-123456789012-us-east-1") == NAME
+    aws.client("iam").create_policy_version(  # the administrator, as told
+        PolicyArn=BOUNDARY,
+        PolicyDocument=json.dumps(iam_policy.boundary_policy("aws", ("team-data",))),
+        SetAsDefault=True,
+    )
+    assert run_role.boundary_status(REGION, "team-data") == (BOUNDARY, None)
+    assert run_role.ensure_instance_profile("t", REGION, "team-data") == NAME
 
 
 def test_grant_run_replaces_the_one_inline_policy(aws: MotoServer) -> None:

@@ -190,6 +190,7 @@ CONVERTERS: dict[str, Callable[[Call], list[dict]]] = {
     "iam:PutRolePolicy": _put_role_policy,
     "iam:PutRolePermissionsBoundary": _put_role_boundary,
     "iam:GetPolicy": lambda c: [c.request("iam:GetPolicy", [policy(c.params["PolicyArn"])])],
+    "iam:GetPolicyVersion": lambda c: [c.request("iam:GetPolicyVersion", [policy(c.params["PolicyArn"])])],
     "iam:DeleteRolePolicy": _on_role("iam:DeleteRolePolicy"),
     "iam:ListRolePolicies": _on_role("iam:ListRolePolicies"),
     "iam:CreateInstanceProfile": _create_profile,
