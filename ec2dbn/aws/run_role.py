@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import urllib.parse
 from typing import Any
 
@@ -73,9 +74,9 @@ def _get(call: Any, key: str, **params: str) -> dict[str, Any] | None:
         raise
 
 
-def boundary_status(region: str, bucket: str | None = None) -> tuple[str, str | None]:
+def boundary_status(region: str, store: StoreRef | None = None) -> tuple[str, str | None]:
     """(the permissions boundary's ARN in this account, what keeps a stored run from working with it: None
-    when it exists and, given `bucket`, lets instances write there). Raises CloudError."""
+    when it exists and, given the run `store`, lets instances write its runs there). Raises CloudError."""
     aws = Aws(region)
     iam = aws.client("iam")
     arn = boundary_arn(iam.meta.partition, identity(aws).account)
@@ -83,11 +84,12 @@ def boundary_status(region: str, bucket: str | None = None) -> tuple[str, str | 
         found = _get(iam.get_policy, "Policy", PolicyArn=arn)
         if found is None:
             return arn, "does not exist"
-        if bucket is None:
+        if store is None:
             return arn, None
         version = iam.get_policy_version(PolicyArn=arn, VersionId=found["DefaultVersionId"])["PolicyVersion"]
-    if not _lets_write(_document(version["Document"]), f"arn:{iam.meta.partition}:s3:::{bucket}/runs/x"):
-        return arn, f"does not let instances write to s3://{bucket}/"
+    a_run = f"arn:{iam.meta.partition}:s3:::{store.bucket}/{run_prefix(store, 'r')}job.log"
+    if not _lets_write(_document(version["Document"]), a_run):
+        return arn, f"does not let instances write to {store.uri}"
     return arn, None
 
 
@@ -95,7 +97,7 @@ def _document(raw: Any) -> dict[str, Any]:
     """A policy version's document: boto3 gives it decoded, or as IAM's URL-encoded JSON."""
     if isinstance(raw, dict):
         return raw
-    return dict(strict_json.loads(urllib.parse.unquote(str(raw))))
+    return dict(json.loads(urllib.parse.unquote(str(raw))))
 
 
 def _lets_write(document: dict[str, Any], object_arn: str) -> bool:
@@ -116,12 +118,13 @@ def _lets_write(document: dict[str, Any], object_arn: str) -> bool:
     return False
 
 
-def boundary_hint(partition: str, bucket: str | None = None, replace_arn: str | None = None) -> str:
+def boundary_hint(partition: str, store: StoreRef | None = None, replace_arn: str | None = None) -> str:
     """The administrator's commands that make the boundary (README says the same), or with `replace_arn`
-    give the existing one a new default version; `bucket`: a bucket a stack names in `store:`."""
+    give the existing one a new default version; `store`: the run store of the stack (a bucket it names in
+    `store:` is added with --bucket)."""
     flags = "" if partition == "aws" else f" --partition {partition}"
-    if bucket is not None and not bucket.startswith(BUCKET_PREFIX):
-        flags += f" --bucket {bucket}"
+    if store is not None and not store.bucket.startswith(BUCKET_PREFIX):
+        flags += f" --bucket {store.bucket}"
     if replace_arn:
         make = f"aws iam create-policy-version --policy-arn {replace_arn} --set-as-default"
     else:
@@ -129,21 +132,20 @@ def boundary_hint(partition: str, bucket: str | None = None, replace_arn: str | 
     return f"`ec2dbn iam-policy --boundary{flags} > boundary.json && {make} --policy-document file://boundary.json`"
 
 
-def ensure_instance_profile(stack: str, region: str, bucket: str | None = None) -> str:
+def ensure_instance_profile(stack: str, region: str, store: StoreRef | None = None) -> str:
     """The stack's role (trusting EC2 only, bounded by ec2dbn's permissions boundary) and instance profile of
     the same name, the role in the profile; created when missing, left as they are when they exist and are
     the stack's (a role from before the boundary gets it). Returns the profile's name.
 
-    Raises CloudError when the boundary does not exist or does not let instances write to `bucket` (the run
-    store's; an administrator makes or widens it: the error says how),
-    when a role or profile of that name exists but is not tagged for the stack (it is not ec2dbn's to use),
-    or AWS refuses."""
+    Raises CloudError when the boundary does not exist or does not let instances write to the run `store`
+    (an administrator makes or widens it: the error says how), when a role or profile of that name exists
+    but is not tagged for the stack (it is not ec2dbn's to use), or AWS refuses."""
     iam = _iam(region)
     name = profile_name(stack, region)
-    boundary, problem = boundary_status(region, bucket)
+    boundary, problem = boundary_status(region, store)
     if problem is not None:
         exists = problem != "does not exist"
-        hint = boundary_hint(iam.meta.partition, bucket, boundary if exists else None)
+        hint = boundary_hint(iam.meta.partition, store, boundary if exists else None)
         raise CloudError(f"the permissions boundary {boundary} {problem}: an IAM administrator runs {hint}")
     with aws_errors(region, f"making the instance role and profile {name}"):
         role = _get(iam.get_role, "Role", RoleName=name)

@@ -144,9 +144,9 @@ def _role_boundary(stack: Stack, checks: list[Check]) -> None:
     if not stack.has_store:
         checks.append(Check("role boundary", "skip", "store: none (the instance gets no role)"))
         return
-    bucket = None if stack.store == "auto" else face.parse_store_uri(stack.store).bucket
+    named = None if stack.store == "auto" else face.parse_store_uri(stack.store)
     try:
-        arn, problem = face.boundary_status(stack.region, bucket)
+        arn, problem = face.boundary_status(stack.region, named)
     except Ec2dbnError as exc:
         fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
         checks.append(Check("role boundary", "warn", str(exc), fix, blocking=False))
@@ -155,7 +155,7 @@ def _role_boundary(stack: Stack, checks: list[Check]) -> None:
         checks.append(Check("role boundary", "ok", f"{arn} exists"))
     else:
         partition = arn.split(":")[1]
-        hint = face.boundary_hint(partition, bucket, arn if problem != "does not exist" else None)
+        hint = face.boundary_hint(partition, named, arn if problem != "does not exist" else None)
         fix = f"an IAM administrator runs {hint}, or set `store: none` in the stack"
         checks.append(Check("role boundary", "fail", f"{arn} {problem}", fix))
 

@@ -287,5 +287,5 @@ def test_the_role_boundary_row_says_whether_the_administrator_made_it(
         r for r in authz_record.RECORDED[start:] if r["params"].get("Bucket") != "team-data"
     ]
     (row,) = rows(report, "role boundary")
-    assert rc == 1 and row["detail"] == f"{boundary} does not let instances write to s3://team-data/"
+    assert rc == 1 and row["detail"] == f"{boundary} does not let instances write to s3://team-data/runs/"
     assert "--boundary --bucket team-data" in row["fix"] and "create-policy-version" in row["fix"]

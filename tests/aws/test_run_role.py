@@ -5,6 +5,7 @@ and write its own run's prefix only, list only under it, and terminate only itse
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -118,21 +119,35 @@ def test_without_the_boundary_nothing_is_made_and_the_error_says_how(aws: MotoSe
 def test_a_named_bucket_the_boundary_leaves_out_stops_the_run_until_it_is_added(aws: MotoServer) -> None:
     """`store: s3://team-data/...`: the boundary must let instances write there, or every upload would be
     refused on the instance; the error gives the administrator's commands for a new default version."""
+    team = StoreRef("team-data", "ml/")
     with pytest.raises(CloudError) as err:
-        run_role.ensure_instance_profile("t", REGION, "team-data")
+        run_role.ensure_instance_profile("t", REGION, team)
     said = str(err.value)
-    assert f"{BOUNDARY} does not let instances write to s3://team-data/" in said
+    assert f"{BOUNDARY} does not let instances write to s3://team-data/ml/" in said
     assert "ec2dbn iam-policy --boundary --bucket team-data > boundary.json" in said
     assert f"aws iam create-policy-version --policy-arn {BOUNDARY} --set-as-default" in said
     assert aws.client("iam").list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
-    assert run_role.ensure_instance_profile("t", REGION, "ec2dbn-runs-123456789012-us-east-1") == NAME
+    assert (
+        run_role.ensure_instance_profile("t", REGION, StoreRef("ec2dbn-runs-123456789012-us-east-1")) == NAME
+    )
     aws.client("iam").create_policy_version(  # the administrator, as told
         PolicyArn=BOUNDARY,
         PolicyDocument=json.dumps(iam_policy.boundary_policy("aws", ("team-data",))),
         SetAsDefault=True,
     )
-    assert run_role.boundary_status(REGION, "team-data") == (BOUNDARY, None)
-    assert run_role.ensure_instance_profile("t", REGION, "team-data") == NAME
+    assert run_role.boundary_status(REGION, team) == (BOUNDARY, None)
+    assert run_role.ensure_instance_profile("t", REGION, team) == NAME
+
+
+def test_the_boundary_document_is_read_as_iam_gives_it() -> None:
+    """IAM gives a policy version's document URL-encoded (boto3 may have decoded it): both read the same, and
+    what it lets instances write is read from its Allow statements and their wildcards."""
+    doc = iam_policy.boundary_policy("aws", ("team-data",))
+    assert run_role._document(urllib.parse.quote(json.dumps(doc))) == doc == run_role._document(doc)
+    own = "arn:aws:s3:::ec2dbn-runs-123456789012-us-east-1/runs/r/job.log"
+    assert run_role._lets_write(doc, own) and run_role._lets_write(doc, "arn:aws:s3:::team-data/ml/runs/r/x")
+    assert not run_role._lets_write(doc, "arn:aws:s3:::other/runs/r/x")
+    assert not run_role._lets_write(iam_policy.boundary_policy("aws"), "arn:aws:s3:::team-data/runs/r/x")
 
 
 def test_grant_run_replaces_the_one_inline_policy(aws: MotoServer) -> None:
