@@ -90,6 +90,8 @@ FACE: dict[str, tuple[str, str]] = {
     "delete_store": ("store", "delete_store"),
     # the instance's role
     "profile_name": ("run_role", "profile_name"),
+    "boundary_status": ("run_role", "boundary_status"),
+    "boundary_hint": ("run_role", "boundary_hint"),
     "ensure_instance_profile": ("run_role", "ensure_instance_profile"),
     "grant_run": ("run_role", "grant_run"),
     "remove_instance_profile": ("run_role", "remove_instance_profile"),

@@ -27,9 +27,15 @@ ec2dbn did not create:
 - the run store (ec2dbn.aws.store): S3 only on buckets named ec2dbn-runs-* and their objects (make,
   harden, tag, list, read, write, empty and delete them); a bucket the stack names is the user's to grant;
 - the instance's role (ec2dbn.aws.run_role): IAM roles and instance profiles only under the path /ec2dbn/
-  (create, tag, read, put and delete the inline policy, add and remove the role, delete), and
-  iam:PassRole only of those roles, only to EC2 (iam:PassedToService; IfExists, because
-  AddRoleToInstanceProfile passes the role to no service and asks for PassRole all the same).
+  (read, delete the inline policy, add and remove the role, delete), and iam:PassRole only of those
+  roles, only to EC2 (iam:PassedToService; IfExists, because AddRoleToInstanceProfile passes the role to
+  no service and asks for PassRole all the same). What gives a role permissions — CreateRole,
+  PutRolePolicy, PutRolePermissionsBoundary — only with ec2dbn's permissions boundary on the role
+  (iam:PermissionsBoundary): a managed policy an administrator creates once from `boundary_policy`, which
+  this policy cannot create or change. Whoever holds this policy can therefore give an instance no more
+  than the boundary allows (the run store's objects, terminating ec2dbn's instances), whatever inline
+  policy they write; iam:GetPolicy and GetPolicyVersion on the boundary let ec2dbn say, before
+  launching, whether it exists and lets instances write to the run store's bucket.
 
 It is one managed policy: IAM counts a managed policy's characters without white space, at most 6,144
 (tests/aws/test_iam_policy.py holds it under that). Statements whose actions share a condition are merged
@@ -104,13 +110,11 @@ STORE_ACTIONS = (
     "DeleteObjectVersion",
     "DeleteBucket",
 )
-#: The instance roles' path (ec2dbn.aws.run_role.ROLE_PATH) and what ec2dbn does with roles and profiles.
+#: The instance roles' path (ec2dbn.aws.run_role uses it) and what ec2dbn does with roles and profiles.
 ROLE_PATH = "/ec2dbn/"
 ROLE_ACTIONS = (
-    "CreateRole",
     "GetRole",
     "DeleteRole",
-    "PutRolePolicy",
     "DeleteRolePolicy",
     "ListRolePolicies",
     "CreateInstanceProfile",
@@ -119,6 +123,13 @@ ROLE_ACTIONS = (
     "AddRoleToInstanceProfile",
     "RemoveRoleFromInstanceProfile",
 )
+#: What gives a role its permissions: allowed only with ec2dbn's permissions boundary on the role (see
+#: boundary_policy), so no policy written on an /ec2dbn/ role grants more than the boundary does.
+BOUNDED_ROLE_ACTIONS = ("CreateRole", "PutRolePolicy", "PutRolePermissionsBoundary")
+#: The boundary's name (under ROLE_PATH). An administrator creates it once (`ec2dbn iam-policy --boundary`);
+#: ec2dbn's own policy can neither create nor change a managed policy.
+BOUNDARY_NAME = "ec2dbn-run-boundary"
+
 #: API operations whose IAM action has another name ("s3:HeadBucket" is authorized as s3:ListBucket).
 ACTION_OF = {
     "s3:HeadBucket": "s3:ListBucket",
@@ -136,6 +147,44 @@ def action_of(service: str, operation: str) -> str:
     """The IAM action an API call needs ('s3', 'ListObjectsV2' → 's3:ListBucket')."""
     name = f"{service}:{operation}"
     return ACTION_OF.get(name, name)
+
+
+def boundary_arn(partition: str, account: str = "*") -> str:
+    """The permissions boundary's ARN (`*`: any account, as the user's policy names it)."""
+    return f"arn:{partition}:iam::{account}:policy{ROLE_PATH}{BOUNDARY_NAME}"
+
+
+def boundary_policy(partition: str = "aws", buckets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The most an instance role may ever do, whatever its inline policy says: read and write objects and
+    list in the run store's buckets (ec2dbn-runs-*, plus `buckets` the stacks name in `store:`), and
+    terminate instances ec2dbn tagged. Each run's inline policy narrows it to its own prefix and instance."""
+    if partition not in PARTITIONS:
+        raise ValueError(f"unknown partition {partition!r}; one of {', '.join(PARTITIONS)}")
+    names = [STORE_BUCKETS, *buckets]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "RunStoreObjects",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Resource": [f"arn:{partition}:s3:::{name}/*" for name in names],
+            },
+            {
+                "Sid": "RunStoreListing",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": [f"arn:{partition}:s3:::{name}" for name in names],
+            },
+            {
+                "Sid": "TerminateEc2dbnInstances",
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": f"arn:{partition}:ec2:*:*:instance/*",
+                "Condition": {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG}": "true"}},
+            },
+        ],
+    }
 
 
 def _arn(partition: str, kind: str, *, account: bool = True) -> str:
@@ -231,17 +280,8 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Sid": "TagOnlyWhileCreating",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
-            "Resource": arn(
-                "instance",
-                "volume",
-                "spot-instances-request",
-                "security-group",
-                "key-pair",
-                "launch-template",
-                "fleet",
-                "image",
-                "snapshot",
-            ),
+            # Whatever those calls create: only they may tag, and each is allowed above only on its own terms.
+            "Resource": f"arn:{partition}:ec2:*:*:*",
             "Condition": {"StringEquals": {"ec2:CreateAction": list(CREATE_ACTIONS)}},
         },
         {
@@ -273,16 +313,9 @@ def policy(partition: str = "aws") -> dict[str, Any]:
                 "DeregisterImage",
                 "DeleteSnapshot",
             ),
-            "Resource": arn(
-                "instance",
-                "spot-instances-request",
-                "security-group",
-                "key-pair",
-                "fleet",
-                "launch-template",
-                "image",
-                "snapshot",
-            ),
+            # Every EC2 resource, as far as the tag goes: each action applies only to its own types (the
+            # Service Authorization Reference), and what carries ec2dbn's tag is all it may touch.
+            "Resource": f"arn:{partition}:ec2:*:*:*",
             "Condition": ours,
         },
         {
@@ -292,7 +325,12 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Resource": spot_role,
             "Condition": {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}},
         },
-        {"Sid": "SpotRoleExists", "Effect": "Allow", "Action": "iam:GetRole", "Resource": spot_role},
+        {  # GetRole: does the Spot role exist; GetPolicy(Version): does the boundary, with which buckets
+            "Sid": "SpotRoleAndBoundaryExist",
+            "Effect": "Allow",
+            "Action": ["iam:GetRole", "iam:GetPolicy", "iam:GetPolicyVersion"],
+            "Resource": [spot_role, boundary_arn(partition)],
+        },
         {
             "Sid": "RunStore",
             "Effect": "Allow",
@@ -306,6 +344,13 @@ def policy(partition: str = "aws") -> dict[str, Any]:
             "Resource": [
                 f"arn:{partition}:iam::*:{kind}{ROLE_PATH}*" for kind in ("role", "instance-profile")
             ],
+        },
+        {
+            "Sid": "InstanceRolesBounded",
+            "Effect": "Allow",
+            "Action": [f"iam:{a}" for a in BOUNDED_ROLE_ACTIONS],
+            "Resource": f"arn:{partition}:iam::*:role{ROLE_PATH}*",
+            "Condition": {"StringLike": {"iam:PermissionsBoundary": boundary_arn(partition)}},
         },
         {
             "Sid": "PassRolesToEc2",

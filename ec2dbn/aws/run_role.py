@@ -6,24 +6,30 @@ store, list only under it, and terminate only the instance it runs on (ec2:Sourc
 the instance whose credentials sign the request). IAM is global, so the names carry the region; role and
 profile live under the path /ec2dbn/ (the user's IAM policy allows IAM changes there only) and are tagged
 ec2dbn:managed, ec2dbn:stack and ec2dbn:region, so teardown by tags finds them without local state.
+Every role carries ec2dbn's permissions boundary (iam_policy.boundary_policy, made once by an
+administrator): the user's policy writes a role's permissions only with it, so no inline policy, ec2dbn's
+or anyone's, gives an instance more than the boundary does.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
+import urllib.parse
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ec2dbn.aws.account import identity
 from ec2dbn.aws.errors import aws_errors, error_code
+from ec2dbn.aws.iam_policy import BOUNDARY_NAME, ROLE_PATH, boundary_arn
 from ec2dbn.aws.session import Aws
-from ec2dbn.aws.store import StoreRef, run_prefix
+from ec2dbn.aws.store import BUCKET_PREFIX, StoreRef, run_prefix
 from ec2dbn.aws.tags import MANAGED_TAG, STACK_TAG, as_dict
 from ec2dbn.errors import CloudError
 from trainer import strict_json
 
-ROLE_PATH = "/ec2dbn/"
 REGION_TAG = "ec2dbn:region"
 #: The one inline policy of the role, replaced for each run.
 RUN_POLICY = "ec2dbn-run"
@@ -68,14 +74,79 @@ def _get(call: Any, key: str, **params: str) -> dict[str, Any] | None:
         raise
 
 
-def ensure_instance_profile(stack: str, region: str) -> str:
-    """The stack's role (trusting EC2 only) and instance profile of the same name, the role in the profile;
-    created when missing, left as they are when they exist and are the stack's. Returns the profile's name.
+def boundary_status(region: str, store: StoreRef | None = None) -> tuple[str, str | None]:
+    """(the permissions boundary's ARN in this account, what keeps a stored run from working with it: None
+    when it exists and, given the run `store`, lets instances write its runs there). Raises CloudError."""
+    aws = Aws(region)
+    iam = aws.client("iam")
+    arn = boundary_arn(iam.meta.partition, identity(aws).account)
+    with aws_errors(region, f"looking for the permissions boundary {BOUNDARY_NAME}"):
+        found = _get(iam.get_policy, "Policy", PolicyArn=arn)
+        if found is None:
+            return arn, "does not exist"
+        if store is None:
+            return arn, None
+        version = iam.get_policy_version(PolicyArn=arn, VersionId=found["DefaultVersionId"])["PolicyVersion"]
+    a_run = f"arn:{iam.meta.partition}:s3:::{store.bucket}/{run_prefix(store, 'r')}job.log"
+    if not _lets_write(_document(version["Document"]), a_run):
+        return arn, f"does not let instances write to {store.uri}"
+    return arn, None
 
-    Raises CloudError when a role or profile of that name exists but is not tagged for the stack (it is not
-    ec2dbn's to use), or AWS refuses."""
+
+def _document(raw: Any) -> dict[str, Any]:
+    """A policy version's document: boto3 gives it decoded, or as IAM's URL-encoded JSON."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(json.loads(urllib.parse.unquote(str(raw))))
+
+
+def _lets_write(document: dict[str, Any], object_arn: str) -> bool:
+    """Whether an Allow statement grants s3:PutObject on `object_arn` (its wildcards matched as IAM does;
+    conditions and denies aside: a check before launching, not an evaluator)."""
+
+    def listed(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+    statements = document.get("Statement") or []
+    for st in [statements] if isinstance(statements, dict) else statements:
+        if st.get("Effect") != "Allow":
+            continue
+        if any(fnmatch.fnmatchcase("s3:putobject", a.lower()) for a in listed(st.get("Action"))) and any(
+            fnmatch.fnmatchcase(object_arn, r) for r in listed(st.get("Resource"))
+        ):
+            return True
+    return False
+
+
+def boundary_hint(partition: str, store: StoreRef | None = None, replace_arn: str | None = None) -> str:
+    """The administrator's commands that make the boundary (README says the same), or with `replace_arn`
+    give the existing one a new default version; `store`: the run store of the stack (a bucket it names in
+    `store:` is added with --bucket)."""
+    flags = "" if partition == "aws" else f" --partition {partition}"
+    if store is not None and not store.bucket.startswith(BUCKET_PREFIX):
+        flags += f" --bucket {store.bucket}"
+    if replace_arn:
+        make = f"aws iam create-policy-version --policy-arn {replace_arn} --set-as-default"
+    else:
+        make = f"aws iam create-policy --path {ROLE_PATH} --policy-name {BOUNDARY_NAME}"
+    return f"`ec2dbn iam-policy --boundary{flags} > boundary.json && {make} --policy-document file://boundary.json`"
+
+
+def ensure_instance_profile(stack: str, region: str, store: StoreRef | None = None) -> str:
+    """The stack's role (trusting EC2 only, bounded by ec2dbn's permissions boundary) and instance profile of
+    the same name, the role in the profile; created when missing, left as they are when they exist and are
+    the stack's (a role from before the boundary gets it). Returns the profile's name.
+
+    Raises CloudError when the boundary does not exist or does not let instances write to the run `store`
+    (an administrator makes or widens it: the error says how), when a role or profile of that name exists
+    but is not tagged for the stack (it is not ec2dbn's to use), or AWS refuses."""
     iam = _iam(region)
     name = profile_name(stack, region)
+    boundary, problem = boundary_status(region, store)
+    if problem is not None:
+        exists = problem != "does not exist"
+        hint = boundary_hint(iam.meta.partition, store, boundary if exists else None)
+        raise CloudError(f"the permissions boundary {boundary} {problem}: an IAM administrator runs {hint}")
     with aws_errors(region, f"making the instance role and profile {name}"):
         role = _get(iam.get_role, "Role", RoleName=name)
         if role is None:
@@ -84,12 +155,15 @@ def ensure_instance_profile(stack: str, region: str) -> str:
                 Path=ROLE_PATH,
                 AssumeRolePolicyDocument=_trust(),
                 Description=f"ec2dbn stack {stack} in {region}: its run's store prefix, terminate itself",
+                PermissionsBoundary=boundary,
                 Tags=_tags(stack, region),
             )
         elif not _ours(role.get("Tags"), stack):
             raise CloudError(
                 f"IAM role {name} exists but is not tagged for stack {stack}: ec2dbn leaves it alone"
             )
+        elif (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn") != boundary:
+            iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
         profile = _get(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name)
         if profile is None:
             profile = iam.create_instance_profile(

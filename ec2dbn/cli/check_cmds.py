@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ec2dbn import aws
 from ec2dbn.aws import iam_policy
 from ec2dbn.cli import cli
 from ec2dbn.cli.options import image_option, json_option, region_option, stack_option
@@ -56,17 +57,42 @@ def check(stack_ref: str | None, region: str | None, image: str | None, as_json:
     show_default=True,
     help="AWS partition of the ARNs (aws-cn for China, aws-us-gov for GovCloud).",
 )
-def iam_policy_cmd(partition: str) -> int:
+@click.option(
+    "--boundary",
+    is_flag=True,
+    help="Print the permissions boundary of the instances' roles instead (an administrator creates it once).",
+)
+@click.option(
+    "--bucket",
+    "buckets",
+    multiple=True,
+    metavar="NAME",
+    help="With --boundary: a bucket a stack names in `store: s3://NAME/...` (repeatable).",
+)
+def iam_policy_cmd(partition: str, boundary: bool, buckets: tuple[str, ...]) -> int:
     """Print the least-privilege IAM policy (JSON) ec2dbn needs: EC2 scoped to resources tagged
     ec2dbn:managed=true, the public AMI-alias SSM parameters, Service Quotas, STS and Price List reads, the
     Spot service-linked role (created by a first spot request), the run store's ec2dbn-runs-* buckets and
-    the instances' roles under /ec2dbn/ (passed to EC2 only). One managed policy (under 6,144).
+    the instances' roles under /ec2dbn/ (passed to EC2 only, always with the boundary below). One managed
+    policy (under 6,144).
+
+    With --boundary: the permissions boundary every instance role carries (the most an instance may do:
+    the run store's objects, terminating ec2dbn's instances). An IAM administrator creates it once per
+    account; ec2dbn's policy cannot create or change it.
 
     \b
-    Example (attach it to the IAM user ec2dbn runs as):
+    Examples (attach the policy to the IAM user ec2dbn runs as; the boundary as an administrator):
       ec2dbn iam-policy > ec2dbn-policy.json
       aws iam create-policy --policy-name ec2dbn --policy-document file://ec2dbn-policy.json
       aws iam attach-user-policy --user-name YOU --policy-arn arn:aws:iam::ACCOUNT:policy/ec2dbn
+      ec2dbn iam-policy --boundary > boundary.json
+      aws iam create-policy --path /ec2dbn/ --policy-name ec2dbn-run-boundary \\
+          --policy-document file://boundary.json
     """
-    click.echo(dumps(iam_policy.policy(partition), indent=2))
+    if buckets and not boundary:
+        raise click.UsageError("--bucket goes with --boundary")
+    for name in buckets:
+        aws.parse_store_uri(f"s3://{name}")  # a name S3 would refuse: one line, exit 2
+    document = iam_policy.boundary_policy(partition, buckets) if boundary else iam_policy.policy(partition)
+    click.echo(dumps(document, indent=2))
     return 0

@@ -91,7 +91,7 @@ class StoreLink:
             if self.store is None:
                 self.store = run_store.open_store(self.stack, self.record.run_id, self.reporter)
                 self.record.store = self.store.ref.uri
-            return str(aws.ensure_instance_profile(self.stack.name, self.stack.region))
+            return str(aws.ensure_instance_profile(self.stack.name, self.stack.region, self.store.ref))
         except CredentialsError:
             raise  # the one answer every verb gives for credentials
         except Ec2dbnError as exc:  # e.g. a policy from before the run store: say the other way out too

@@ -11,7 +11,7 @@ run before anything else, so that the first error a user sees is its cause.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ec2dbn.aws import account, images, offerings, price_list, quotas, vpc
 from ec2dbn.aws.errors import CREDENTIALS_HINT, SPOT_ROLE_FIX
@@ -21,6 +21,9 @@ from ec2dbn.errors import CredentialsError, Ec2dbnError
 from ec2dbn.spec import catalog
 from ec2dbn.spec.cost import format_usd
 from ec2dbn.spec.stack import Stack
+
+if TYPE_CHECKING:
+    from ec2dbn.aws.store import StoreRef
 
 
 @dataclass
@@ -78,6 +81,7 @@ def run(stack: Stack) -> CheckReport:
             "spot price",
             "service-linked role",
             "run store",
+            "role boundary",
         )
         for name in rest:
             checks.append(Check(name, "skip", f"skipped: {after} failed"))
@@ -112,26 +116,45 @@ def run(stack: Stack) -> CheckReport:
 
 
 def _run_store(stack: Stack, checks: list[Check]) -> None:
-    """Where runs keep their files: ec2dbn's bucket (there, or made on first use) or the stack's own."""
+    """Where runs keep their files (ec2dbn's bucket, there or made on first use, or the stack's own) and the
+    permissions boundary their instances' role carries (an administrator makes it once), which must let
+    instances write there. Both skipped with `store: none`."""
     from ec2dbn import aws as face
 
     if not stack.has_store:
         checks.append(Check("run store", "skip", "store: none (runs keep their files on this machine only)"))
+        checks.append(Check("role boundary", "skip", "store: none (the instance gets no role)"))
         return
     named = None if stack.store == "auto" else face.parse_store_uri(stack.store)
-    try:
-        ref, ready = face.store_status(stack.region, named)
-    except Ec2dbnError as exc:
-        fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
-        checks.append(Check("run store", "warn", str(exc), fix, blocking=False))
-        return
+    for name, row in (("run store", _store_row), ("role boundary", _boundary_row)):
+        try:
+            checks.append(row(stack.region, named))
+        except Ec2dbnError as exc:
+            fix = "attach the policy `ec2dbn iam-policy` prints, or set `store: none` in the stack"
+            checks.append(Check(name, "warn", str(exc), fix, blocking=False))
+
+
+def _store_row(region: str, named: StoreRef | None) -> Check:
+    from ec2dbn import aws as face
+
+    ref, ready = face.store_status(region, named)
     if ready:
-        checks.append(Check("run store", "ok", f"{ref.uri} exists"))
-    elif named is None:
-        checks.append(Check("run store", "ok", f"{ref.uri} is made by the first stored run"))
-    else:
-        fix = "create the bucket, or use `store: auto` (ec2dbn's own) or `store: none`"
-        checks.append(Check("run store", "fail", f"{ref.uri} does not exist", fix))
+        return Check("run store", "ok", f"{ref.uri} exists")
+    if named is None:
+        return Check("run store", "ok", f"{ref.uri} is made by the first stored run")
+    fix = "create the bucket, or use `store: auto` (ec2dbn's own) or `store: none`"
+    return Check("run store", "fail", f"{ref.uri} does not exist", fix)
+
+
+def _boundary_row(region: str, named: StoreRef | None) -> Check:
+    from ec2dbn import aws as face
+
+    arn, problem = face.boundary_status(region, named)
+    if problem is None:
+        return Check("role boundary", "ok", f"{arn} exists")
+    hint = face.boundary_hint(arn.split(":")[1], named, arn if problem != "does not exist" else None)
+    fix = f"an IAM administrator runs {hint}, or set `store: none` in the stack"
+    return Check("role boundary", "fail", f"{arn} {problem}", fix)
 
 
 def _spot_role(aws: Aws, stack: Stack, checks: list[Check]) -> None:

@@ -16,6 +16,7 @@ from tests.aws import helpers
 from tests.aws.helpers import NOTHING, cli
 from tests.aws.test_network_vpc import custom_vpc, remove_default_vpc
 from tests.aws.test_spot_role import make_spot_role
+from tests.support import authz_record
 from tests.support.moto_server import MotoServer, add_hook, count_calls, inject_error, tagged_resources
 
 
@@ -90,6 +91,7 @@ def test_a_launchable_stack_is_all_ticks_and_exit_0(
         "spot": "✓",
         "service-linked": "✓",
         "run": "✓",
+        "role": "✓",
     }
     assert (
         "account 123456789012" in out and "All G and VT Spot Instance Requests (L-3819A6DF) is 8 vCPUs" in out
@@ -254,3 +256,36 @@ def test_the_run_store_row_says_where_runs_keep_their_files(
     rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="s3://ec2dbn-runs-nobody/x"))
     (row,) = rows(report, "run store")
     assert rc == 1 and row["status"] == "fail" and "does not exist" in row["detail"]
+
+
+def test_the_role_boundary_row_says_whether_the_administrator_made_it(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored runs need the instances' permissions boundary: there → ✓; missing → ✗ with the administrator's
+    commands, exit 1; `store: none` → skipped (and the stack can launch without it)."""
+    quotas_are({"L-3819A6DF": 8, "L-DB2E81BA": 8})
+    make_spot_role(aws)
+    boundary = "arn:aws:iam::123456789012:policy/ec2dbn/ec2dbn-run-boundary"
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "role boundary")
+    assert rc == 0 and row["status"] == "ok" and row["detail"] == f"{boundary} exists"
+    aws.client("iam").delete_policy(PolicyArn=boundary)
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path))
+    (row,) = rows(report, "role boundary")
+    assert rc == 1 and row["status"] == "fail" and row["detail"] == f"{boundary} does not exist"
+    assert "ec2dbn iam-policy --boundary > boundary.json" in row["fix"] and "store: none" in row["fix"]
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="none"))
+    assert rc == 0 and [r["status"] for r in rows(report, "role boundary")] == ["skip"]
+    # A bucket the stack names must be in the boundary.
+    aws.create_boundary()
+    aws.client("s3").create_bucket(Bucket="team-data")
+    start = len(authz_record.RECORDED)
+    rc, report, _err = check(capsys, "--stack", stack_file(tmp_path, store="s3://team-data/runs"))
+    # Asking S3 about the user's own bucket is theirs to grant beside ec2dbn's policy (README), so the
+    # session's proof of that policy leaves these calls out.
+    authz_record.RECORDED[start:] = [
+        r for r in authz_record.RECORDED[start:] if r["params"].get("Bucket") != "team-data"
+    ]
+    (row,) = rows(report, "role boundary")
+    assert rc == 1 and row["detail"] == f"{boundary} does not let instances write to s3://team-data/runs/"
+    assert "--boundary --bucket team-data" in row["fix"] and "create-policy-version" in row["fix"]

@@ -121,13 +121,51 @@ def test_the_store_and_the_roles_are_scoped_by_name_and_path() -> None:
                     arn == f"arn:{partition}:s3:::ec2dbn-runs-*"
                     or re.fullmatch(rf"arn:{partition}:iam::\*:(role|instance-profile)/ec2dbn/\*", arn)
                     or arn.endswith(":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot")
+                    or arn == f"arn:{partition}:iam::*:policy/ec2dbn/ec2dbn-run-boundary"  # reading it only
                 ), (st["Sid"], arn)
+            if "arn:" in str(st["Resource"]) and ":policy/" in str(st["Resource"]):
+                assert {a for a in acts if a.startswith("iam:")} <= {
+                    "iam:GetPolicy",
+                    "iam:GetPolicyVersion",
+                    "iam:GetRole",
+                }, st["Sid"]
+    # What gives a role permissions, only with ec2dbn's boundary on it.
+    for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:PutRolePermissionsBoundary"):
+        (st,) = grants(action)
+        assert st["Condition"] == {
+            "StringLike": {"iam:PermissionsBoundary": "arn:aws:iam::*:policy/ec2dbn/ec2dbn-run-boundary"}
+        }, action
     (passing,) = grants("iam:PassRole")
     assert passing["Resource"] == "arn:aws:iam::*:role/ec2dbn/*"
     assert passing["Condition"] == {"StringEqualsIfExists": {"iam:PassedToService": "ec2.amazonaws.com"}}
     assert {"s3:ListAllMyBuckets", "iam:ListInstanceProfiles"} <= {
         a for st in iam_policy.policy()["Statement"] if st["Resource"] == "*" for a in listed(st["Action"])
     }
+
+
+def test_the_boundary_is_printed_for_the_administrator(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--boundary` prints the instances' permissions boundary (named buckets added with --bucket); it fits a
+    managed policy and allows nothing beyond the run store's objects and terminating ec2dbn's instances."""
+    rc, out, _ = cli(capsys, "iam-policy", "--boundary")
+    assert rc == 0 and json.loads(out) == iam_policy.boundary_policy()
+    rc, out, _ = cli(capsys, "iam-policy", "--boundary", "--bucket", "team-data", "--partition", "aws-cn")
+    document = json.loads(out)
+    assert document == iam_policy.boundary_policy("aws-cn", ("team-data",))
+    resources = {r for st in document["Statement"] for r in listed(st["Resource"])}
+    assert {"arn:aws-cn:s3:::team-data/*", "arn:aws-cn:s3:::team-data"} <= resources
+    assert iam_policy.actions(document) == {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "ec2:TerminateInstances",
+    }
+    (ending,) = [st for st in document["Statement"] if st["Action"] == "ec2:TerminateInstances"]
+    assert ending["Condition"] == {"StringEquals": {f"ec2:ResourceTag/{MANAGED_TAG}": "true"}}
+    assert iam_policy.size(document) < 6144
+    # --bucket alone, or a name S3 would refuse: one line, exit 2.
+    assert cli(capsys, "iam-policy", "--bucket", "team-data")[0] == 2
+    rc, _, err = cli(capsys, "iam-policy", "--boundary", "--bucket", "Bad_Name")
+    assert rc == 2 and "Bad_Name" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------ every call is covered

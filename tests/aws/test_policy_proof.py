@@ -30,6 +30,7 @@ from tests.support import authz, authz_record, iam_eval, policy_proof
 from tests.support.moto_server import CALLER_IP, MotoServer, tagged_resources
 
 OURS = {"ec2dbn:managed": "true", "ec2dbn:stack": "t"}
+BOUNDARY = iam_policy.boundary_arn("aws", authz.ACCOUNT_ID)
 _FLOWS: list[dict[str, Any]] = []
 
 
@@ -76,6 +77,15 @@ def store_and_role_flows(aws: MotoServer) -> None:
     ]
     assert store.find_stores(region) == [ref]
     name = run_role.ensure_instance_profile("t", region)
+    # A role made before the boundary existed gets it (PutRolePermissionsBoundary), then is removed.
+    aws.client("iam").create_role(
+        RoleName="ec2dbn-old-us-east-1",
+        Path="/ec2dbn/",
+        AssumeRolePolicyDocument="{}",
+        Tags=[{"Key": "ec2dbn:managed", "Value": "true"}, {"Key": "ec2dbn:stack", "Value": "old"}],
+    )
+    run_role.ensure_instance_profile("old", region)
+    assert run_role.remove_instance_profile("old", region)
     stack = parse_stack({"name": "t", "region": region, "instance_type": "g4dn.xlarge", "image": "ubuntu22"})
     launched = provision.launch(
         provision.plan(stack, cidr=f"{CALLER_IP}/32"),
@@ -141,6 +151,8 @@ def test_every_request_of_the_flows_is_allowed(flows: list[dict]) -> None:
         ("iam:AddRoleToInstanceProfile", "instance-profile"),
         ("iam:PassRole", "role"),
         ("iam:PutRolePolicy", "role"),
+        ("iam:PutRolePermissionsBoundary", "role"),
+        ("iam:GetPolicy", "policy"),
         ("iam:DeleteRole", "role"),
     } <= judged(evaluation)
 
@@ -250,11 +262,12 @@ def test_it_refuses_other_buckets_roles_and_services(evaluator: None) -> None:
         return {"service": "s3", "operation": operation, "region": "us-east-1", "params": params}
 
     ours = "ec2dbn-t-us-east-1"
+    bounded = {"RoleName": ours, "Path": "/ec2dbn/", "PermissionsBoundary": BOUNDARY}
     allowed = {
         ("s3:PutObject", "object"): s3_record(
             "PutObject", {"Bucket": "ec2dbn-runs-1-us-east-1", "Key": "runs/r/x"}
         ),
-        ("iam:CreateRole", "role"): iam_record("CreateRole", {"RoleName": ours, "Path": "/ec2dbn/"}),
+        ("iam:CreateRole", "role"): iam_record("CreateRole", bounded),
         ("iam:PassRole", "role"): record(
             "RunInstances", run_params(IamInstanceProfile={"Name": ours}), {"ec2dbn-t": OURS, "sg-0123": OURS}
         ),
@@ -283,6 +296,50 @@ def test_it_refuses_other_buckets_roles_and_services(evaluator: None) -> None:
     for req, want in ((passing, "Allowed"), (to_lambda, "ImplicitlyDenied")):
         (result,) = iam_eval.evaluate(iam_policy.policies(), [{**req, "id": "x"}]).results
         assert result["result"] == want
+
+
+def test_a_role_gets_permissions_only_under_ec2dbns_boundary(evaluator: None) -> None:
+    """CreateRole, PutRolePolicy and PutRolePermissionsBoundary on /ec2dbn/ roles only with ec2dbn's
+    boundary on the role; nothing takes a boundary off. So no policy written there outgrows the boundary."""
+
+    def iam_record(operation: str, params: dict[str, Any], boundary: str | None = None) -> dict:
+        rec = {"service": "iam", "operation": operation, "region": "us-east-1", "params": params}
+        return {**rec, "role_boundary": boundary} if operation == "PutRolePolicy" else rec
+
+    ours = {"RoleName": "ec2dbn-t-us-east-1", "Path": "/ec2dbn/"}
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    policy = {"RoleName": ours["RoleName"], "PolicyName": "ec2dbn-run", "PolicyDocument": "{}"}
+    cases = {
+        "create bounded": (iam_record("CreateRole", {**ours, "PermissionsBoundary": BOUNDARY}), "Allowed"),
+        "create unbounded": (iam_record("CreateRole", ours), "ImplicitlyDenied"),
+        "create under another boundary": (
+            iam_record("CreateRole", {**ours, "PermissionsBoundary": admin}),
+            "ImplicitlyDenied",
+        ),
+        "write a bounded role's policy": (iam_record("PutRolePolicy", policy, BOUNDARY), "Allowed"),
+        "write an unbounded role's policy": (iam_record("PutRolePolicy", policy), "ImplicitlyDenied"),
+        "write a policy under another boundary": (
+            iam_record("PutRolePolicy", policy, admin),
+            "ImplicitlyDenied",
+        ),
+        "set ec2dbn's boundary": (
+            iam_record("PutRolePermissionsBoundary", {**ours, "PermissionsBoundary": BOUNDARY}),
+            "Allowed",
+        ),
+        "set another boundary": (
+            iam_record("PutRolePermissionsBoundary", {**ours, "PermissionsBoundary": admin}),
+            "ImplicitlyDenied",
+        ),
+    }
+    action = {"Create": "iam:CreateRole", "PutRolePolicy": "iam:PutRolePolicy"}
+    for what, (rec, want) in cases.items():
+        name = rec["operation"]
+        key = action.get(name, action.get(name[:6], f"iam:{name}"))
+        assert verdicts([rec])[(key, "role")] == want, what
+    # Taking a boundary off is not allowed at all, nor is making or changing a managed policy (the boundary).
+    granted = iam_policy.actions()
+    assert not {"iam:DeleteRolePermissionsBoundary", "iam:CreatePolicy", "iam:CreatePolicyVersion"} & granted
+    assert not {"iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:SetDefaultPolicyVersion"} & granted
 
 
 def test_it_creates_the_spot_role_only(evaluator: None) -> None:

@@ -5,12 +5,13 @@ and write its own run's prefix only, list only under it, and terminate only itse
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
 
 from ec2dbn import aws as face
-from ec2dbn.aws import instances, provision, run_role, teardown
+from ec2dbn.aws import iam_policy, instances, provision, run_role, teardown
 from ec2dbn.aws.store import StoreRef
 from ec2dbn.errors import CloudError
 from ec2dbn.events import RecordingReporter
@@ -23,6 +24,7 @@ from tests.support.moto_server import ACCOUNT_ID, CALLER_IP, MotoServer, inject_
 REGION = "us-east-1"
 NAME = "ec2dbn-t-us-east-1"
 OURS = {"ec2dbn:managed": "true", "ec2dbn:stack": "t", "ec2dbn:region": REGION}
+BOUNDARY = f"arn:aws:iam::{ACCOUNT_ID}:policy/ec2dbn/ec2dbn-run-boundary"
 
 
 def tags(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -48,6 +50,7 @@ def test_role_and_profile_are_made_once_tagged_under_the_path(aws: MotoServer) -
     trust = json.loads(trust) if isinstance(trust, str) else trust
     (st,) = trust["Statement"]
     assert st["Principal"] == {"Service": "ec2.amazonaws.com"} and st["Action"] == "sts:AssumeRole"
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY
     profile = iam.get_instance_profile(InstanceProfileName=NAME)["InstanceProfile"]
     assert profile["Path"] == "/ec2dbn/" and tags(profile.get("Tags")) == OURS
     assert [r["RoleName"] for r in profile["Roles"]] == [NAME]
@@ -80,6 +83,71 @@ def test_a_role_of_that_name_not_tagged_for_the_stack_is_left_alone(aws: MotoSer
         run_role.ensure_instance_profile("t", REGION)
     assert run_role.remove_instance_profile("t", REGION) is False
     assert iam.get_role(RoleName=NAME)["Role"]["RoleName"] == NAME
+
+
+def test_a_role_from_before_the_boundary_gets_it(aws: MotoServer) -> None:
+    """A stack's role made by an ec2dbn without the boundary: bounded on its next run, nothing made again."""
+    iam = aws.client("iam")
+    iam.create_role(
+        RoleName=NAME,
+        Path="/ec2dbn/",
+        AssumeRolePolicyDocument="{}",
+        Tags=[{"Key": k, "Value": v} for k, v in OURS.items()],
+    )
+    creates = inject_error("CreateRole", "ShouldNotBeCalled", service="iam", times=None)
+    assert run_role.ensure_instance_profile("t", REGION) == NAME
+    assert creates.calls == 0
+    assert iam.get_role(RoleName=NAME)["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY
+
+
+def test_without_the_boundary_nothing_is_made_and_the_error_says_how(aws: MotoServer) -> None:
+    """Until an administrator made the boundary, no role can be made (the user's policy requires it): one
+    line with the administrator's commands, and nothing in IAM."""
+    iam = aws.client("iam")
+    iam.delete_policy(PolicyArn=BOUNDARY)
+    assert run_role.boundary_status(REGION) == (BOUNDARY, "does not exist")
+    with pytest.raises(CloudError) as err:
+        run_role.ensure_instance_profile("t", REGION)
+    said = str(err.value)
+    assert "\n" not in said and BOUNDARY in said
+    assert "ec2dbn iam-policy --boundary > boundary.json" in said
+    assert "aws iam create-policy --path /ec2dbn/ --policy-name ec2dbn-run-boundary" in said
+    assert iam.list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
+    assert iam.list_instance_profiles(PathPrefix="/ec2dbn/")["InstanceProfiles"] == []
+
+
+def test_a_named_bucket_the_boundary_leaves_out_stops_the_run_until_it_is_added(aws: MotoServer) -> None:
+    """`store: s3://team-data/...`: the boundary must let instances write there, or every upload would be
+    refused on the instance; the error gives the administrator's commands for a new default version."""
+    team = StoreRef("team-data", "ml/")
+    with pytest.raises(CloudError) as err:
+        run_role.ensure_instance_profile("t", REGION, team)
+    said = str(err.value)
+    assert f"{BOUNDARY} does not let instances write to s3://team-data/ml/" in said
+    assert "ec2dbn iam-policy --boundary --bucket team-data > boundary.json" in said
+    assert f"aws iam create-policy-version --policy-arn {BOUNDARY} --set-as-default" in said
+    assert aws.client("iam").list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
+    assert (
+        run_role.ensure_instance_profile("t", REGION, StoreRef("ec2dbn-runs-123456789012-us-east-1")) == NAME
+    )
+    aws.client("iam").create_policy_version(  # the administrator, as told
+        PolicyArn=BOUNDARY,
+        PolicyDocument=json.dumps(iam_policy.boundary_policy("aws", ("team-data",))),
+        SetAsDefault=True,
+    )
+    assert run_role.boundary_status(REGION, team) == (BOUNDARY, None)
+    assert run_role.ensure_instance_profile("t", REGION, team) == NAME
+
+
+def test_the_boundary_document_is_read_as_iam_gives_it() -> None:
+    """IAM gives a policy version's document URL-encoded (boto3 may have decoded it): both read the same, and
+    what it lets instances write is read from its Allow statements and their wildcards."""
+    doc = iam_policy.boundary_policy("aws", ("team-data",))
+    assert run_role._document(urllib.parse.quote(json.dumps(doc))) == doc == run_role._document(doc)
+    own = "arn:aws:s3:::ec2dbn-runs-123456789012-us-east-1/runs/r/job.log"
+    assert run_role._lets_write(doc, own) and run_role._lets_write(doc, "arn:aws:s3:::team-data/ml/runs/r/x")
+    assert not run_role._lets_write(doc, "arn:aws:s3:::other/runs/r/x")
+    assert not run_role._lets_write(iam_policy.boundary_policy("aws"), "arn:aws:s3:::team-data/runs/r/x")
 
 
 def test_grant_run_replaces_the_one_inline_policy(aws: MotoServer) -> None:
@@ -188,6 +256,67 @@ def test_the_role_may_touch_only_its_run_and_end_only_itself(evaluator: None) ->
         ),
     }
     evaluation = iam_eval.evaluate([policy], [req for req, _ in cases.values()])
+    assert evaluation.errors == []
+    got = {r["id"]: r["result"] for r in evaluation.results}
+    for what, (req, want) in cases.items():
+        assert got[req["id"]] == want, what
+
+
+def test_the_boundary_caps_whatever_inline_policy_the_role_gets(evaluator: None) -> None:
+    """Whoever holds ec2dbn's policy can write any inline policy on an /ec2dbn/ role, but each role carries
+    the boundary: even `*` on `*` leaves an instance the run store's objects and ending ec2dbn's instances."""
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    tagged = {**instance(MINE), "context": {"ec2:ResourceTag/ec2dbn:managed": "true"}}
+    named = {"type": "object", "ids": {"BucketName": "team-data", "ObjectName": "runs/r1/job.log"}}
+    cases = {
+        "put a store object": (request("s3:PutObject", obj("p/runs/r2/job.log")), "Allowed"),
+        "list the store": (request("s3:ListBucket", bucket(), {"s3:prefix": ""}), "Allowed"),
+        "terminate an ec2dbn instance": (request("ec2:TerminateInstances", tagged), "Allowed"),
+        "terminate another's instance": (
+            request("ec2:TerminateInstances", instance(OTHER)),
+            "ImplicitlyDenied",
+        ),
+        "delete a store object": (request("s3:DeleteObject", obj("p/runs/r2/job.log")), "ImplicitlyDenied"),
+        "put into another bucket": (request("s3:PutObject", {**named, "context": {}}), "ImplicitlyDenied"),
+        "make a role": (
+            request("iam:CreateRole", {"type": "role", "ids": {"RoleNameWithPath": "admin"}, "context": {}}),
+            "ImplicitlyDenied",
+        ),
+        "launch an instance": (
+            request("ec2:RunInstances", {**instance("i-0aaaaaaaaaaaaaaaa"), "context": {}}),
+            "ImplicitlyDenied",
+        ),
+    }
+    boundary = iam_policy.boundary_policy("aws")
+    evaluation = iam_eval.evaluate([everything], [req for req, _ in cases.values()], boundary=boundary)
+    assert evaluation.errors == [] or all("requires resource type" in e for e in evaluation.errors)
+    got = {r["id"]: r["result"] for r in evaluation.results}
+    for what, (req, want) in cases.items():
+        assert got[req["id"]] == want, what
+    # A bucket a stack names is the administrator's to add (`ec2dbn iam-policy --boundary --bucket NAME`).
+    with_named = iam_policy.boundary_policy("aws", ("team-data",))
+    req = request("s3:PutObject", {**named, "context": {}})
+    (result,) = iam_eval.evaluate([everything], [req], boundary=with_named).results
+    assert result["result"] == "Allowed"
+
+
+def test_under_the_boundary_a_run_keeps_exactly_its_grant(evaluator: None) -> None:
+    """The run's own policy, bounded: still its prefix and itself, nothing the boundary alone would add."""
+    policy = run_role.run_policy("aws", ACCOUNT_ID, REGION, StoreRef("ec2dbn-runs-x", "p/"), "r1", MINE)
+    from_mine = {"ec2:SourceInstanceARN": instance_arn(MINE)}
+    mine = {**instance(MINE), "context": {"ec2:ResourceTag/ec2dbn:managed": "true"}}
+    other = {**instance(OTHER), "context": {"ec2:ResourceTag/ec2dbn:managed": "true"}}
+    cases = {
+        "put own checkpoint": (request("s3:PutObject", obj("p/runs/r1/out/checkpoint.npz")), "Allowed"),
+        "put another run's file": (request("s3:PutObject", obj("p/runs/r2/job.log")), "ImplicitlyDenied"),
+        "terminate itself": (request("ec2:TerminateInstances", mine, from_mine), "Allowed"),
+        "terminate another ec2dbn instance": (
+            request("ec2:TerminateInstances", other, from_mine),
+            "ImplicitlyDenied",
+        ),
+    }
+    boundary = iam_policy.boundary_policy("aws")
+    evaluation = iam_eval.evaluate([policy], [req for req, _ in cases.values()], boundary=boundary)
     assert evaluation.errors == []
     got = {r["id"]: r["result"] for r in evaluation.results}
     for what, (req, want) in cases.items():

@@ -193,3 +193,21 @@ def test_a_policy_without_the_store_fails_in_one_line_naming_both_ways_out(
     assert not any(tagged_resources(aws).values())
     assert aws.client("s3", REGION).list_buckets()["Buckets"] == []
     assert aws.client("iam", REGION).list_roles(PathPrefix="/ec2dbn/")["Roles"] == []
+
+
+def test_a_stored_run_without_the_boundary_stops_before_launching_and_says_how(
+    aws: MotoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account whose administrator has not made the instances' permissions boundary yet: the first stored
+    `train` stops before any instance or role exists, in one line with the administrator's commands and
+    `store: none`."""
+    from tests.support.moto_server import tagged_resources
+
+    aws.client("iam").delete_policy(PolicyArn="arn:aws:iam::123456789012:policy/ec2dbn/ec2dbn-run-boundary")
+    rc, _out, err = cli(capsys, "train", "seed-mnist5k", "--stack", stack_file(tmp_path))
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert rc == 1 and "ec2dbn-run-boundary does not exist" in line, err[-2000:]
+    assert "ec2dbn iam-policy --boundary > boundary.json" in line and "`store: none`" in line
+    assert "Traceback" not in err
+    assert not any(tagged_resources(aws).values())
+    assert aws.client("iam", REGION).list_roles(PathPrefix="/ec2dbn/")["Roles"] == []

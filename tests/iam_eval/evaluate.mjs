@@ -1,6 +1,7 @@
 // Evaluates authorization requests under an IAM policy with Cloud Copilot's IAM simulator, in one batch.
 //
-// Input (the JSON file named by argv[2]): {"policy": {...}, "requests": [{"id", "action": "ec2:RunInstances",
+// Input (the JSON file named by argv[2]): {"policy": {...}, "boundaries": [{"name", "policy"}] (optional: the
+// principal's permissions boundary), "requests": [{"id", "action": "ec2:RunInstances",
 // "region", "account", "partition", "resources": [{"type", "ids": {"InstanceId": "i-1"}, "context": {...}}],
 // "context": {...}}]}. Each request is what tests/support/authz.py made of one AWS call ec2dbn sent.
 //
@@ -17,6 +18,7 @@ import { runSimulation } from '@cloud-copilot/iam-simulate';
 
 const input = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const policies = input.policies ?? [{ name: 'ec2dbn', policy: input.policy }];
+const boundaries = input.boundaries ?? [];
 const results = [];
 const errors = [];
 const actionCache = new Map();
@@ -55,6 +57,7 @@ async function simulate(req, resource, context) {
         contextVariables: context,
       },
       identityPolicies: policies,
+      ...(boundaries.length ? { permissionBoundaryPolicies: boundaries } : {}),
       serviceControlPolicies: [],
       resourceControlPolicies: [],
     },

@@ -109,6 +109,7 @@ class Call:
         self.params: dict[str, Any] = dict(record.get("params") or {})
         self.tags: dict[str, dict[str, str]] = dict(record.get("tags") or {})
         self.templates: dict[str, dict[str, Any]] = dict(record.get("templates") or {})
+        self.role_boundary: str | None = record.get("role_boundary")
         self.created = tag_specs(self.params)
 
     def existing(self, rtype: str, rid: str | None) -> Resource:

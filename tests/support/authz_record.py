@@ -4,7 +4,8 @@ A botocore `before-parameter-build` hook (added to every client ec2dbn creates, 
 keeps the service, the operation, the client's region and the API parameters as ec2dbn passed them
 (user-data dropped: large, and no part of authorization), plus — for calls that change something — the
 tags moto holds at that moment for each existing resource the parameters name (read from moto's backend in
-this process, no request). tests/support/authz.py turns the records into authorization requests;
+this process, no request), and for PutRolePolicy the permissions boundary moto holds for the role.
+tests/support/authz.py turns the records into authorization requests;
 tests/support/moto_server.py evaluates them all when the session ends.
 """
 
@@ -70,6 +71,20 @@ def launch_templates(region: str, params: dict[str, Any]) -> dict[str, dict[str,
     return out
 
 
+def role_boundary(params: dict[str, Any]) -> str | None:
+    """The permissions boundary moto holds for the role `params` names (iam:PermissionsBoundary of a call
+    that changes an existing role's permissions), or None."""
+    from moto.iam.models import iam_backends
+
+    name = params.get("RoleName")
+    if not isinstance(name, str):
+        return None
+    for role in iam_backends[ACCOUNT_ID]["aws"].roles.values():
+        if role.name == name:
+            return role.permissions_boundary_arn or None
+    return None
+
+
 def record(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
     """The hook: keep one record of the call (see the module doc)."""
     service = model.service_model.signing_name
@@ -86,6 +101,11 @@ def record(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
             if model.name == "CreateFleet":
                 entry["templates"] = launch_templates(region, params)
         except Exception as exc:  # never break the call being recorded; the proof reports it instead
+            entry["tags_error"] = f"{type(exc).__name__}: {exc}"
+    if service == "iam" and model.name == "PutRolePolicy":
+        try:
+            entry["role_boundary"] = role_boundary(params)
+        except Exception as exc:  # as above
             entry["tags_error"] = f"{type(exc).__name__}: {exc}"
     with _LOCK:
         RECORDED.append(entry)

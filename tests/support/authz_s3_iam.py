@@ -12,8 +12,10 @@ wrong entry there fails the proof instead of agreeing with itself:
   s3:PutEncryptionConfiguration, ListBuckets s3:ListAllMyBuckets;
 - IAM: the role (`role/<path><name>`) or instance profile it names, with `aws:RequestTag/*` from the
   Tags a Create* call puts on it; AddRoleToInstanceProfile asks iam:PassRole on the role too (the IAM API
-  reference says so) and names no service; RunInstances with an instance profile passes its role to EC2
-  (iam:PassedToService = ec2.amazonaws.com; ec2dbn's profile and role share the name, ec2dbn.aws.run_role).
+  reference says so) and names no service; CreateRole and PutRolePermissionsBoundary carry
+  iam:PermissionsBoundary from the request, PutRolePolicy the boundary the role has; RunInstances with an
+  instance profile passes its role to EC2 (iam:PassedToService = ec2.amazonaws.com; ec2dbn's profile and
+  role share the name, ec2dbn.aws.run_role).
 """
 
 from __future__ import annotations
@@ -100,10 +102,31 @@ def _delete_objects(c: Call) -> list[dict]:
     return out
 
 
+def policy(arn: str) -> Resource:
+    """A managed policy by its ARN ('arn:aws:iam::123:policy/ec2dbn/ec2dbn-run-boundary')."""
+    return {"type": "policy", "ids": {"PolicyNameWithPath": arn.split(":policy/", 1)[1]}, "context": {}}
+
+
+def _boundary(arn: str | None) -> dict[str, str]:
+    """iam:PermissionsBoundary: present only when there is a boundary (AWS leaves the key out otherwise)."""
+    return {"iam:PermissionsBoundary": arn} if arn else {}
+
+
 def _create_role(c: Call) -> list[dict]:
     tags = {t["Key"]: t["Value"] for t in c.params.get("Tags") or []}
     new = role(c.params["RoleName"], c.params.get("Path", "/"), request_tags(tags))
-    return [c.request("iam:CreateRole", [new])]
+    return [c.request("iam:CreateRole", [new], _boundary(c.params.get("PermissionsBoundary")))]
+
+
+def _put_role_policy(c: Call) -> list[dict]:
+    """Judged with the boundary the role has (the recorder read it from moto as the call was made)."""
+    return [c.request("iam:PutRolePolicy", [role(c.params["RoleName"])], _boundary(c.role_boundary))]
+
+
+def _put_role_boundary(c: Call) -> list[dict]:
+    """Judged with the boundary it sets."""
+    ctx = _boundary(c.params.get("PermissionsBoundary"))
+    return [c.request("iam:PutRolePermissionsBoundary", [role(c.params["RoleName"])], ctx)]
 
 
 def _create_profile(c: Call) -> list[dict]:
@@ -164,7 +187,10 @@ CONVERTERS: dict[str, Callable[[Call], list[dict]]] = {
     "iam:CreateRole": _create_role,
     "iam:GetRole": _on_role("iam:GetRole"),
     "iam:DeleteRole": _on_role("iam:DeleteRole"),
-    "iam:PutRolePolicy": _on_role("iam:PutRolePolicy"),
+    "iam:PutRolePolicy": _put_role_policy,
+    "iam:PutRolePermissionsBoundary": _put_role_boundary,
+    "iam:GetPolicy": lambda c: [c.request("iam:GetPolicy", [policy(c.params["PolicyArn"])])],
+    "iam:GetPolicyVersion": lambda c: [c.request("iam:GetPolicyVersion", [policy(c.params["PolicyArn"])])],
     "iam:DeleteRolePolicy": _on_role("iam:DeleteRolePolicy"),
     "iam:ListRolePolicies": _on_role("iam:ListRolePolicies"),
     "iam:CreateInstanceProfile": _create_profile,

@@ -66,15 +66,20 @@ class Evaluation:
 
 
 def evaluate(
-    policies: list[dict[str, Any]], requests: list[dict[str, Any]], timeout_s: float = 300
+    policies: list[dict[str, Any]],
+    requests: list[dict[str, Any]],
+    timeout_s: float = 300,
+    boundary: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Evaluate every request under the identity policies `policies` (IAM JSON documents, attached together).
+    """Evaluate every request under the identity policies `policies` (IAM JSON documents, attached together),
+    capped by the principal's permissions `boundary` when given.
 
     Raises RuntimeError when node fails (its stderr's tail in the message)."""
     named = [{"name": f"ec2dbn-{i}", "policy": p} for i, p in enumerate(policies)]
+    bounds = [{"name": "boundary", "policy": boundary}] if boundary is not None else []
     with tempfile.TemporaryDirectory(prefix="ec2dbn-iam-eval-") as tmp:
         batch = Path(tmp) / "requests.json"
-        batch.write_text(json.dumps({"policies": named, "requests": requests}))
+        batch.write_text(json.dumps({"policies": named, "boundaries": bounds, "requests": requests}))
         proc = subprocess.run(
             ["node", str(SCRIPT), str(batch)],
             cwd=EVAL_DIR,

@@ -2,8 +2,9 @@
 
 - `moto_server` (session): one ThreadedMotoServer on a free port for the whole run.
 - `aws` (function): wipes moto (POST /moto-api/reset), seeds the public SSM image parameters that moto
-  lacks, and points boto3's default chain at moto through AWS_ENDPOINT_URL with fake credentials; the
-  ec2dbn state dir goes to tmp_path (EC2DBN_HOME) and the caller IP is fixed (EC2DBN_CALLER_IP).
+  lacks, creates the instance roles' permissions boundary (an administrator's one-time step), and points
+  boto3's default chain at moto through AWS_ENDPOINT_URL with fake credentials; the ec2dbn state dir
+  goes to tmp_path (EC2DBN_HOME) and the caller IP is fixed (EC2DBN_CALLER_IP).
 - `inject_error` / `inject_http_error` / `count_calls`: botocore event hooks added through
   `ec2dbn.aws.session.EVENT_HOOKS` to every client ec2dbn creates, to make EC2 answer with errors moto
   never produces (capacity, quotas, throttling, DependencyViolation).
@@ -133,6 +134,19 @@ class MotoServer:
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
 
+    def create_boundary(self) -> None:
+        """What an IAM administrator does once per account before stored runs (README): the instance roles'
+        permissions boundary from `ec2dbn iam-policy --boundary`, made with a plain client (not ec2dbn's,
+        not recorded: ec2dbn's own policy may not create it)."""
+        from ec2dbn.aws import iam_policy
+        from trainer import strict_json
+
+        self.client("iam").create_policy(
+            PolicyName=iam_policy.BOUNDARY_NAME,
+            Path=iam_policy.ROLE_PATH,
+            PolicyDocument=strict_json.dumps(iam_policy.boundary_policy()),
+        )
+
     def seed_images(self, regions: tuple[str, ...] = SEED_REGIONS) -> None:
         """Register one AMI per alias and publish it under the alias's public SSM parameter, as AWS does.
 
@@ -204,6 +218,7 @@ def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     moto_server.reset()
     price_list.price_list_price.cache_clear()  # the Price List API's answers are cached per process
     moto_server.seed_images()
+    moto_server.create_boundary()
     for var in _ENV_CLEARED:
         monkeypatch.delenv(var, raising=False)
     for var, value in aws_environment(moto_server.url, tmp_path).items():
@@ -443,8 +458,10 @@ def _main() -> None:
     args = parser.parse_args()
     server = MotoServer(args.host, args.port)
     server.seed_images()
+    server.create_boundary()
     print(
-        f"moto listening on {server.url} (strict validation on, images seeded in {', '.join(SEED_REGIONS)})"
+        f"moto listening on {server.url} (strict validation on, images seeded in {', '.join(SEED_REGIONS)}, "
+        "the role boundary made)"
     )
     print(f"  export AWS_ENDPOINT_URL={server.url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
     try:
