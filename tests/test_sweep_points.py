@@ -167,3 +167,26 @@ def test_dry_run_lists_the_points_and_creates_nothing(
     out = capsys.readouterr().out
     assert code == 0 and "p01" in out and "p02" in out and "2 local worker(s)" in out
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_keeps_the_region_and_market_the_sweep_started_with(tmp_path: Path) -> None:
+    """`sweep job --region eu-west-1 --on-demand`, then `sweep --resume ID`: the unfinished points run where
+    and how the sweep started (sweep.json keeps both), not in the stack's own region; a --region given to
+    --resume wins and is kept for the next one. Offline: nothing here asks AWS."""
+    from ec2dbn.sweep import prepare as prep
+    from ec2dbn.sweep import start
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({**JOB, "sweep": {"grid": {"model.learn_rates": [0.1, 0.3]}}}))
+    p = start.new_sweep(job, region="eu-west-1", spot=False)
+    record, sweep_dir = prep.open_sweep(
+        p, tmp_path / "results", instances=None, max_instances=2, parallel=None, max_cost=None
+    )
+    assert [(s.region, s.market) for s in p.stacks] == [("eu-west-1", "on-demand")]
+    assert (record.region, record.spot) == ("eu-west-1", False)
+
+    _, again = start.resume_sweep(sweep_dir, instances=None, max_instances=2)
+    assert [(s.region, s.market) for s in again.stacks] == [("eu-west-1", "on-demand")]
+    moved, there = start.resume_sweep(sweep_dir, instances=None, max_instances=2, region="us-west-2")
+    assert [(s.region, s.market) for s in there.stacks] == [("us-west-2", "on-demand")]
+    assert (moved.region, moved.spot) == ("us-west-2", False)

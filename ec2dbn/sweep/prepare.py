@@ -39,6 +39,8 @@ class Prepared:
     points: list[pts.ValidPoint]
     local: bool
     stack_ref: str | None = None
+    region: str | None = None  # the command line's --region and --spot/--on-demand, kept for --resume
+    spot: bool | None = None
     groups: dict[str, int] = field(default_factory=dict)
     stacks: list[Stack] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
@@ -89,22 +91,33 @@ def prepare(
     valid = pts.validate_all(
         points, base, stack_ref=stack_ref, spot=spot, ssh_cidr=ssh_cidr, local=local, region=region
     )
-    return Prepared(job_path, base, spec.keys(), valid, local, stack_ref)
+    return Prepared(job_path, base, spec.keys(), valid, local, stack_ref, region, spot)
 
 
 def prepare_resume(
     sweep_dir: Path, spot: bool | None = None, ssh_cidr: str | None = None, region: str | None = None
 ) -> tuple[SweepRecord, Prepared]:
-    """`--resume SWEEP_ID`: the sweep's record and its unfinished points, validated again."""
+    """`--resume SWEEP_ID`: the sweep's record and its unfinished points, validated again, in the region and
+    market the sweep was started with unless the command line says otherwise (then that is kept)."""
     record = SweepRecord.load(sweep_dir)
     todo = record.unfinished()
     if not todo:
         raise ConfigError(f"sweep {record.sweep_id} has no unfinished point; its results are in {sweep_dir}")
     base, _ = read_job_mapping(sweep_dir / JOB_FILE)
     local = record.mode == "local"
-    kw = {"stack_ref": record.stack_ref, "spot": spot, "ssh_cidr": ssh_cidr, "local": local, "region": region}
+    record.region = region or record.region
+    record.spot = record.spot if spot is None else spot
+    kw = {
+        "stack_ref": record.stack_ref,
+        "spot": record.spot,
+        "ssh_cidr": ssh_cidr,
+        "local": local,
+        "region": record.region,
+    }
     every = [pts.validate_point(pts.Point(e.point_id, e.values), base, **kw) for e in record.points]
-    prepared = Prepared(Path(record.job), base, record.keys, every, local, record.stack_ref)
+    prepared = Prepared(
+        Path(record.job), base, record.keys, every, local, record.stack_ref, record.region, record.spot
+    )
     return record, prepared
 
 
@@ -176,6 +189,8 @@ def open_sweep(
             for vp in p.points
         ],
         stack_ref=p.stack_ref,
+        region=p.region,
+        spot=p.spot,
         max_cost_usd=max_cost,
         parallel=parallel,
     )

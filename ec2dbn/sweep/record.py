@@ -68,6 +68,8 @@ class SweepRecord:
     exit_code: int | None = None
     stop_reason: str | None = None
     stack_ref: str | None = None
+    region: str | None = None  # --region and --spot/--on-demand as given (None: the stack's), for --resume
+    spot: bool | None = None
     max_cost_usd: float | None = None
     cost_usd: float | None = None
     elapsed_s: float | None = None
