@@ -31,6 +31,7 @@ from ec2dbn.insight.bench import (
     usd_per_epoch,
 )
 from ec2dbn.spec.catalog import Price, on_demand_price
+from tests.support.moto_server import MotoServer
 from tests.support.spot_moto import Row, SpotReplies, ec2_client, history_xml, spot_moto
 from tests.support.trained_runs import write_job
 from trainer.backend import select_backend
@@ -292,3 +293,24 @@ def test_bench_with_only_skipped_rows_writes_the_summary_without_a_plot(
     assert "skipped" in (out / "summary.md").read_text()
     assert not (out / "bench.png").exists()
     assert "no plot" in capsys.readouterr().err
+
+
+def test_bench_on_a_stack_runs_in_the_region_given(
+    aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench --stack S --region R`: the run is planned in R. Stopped as provisioning starts (the pipeline's
+    test seam), before anything exists in AWS."""
+    from ec2dbn.run import pipeline
+
+    def stop(phase: str) -> None:
+        if phase == "provision":
+            raise RuntimeError(f"stopped at {phase}")
+
+    monkeypatch.setattr(pipeline, "PHASE_HOOKS", [stop])
+    aws.seed_images(("us-west-2",))
+    out = tmp_path / "bench-out"
+    args = ["bench", "seed-mnist5k", "--stack", "g4dn-spot", "--region", "us-west-2", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "stopped at provision" in err
+    assert "• stack g4dn-spot: g4dn.xlarge (spot) in us-west-2" in err.splitlines()

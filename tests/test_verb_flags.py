@@ -72,6 +72,11 @@ def test_bench_writes_under_results_and_out_still_works() -> None:
     assert "--out" in params["out_dir"].opts
 
 
+def test_bench_region_goes_with_its_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "seed-mnist", "--local", "--region", "us-west-2"]) == 2
+    assert "--region goes with --stack" in capsys.readouterr().err
+
+
 def test_sweep_takes_the_shared_market_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "seed-mnist5k", "--spot", "--on-demand", "--grid", "model.epochs=1,2"]) == 2
     assert "--spot and --on-demand contradict each other" in capsys.readouterr().err
@@ -84,6 +89,7 @@ def test_sweep_takes_the_shared_market_flags(capsys: pytest.CaptureFixture[str])
         ["plan", "seed-mnist"],
         ["bake"],
         ["sweep", "seed-mnist", "--grid", "model.epochs=1,2", "--dry-run"],
+        ["bench", "seed-mnist", "--stack", "g4dn-spot"],
     ],
 )
 def test_region_is_taken_and_checked_before_anything(

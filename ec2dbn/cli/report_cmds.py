@@ -11,7 +11,7 @@ import click
 
 from ec2dbn.cli import cli, results_option
 from ec2dbn.cli.examples_cmds import JOB_FILE
-from ec2dbn.cli.options import json_option
+from ec2dbn.cli.options import json_option, region_option
 from ec2dbn.cli.output import ConsoleReporter, printable, stdout, styled
 from ec2dbn.cli.tables import Column, print_fitted
 from ec2dbn.errors import ConfigError, JobFailedError
@@ -90,6 +90,7 @@ def run_remote_bench(
     epochs: int,
     backends: str,
     reporter: ConsoleReporter,
+    region: str | None = None,
 ) -> tuple[bench_mod.Price, str]:
     """`trainer.bench` on the stack's instance through the train flow (launch, bootstrap, ship, run
     detached, follow, pull bench.json, tear down); returns the instance's price for $/epoch."""
@@ -101,6 +102,7 @@ def run_remote_bench(
     v = validate(
         job,
         stack_ref=stack_ref,
+        region=region,
         results_dir=out_dir,
         run_command=lambda run, _resume: run.python() + bench_line,
         result_files=(bench_mod.BENCH_FILE,),
@@ -140,6 +142,7 @@ def run_remote_bench(
     metavar="NAME|PATH",
     help="Run on this stack's instance (launched, then torn down).",
 )
+@region_option("Region to bench in, with --stack (else $AWS_REGION, else the stack's).")
 @results_option("Folder under which bench-<UTC timestamp>/ is written.")
 @click.option(
     "--out",
@@ -162,6 +165,7 @@ def bench_cmd(
     backends: str,
     local: bool,
     stack_ref: str | None,
+    region: str | None,
     results_root: Path,
     out_dir: Path | None,
     price_per_hour: float | None,
@@ -178,12 +182,15 @@ def bench_cmd(
     Examples:
       ec2dbn bench seed-fashion --local --widths 100,300 --epochs 2
       ec2dbn bench seed-fashion --local --price-per-hour 0.34
+      ec2dbn bench seed-fashion --stack g4dn-spot --region us-west-2
     """
     width_list = _check_widths(widths)
     if stack_ref and local:
         raise ConfigError("--local and --stack exclude each other: bench here, or on the stack's instance")
     if not local and not stack_ref:
         raise ConfigError("say where to bench: --local (this machine) or --stack NAME (an EC2 instance)")
+    if region and local:
+        raise ConfigError("--region goes with --stack: a --local bench runs on this machine")
     from trainer.bench import parse_backends
     from trainer.errors import TrainerError
 
@@ -198,7 +205,9 @@ def bench_cmd(
 
     reporter = ConsoleReporter(streams_to_stderr=as_json)  # stdout is the JSON's alone
     if stack_ref:
-        price, note = run_remote_bench(job, stack_ref, out_dir, width_list, epochs, backends, reporter)
+        price, note = run_remote_bench(
+            job, stack_ref, out_dir, width_list, epochs, backends, reporter, region=region
+        )
         code = 0
     else:
         code = run_local_bench(job, out_dir, width_list, epochs, backends, reporter)
