@@ -95,8 +95,13 @@ def test_first_time_refusals_are_one_line_with_the_fix(
 
 @pytest.mark.parametrize("verb", [["launch", "--no-bootstrap"], ["train", SEED], ["plan", SEED]])
 def test_credentials_and_region_are_asked_first(
-    verb: list[str], aws: MotoServer, capsys: pytest.CaptureFixture[str]
+    verb: list[str],
+    aws: MotoServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the failed train's results/<run-id>/ goes here, not into the checkout
     calls: list[str] = []
     add_hook("before-send", lambda request, **_: calls.append(_operation(request)))
     inject_error("DescribeAvailabilityZones", "OptInRequired", "not subscribed", times=None)
