@@ -131,7 +131,9 @@ def follow_run_log(run_id: str, results_root: Path, follow: bool, reporter: Repo
 
 def _instance_alive(record: RunRecord) -> bool:
     """Whether EC2 says the run's (last) instance still runs; False when it cannot be asked."""
-    return bool(record.region) and instance_fate(record.region or "", record.instance_id) == "alive"
+    if not record.region:
+        return False
+    return instance_fate(record.region, record.instance_id) == "alive"
 
 
 def detached_rows(results_root: Path) -> list[tuple[str, str, str, str]]:
